@@ -1,0 +1,218 @@
+"""The PracSuite client: presign, list attachments (paged), record look-ups, errors.
+
+Every call goes through one process-wide rate limiter (`requests_per_second`) and
+carries both keys. PracSuite's error body is translated at this boundary into the
+errors of `errors.py`; key values never reach a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+
+from pracsuite_ingest.errors import (
+    CredentialsRefused,
+    Permanent,
+    Retryable,
+    Throttled,
+    describe_api_error,
+)
+from pracsuite_ingest.models import Presigned
+from pracsuite_ingest.retry import retry_after_s
+
+LIST_KEYS = ("patient_attachments", "attachment_clients", "attachments", "items", "data", "results")
+
+
+class RateGate:
+    """A process-wide rate limit that a 429 pauses for everybody, not one request."""
+
+    def __init__(self, requests_per_second: float) -> None:
+        burst = max(1.0, requests_per_second)
+        self._limiter = AsyncLimiter(burst, burst / requests_per_second)
+        self._paused_until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    async def __aenter__(self) -> None:
+        # A later 429 may extend the pause while we sleep: check again after each wait.
+        while (wait := self._paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+        await self._limiter.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def parse_api_error(status: int, body: bytes) -> tuple[str, str, str]:
+    """(code, detail, request_id) from PracSuite's error body, tolerating anything."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return "", "", ""
+    if not isinstance(data, dict):
+        return "", "", ""
+    err = data.get("error")
+    request_id = str(data.get("request_id") or "")
+    if isinstance(err, dict):
+        detail = str(err.get("detail") or err.get("title") or "")
+        return str(err.get("code") or ""), detail, request_id
+    if "message" in data:  # API Gateway's bare answer, e.g. {"message": "Too Many Requests"}
+        return "", str(data["message"]), request_id
+    return "", "", request_id
+
+
+def refused_key_hint(detail: str) -> str:
+    """Which setting the operator should check, from what PracSuite said."""
+    low = detail.lower()
+    if "a-api-key" in low or "practice" in low:
+        return ("check api.practice_api_key (the clinic's a-api-key: revoked, or lacking "
+                "permission?)")
+    if "x-api-key" in low or "vendor" in low:
+        return "check api.vendor_api_key (the vendor x-api-key issued by PracSuite)"
+    return ("check api.vendor_api_key (x-api-key) and api.practice_api_key (a-api-key; "
+            "the clinic may have revoked it in Settings > Integrations > API)")
+
+
+def classify_api_answer(status: int, body: bytes, headers: Any, now: float) -> Exception | None:
+    """None for a 2xx, else the error that says what the caller should do."""
+    if 200 <= status < 300:
+        return None
+    code, detail, request_id = parse_api_error(status, body)
+    text = describe_api_error(status, code, detail, request_id)
+    if status == 429:
+        return Throttled(text, retry_after=retry_after_s(headers, now))
+    if status >= 500:
+        return Retryable(text, retry_after=retry_after_s(headers, now))
+    if status == 401 or code in ("UNAUTHORIZED", "MISSING_AUTHENTICATION_TOKEN"):
+        return CredentialsRefused(f"{text}: {refused_key_hint(detail)} (and api.base_url)")
+    if status == 404:
+        return Permanent(f"{text}: PracSuite does not know this client_id")
+    return Permanent(text)
+
+
+def find_records(body: Any, list_key: str) -> list[dict[str, Any]]:
+    """The records array of a list answer: a bare array, `list_key`, or the one array."""
+    if isinstance(body, list):
+        return [r for r in body if isinstance(r, dict)]
+    if not isinstance(body, dict):
+        raise Permanent("the attachment list answer is neither an object nor an array")
+    if list_key:
+        value = body.get(list_key)
+        if not isinstance(value, list):
+            raise Permanent(f"the attachment list has no array under api.list_key '{list_key}'")
+        return [r for r in value if isinstance(r, dict)]
+    arrays = [k for k, v in body.items() if isinstance(v, list) and k != "links"]
+    if len(arrays) == 1:
+        return [r for r in body[arrays[0]] if isinstance(r, dict)]
+    for key in LIST_KEYS:
+        if isinstance(body.get(key), list):
+            return [r for r in body[key] if isinstance(r, dict)]
+    if not arrays and body.get("total_entries") == 0:
+        return []
+    raise Permanent("cannot tell which key holds the attachment list; set api.list_key")
+
+
+def next_link(body: Any) -> str | None:
+    if isinstance(body, dict):
+        links = body.get("links")
+        if isinstance(links, dict):
+            nxt = links.get("next")
+            if isinstance(nxt, str) and nxt:
+                return nxt
+    return None
+
+
+class PracSuiteClient:
+    """Thin I/O over PracSuite's API; every answer is judged by `classify_api_answer`."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        vendor_api_key: str,
+        practice_api_key: str,
+        gate: RateGate,
+        *,
+        timeout_s: float,
+        list_key: str = "",
+        page_size: int = 100,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._headers = {"x-api-key": vendor_api_key, "a-api-key": practice_api_key,
+                         "Accept": "application/json"}
+        self._gate = gate
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10))
+        self._list_key = list_key
+        self._page_size = page_size
+        self.calls = 0
+
+    def _client_url(self, client_id: str) -> str:
+        return f"{self._base}/patient/{quote(client_id, safe='')}/patient_attachment"
+
+    async def _request(self, method: str, url: str, body: dict[str, str] | None = None) -> Any:
+        async with self._gate:
+            self.calls += 1
+            try:
+                async with self._session.request(
+                    method, url, json=body, headers=self._headers, timeout=self._timeout,
+                    allow_redirects=False,
+                ) as resp:
+                    raw = await resp.read()
+                    error = classify_api_answer(resp.status, raw, resp.headers, time.time())
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise Retryable(f"PracSuite unreachable ({type(exc).__name__})") from None
+        if error is not None:
+            if isinstance(error, Throttled):
+                self._gate.pause(error.retry_after if error.retry_after is not None else 1.0)
+            raise error
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            raise Retryable("PracSuite answered with a body that is not JSON") from None
+
+    async def presign(self, client_id: str, file_name: str) -> Presigned:
+        data = await self._request("POST", self._client_url(client_id), {"file_name": file_name})
+        if not isinstance(data, dict) or not isinstance(data.get("fields"), dict):
+            raise Retryable("PracSuite's presign answer has no 'fields'")
+        url = data.get("url")
+        if not isinstance(url, str) or not url:
+            raise Retryable("PracSuite's presign answer has no 'url'")
+        fields = tuple((str(k), str(v)) for k, v in data["fields"].items())
+        return Presigned(url=url, fields=fields)
+
+    async def list_pages(self, client_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every page of the client's attachment list, following `links.next`."""
+        page = 1
+        url: str | None = f"{self._client_url(client_id)}?page=1&page_size={self._page_size}"
+        while url is not None:
+            body = await self._request("GET", url)
+            records = find_records(body, self._list_key)
+            yield records
+            if isinstance(body, list):  # no links: page on until a short page
+                page += 1
+                url = (f"{self._client_url(client_id)}?page={page}&page_size={self._page_size}"
+                       if len(records) >= self._page_size else None)
+            else:
+                url = next_link(body)
+
+    async def record_file_name(self, client_id: str, record_id: str) -> str:
+        """The file name PracSuite holds for a record (only `presign_url` tells it)."""
+        url = f"{self._client_url(client_id)}/{quote(record_id, safe='')}/presign_url"
+        data = await self._request("GET", url)
+        return str(data.get("file_name") or "") if isinstance(data, dict) else ""
+
+    async def probe(self) -> None:
+        """One read-only call that proves both keys work (a 404 for the probe client is fine)."""
+        try:
+            await self._request("GET", f"{self._client_url('0')}?page=1&page_size=1")
+        except Permanent:
+            return

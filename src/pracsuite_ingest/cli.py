@@ -1,0 +1,288 @@
+"""Commands and exit codes (SPEC.md). Settings are built before asyncio.run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pracsuite_ingest import __version__
+from pracsuite_ingest import report as rpt
+from pracsuite_ingest.errors import ConfigError, Fatal, Retryable
+from pracsuite_ingest.logs import configure, get_logger, register_secret, scrub
+from pracsuite_ingest.pipeline import (
+    Run,
+    make_client,
+    make_session,
+    new_run_id,
+    reconcile_run,
+    utc_now,
+)
+from pracsuite_ingest.settings import Settings, load_settings
+from pracsuite_ingest.state import State
+
+EXIT_OK, EXIT_ITEMS, EXIT_CONFIG, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+EPILOG_RUN = """example:
+  pracsuite-ingest run --config practice.toml --manifest files.csv
+  pracsuite-ingest run --source-dir /data/scans --dry-run
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pracsuite-ingest",
+        description="Upload a practice's documents to PracSuite as Patient Attachments "
+                    "and prove which ones arrived.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="start with `pracsuite-ingest demo` (no account needed) or `run --help`.")
+    p.add_argument("--version", action="version", version=f"pracsuite-ingest {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", type=Path, help="TOML file (default ./pracsuite-ingest.toml)")
+        sp.add_argument("--state", help="state file (state.path)")
+        sp.add_argument("--report-dir", help="report folder (report.dir)")
+        sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+        sp.add_argument("--log-format", choices=["auto", "console", "json"])
+        return sp
+
+    run = with_config(sub.add_parser(
+        "run", help="scan, presign, upload, reconcile, report", epilog=EPILOG_RUN,
+        formatter_class=argparse.RawDescriptionHelpFormatter))
+    src = run.add_mutually_exclusive_group()
+    src.add_argument("--manifest", help="CSV or .jsonl manifest (input.manifest)")
+    src.add_argument("--source-dir", help="folder of <client_id>/... (input.source_dir)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check every input and write the report; send nothing")
+    run.add_argument("--base-url", help="PracSuite API base URL (api.base_url)")
+    run.add_argument("--concurrency", type=int, help="uploads in flight (upload.concurrency)")
+
+    rec = with_config(sub.add_parser(
+        "reconcile", help="poll again for a run's unconfirmed uploads and rewrite its report",
+        epilog="example:\n  pracsuite-ingest reconcile --config practice.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter))
+    rec.add_argument("--run-id", help="the run to reconcile (default: the latest)")
+    with_config(sub.add_parser("status", help="runs and items per status in the state file",
+                               epilog="example:\n  pracsuite-ingest status --state ingest.db",
+                               formatter_class=argparse.RawDescriptionHelpFormatter))
+    with_config(sub.add_parser(
+        "check", help="configuration, writable paths, and one API call proving both keys",
+        epilog="example:\n  pracsuite-ingest check --config practice.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter))
+
+    sb = sub.add_parser("sandbox", help="start the local PracSuite + S3 stand-in",
+                        epilog="example:\n  pracsuite-ingest sandbox --port 8700 --fail-429 0.2",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from pracsuite_ingest.sandbox import add_arguments
+
+    add_arguments(sb)
+    demo = sub.add_parser("demo", help="a full migration against the built-in sandbox",
+                          epilog="example:\n  pracsuite-ingest demo --files 200",
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_argument("--files", type=int, default=60, help="how many sample files (60)")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"),
+                      help="folder for samples, state and reports (./demo-out)")
+    return p
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Command-line flags as settings overrides (they win over file and env)."""
+    o: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            o.setdefault(section, {})[key] = value
+
+    manifest = getattr(args, "manifest", None)
+    source_dir = getattr(args, "source_dir", None)
+    if manifest is not None:
+        put("input", "manifest", manifest)
+        put("input", "source_dir", "")
+    if source_dir is not None:
+        put("input", "source_dir", source_dir)
+        put("input", "manifest", "")
+    put("api", "base_url", getattr(args, "base_url", None))
+    put("upload", "concurrency", getattr(args, "concurrency", None))
+    put("state", "path", getattr(args, "state", None))
+    put("report", "dir", getattr(args, "report_dir", None))
+    put("log", "level", getattr(args, "log_level", None))
+    put("log", "format", getattr(args, "log_format", None))
+    return o
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "sandbox":
+        from pracsuite_ingest.sandbox import options_from_args, serve_forever
+
+        try:
+            asyncio.run(serve_forever(options_from_args(args)))
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        return EXIT_OK
+    if args.command == "demo":
+        from pracsuite_ingest.demo import run_demo
+
+        code: int = run_demo(args.files, args.out)
+        return code
+    needs = {"run": (not args.dry_run if args.command == "run" else True, True),
+             "reconcile": (True, False), "status": (False, False), "check": (True, False)}
+    require_keys, require_input = needs[args.command]
+    try:
+        settings = load_settings(args.config, overrides_from(args),
+                                 require_keys=require_keys, require_input=require_input)
+    except ConfigError as exc:
+        print(f"pracsuite-ingest: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for secret in (settings.api.vendor_api_key, settings.api.practice_api_key):
+        register_secret(secret.get_secret_value())
+    configure(settings.log.level, settings.log.format, file_names=settings.log.file_names)
+    code = EXIT_FATAL
+    try:
+        code = _dispatch(args, settings)
+    except* Fatal as group:
+        for err in group.exceptions:
+            print(f"pracsuite-ingest: {scrub(str(err))}", file=sys.stderr)
+    return code
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "status":
+        return cmd_status(settings)
+    if args.command == "check":
+        return asyncio.run(cmd_check(settings))
+    if args.command == "reconcile":
+        return asyncio.run(cmd_reconcile(settings, args.run_id))
+    return asyncio.run(cmd_run(settings, dry_run=args.dry_run))
+
+
+def _install_signal_handlers(shutdown: asyncio.Event) -> None:
+    """First SIGINT/SIGTERM: stop taking files, finish what is in flight. Second: stop now."""
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def on_signal() -> None:
+        if shutdown.is_set() and main_task is not None:
+            main_task.cancel()
+        shutdown.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+
+
+async def cmd_run(settings: Settings, *, dry_run: bool) -> int:
+    shutdown = asyncio.Event()
+    _install_signal_handlers(shutdown)
+    state = State.open(Path(settings.state.path))
+    run_id = new_run_id(datetime.now(UTC))
+    log = get_logger(run_id=run_id)
+    interrupted = False
+    try:
+        state.new_run(run_id, utc_now())
+        log.info("run started", dry_run=dry_run)
+        if dry_run:
+            run = Run(settings, state, None, None, dry_run=True, shutdown=shutdown,
+                      run_id=run_id)
+            interrupted = not await run.upload_all()
+        else:
+            async with make_session(settings) as session:
+                api = make_client(settings, session)
+                run = Run(settings, state, api, session, dry_run=False, shutdown=shutdown,
+                          run_id=run_id)
+                try:
+                    finished = await run.upload_all()
+                    if finished:
+                        await run.reconcile(run_id, settings.reconcile.deadline_s)
+                    interrupted = shutdown.is_set()
+                except asyncio.CancelledError:
+                    interrupted = True
+    except* Fatal:
+        # Stop early, but leave the report of what was done: state is saved.
+        state.finish_run(run_id, utc_now(), "stopped")
+        _write_report(state, settings, run_id, interrupted=True)
+        raise
+    else:
+        outcome = "interrupted" if interrupted else ("dry-run" if dry_run else "finished")
+        state.finish_run(run_id, utc_now(), outcome)
+        return _write_report(state, settings, run_id, interrupted=interrupted, dry_run=dry_run)
+    finally:
+        state.close()
+
+
+def _write_report(state: State, settings: Settings, run_id: str, *, interrupted: bool,
+                  dry_run: bool = False) -> int:
+    doc = rpt.build(state, run_id)
+    try:
+        path = rpt.write(doc, Path(settings.report.dir))
+    except OSError as exc:
+        raise Fatal(f"cannot write the report to {settings.report.dir}: {exc.strerror}; "
+                    "the state file holds every result, run `reconcile` to write it again"
+                    ) from None
+    print(rpt.summary_text(doc, path))
+    get_logger(run_id=run_id).info("run finished", **doc["summary"])
+    return rpt.exit_code(doc["summary"], interrupted=interrupted, dry_run=dry_run)
+
+
+async def cmd_reconcile(settings: Settings, run_id: str | None) -> int:
+    shutdown = asyncio.Event()
+    _install_signal_handlers(shutdown)
+    state = State.open(Path(settings.state.path))
+    try:
+        run_id = run_id or state.latest_run_id()
+        if run_id is None or state.run_info(run_id) is None:
+            print(f"pracsuite-ingest: no run {run_id or ''} in {settings.state.path}",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        async with make_session(settings) as session:
+            api = make_client(settings, session)
+            await reconcile_run(state, api, settings, run_id, settings.reconcile.deadline_s,
+                                shutdown, get_logger(run_id=run_id))
+        return _write_report(state, settings, run_id, interrupted=shutdown.is_set())
+    finally:
+        state.close()
+
+
+def cmd_status(settings: Settings) -> int:
+    path = Path(settings.state.path)
+    if not path.exists():
+        print(f"no state file at {path}: nothing has run yet")
+        return EXIT_OK
+    state = State.open(path, lock=False)
+    try:
+        print(json.dumps({"state": str(path), "runs": state.runs()}, indent=1))
+    finally:
+        state.close()
+    return EXIT_OK
+
+
+async def cmd_check(settings: Settings) -> int:
+    problems = []
+    for label, folder in (("state.path", Path(settings.state.path).parent),
+                          ("report.dir", Path(settings.report.dir))):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".pracsuite-ingest-check"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            problems.append(f"{label}: {folder} is not writable ({exc.strerror})")
+    if problems:
+        for p in problems:
+            print(f"pracsuite-ingest: {p}", file=sys.stderr)
+        return EXIT_FATAL
+    try:
+        async with make_session(settings) as session:
+            await make_client(settings, session).probe()
+    except Retryable as exc:
+        print(f"pracsuite-ingest: cannot reach PracSuite at {settings.api.base_url}: {exc}; "
+              "check api.base_url and the network", file=sys.stderr)
+        return EXIT_FATAL
+    print("ok: configuration valid, state and report folders writable, both API keys accepted")
+    return EXIT_OK

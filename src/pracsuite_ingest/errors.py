@@ -1,0 +1,76 @@
+"""Errors grouped by what the caller does about them.
+
+- `Retryable`: try the same step again after a wait (`retry_after` when the server said).
+- `Permanent`: this item fails; record the reason and go on with the others.
+- `Fatal`: the whole run cannot go on (keys refused, state unusable); exit 3.
+- `ConfigError`: the configuration is wrong; exit 2, nothing sent.
+
+Messages never carry a key, a policy, a signature or a session token.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base of every error this program raises on purpose."""
+
+
+class ConfigError(IngestError):
+    """Configuration is missing, unknown or invalid. Exit 2."""
+
+
+class Fatal(IngestError):
+    """The run cannot go on. Exit 3."""
+
+
+class StateUnusable(Fatal):
+    """The state file cannot be opened or written."""
+
+
+class CredentialsRefused(Fatal):
+    """PracSuite refused a key; the message says which one to check."""
+
+
+class Retryable(IngestError):
+    """A transient failure: the same request may succeed later."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Permanent(IngestError):
+    """This item cannot be sent; retrying will not help."""
+
+
+class Throttled(Retryable):
+    """429 from PracSuite or S3 SlowDown: slow the whole process down."""
+
+
+class OutcomeUnknown(Retryable):
+    """The connection dropped after the body was sent: S3 may have stored it.
+
+    Such an upload is reconciled before it is ever sent again.
+    """
+
+
+class PolicyExpired(Retryable):
+    """S3 refused the POST because its policy expired: presign again."""
+
+
+def describe_api_error(status: int, code: str, detail: str, request_id: str) -> str:
+    """PracSuite's error as an operator reads it, with the request id to quote."""
+    text = f"PracSuite {status} {code or 'ERROR'}"
+    if detail:
+        text += f": {detail}"
+    if request_id:
+        text += f" (request_id {request_id})"
+    return text
+
+
+def describe_s3_error(status: int, code: str, message: str) -> str:
+    """S3's XML error as an operator reads it."""
+    text = f"S3 {status} {code or 'Error'}"
+    if message:
+        text += f": {message}"
+    return text

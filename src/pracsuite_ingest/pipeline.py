@@ -1,0 +1,333 @@
+"""Wires the stages: scan -> check -> admit -> presign -> upload -> reconcile -> report.
+
+Limits are taken before a task starts (the producer feels backpressure); every task
+lives in one TaskGroup; a per-file failure is a recorded stage, never an exception
+that cancels siblings. Only `Fatal` ends the run early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from pracsuite_ingest import reconcile as rc
+from pracsuite_ingest.admission import Action, admit
+from pracsuite_ingest.api import PracSuiteClient, RateGate
+from pracsuite_ingest.errors import OutcomeUnknown, Permanent, PolicyExpired, Retryable
+from pracsuite_ingest.logs import get_logger
+from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
+from pracsuite_ingest.retry import retrying
+from pracsuite_ingest.scan import check_local, read_rows
+from pracsuite_ingest.settings import Settings
+from pracsuite_ingest.state import ItemRecord, State
+from pracsuite_ingest.upload import upload_file
+
+MAX_PRESIGN_ROUNDS = 3
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y-%m-%dT%H-%M-%SZ}-{secrets.token_hex(2)}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Counters:
+    """Live numbers for the summary and the progress display."""
+
+    rows: int = 0
+    bytes_sent: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    by_stage: dict[str, int] = field(default_factory=dict)
+
+
+def make_session(settings: Settings) -> aiohttp.ClientSession:
+    limit = settings.upload.concurrency + settings.upload.presign_concurrency + 4
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
+        # PracSuite's answers are small; S3 bodies are streamed from disk.
+        auto_decompress=True,
+    )
+
+
+def make_client(settings: Settings, session: aiohttp.ClientSession) -> PracSuiteClient:
+    return PracSuiteClient(
+        session,
+        settings.api.base_url,
+        settings.api.vendor_api_key.get_secret_value(),
+        settings.api.practice_api_key.get_secret_value(),
+        RateGate(settings.api.requests_per_second),
+        timeout_s=settings.api.timeout_s,
+        list_key=settings.api.list_key,
+        page_size=settings.api.page_size,
+    )
+
+
+class Run:
+    """One `run`: owns the run id, the limits and the per-client snapshots."""
+
+    def __init__(self, settings: Settings, state: State, api: PracSuiteClient | None,
+                 session: aiohttp.ClientSession | None, *, dry_run: bool,
+                 shutdown: asyncio.Event, run_id: str) -> None:
+        self.settings = settings
+        self.state = state
+        self.api = api
+        self.session = session
+        self.dry_run = dry_run
+        self.shutdown = shutdown
+        self.run_id = run_id
+        self.counters = Counters()
+        self.rng = random.Random()
+        self.log = get_logger(run_id=run_id)
+        self._slots = asyncio.Semaphore(settings.upload.concurrency)
+        self._presign_slots = asyncio.Semaphore(settings.upload.presign_concurrency)
+        self._snap_locks: dict[str, asyncio.Lock] = {}
+        self._snap_refused: dict[str, str] = {}
+        self._upload_timeout = aiohttp.ClientTimeout(
+            total=settings.upload.timeout_s, sock_connect=10, sock_read=120)
+
+    # ---------------------------------------------------------------- the scan phase
+    def rows(self) -> Iterator[Row]:
+        manifest = self.settings.input.manifest
+        source = self.settings.input.source_dir
+        return read_rows(Path(manifest) if manifest else None,
+                         Path(source) if source else None)
+
+    async def upload_all(self) -> bool:
+        """Send every row; False when a shutdown stopped the intake early.
+
+        After a shutdown signal, uploads in flight get `upload.grace_s` to finish;
+        then they are cancelled, leaving their stage as it was (an `uploading` item is
+        reconciled by the next run before anything is sent again).
+        """
+        in_flight: set[asyncio.Task[None]] = set()
+        async with asyncio.TaskGroup() as outer:
+            watcher = outer.create_task(self._cancel_after_grace(in_flight))
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for seq, row in enumerate(self.rows(), start=1):
+                        self.counters.rows = seq
+                        if not self.shutdown.is_set():
+                            await self._slots.acquire()  # backpressure before the task starts
+                            if not self.shutdown.is_set():
+                                task = tg.create_task(self._one(seq, row))
+                                in_flight.add(task)
+                                task.add_done_callback(in_flight.discard)
+                                continue
+                            self._slots.release()
+                        self._not_started(seq, row)
+            finally:
+                watcher.cancel()
+        return not self.shutdown.is_set()
+
+    async def _cancel_after_grace(self, in_flight: set[asyncio.Task[None]]) -> None:
+        await self.shutdown.wait()
+        self.log.warning("stopping: no new files; waiting for uploads in flight",
+                         in_flight=len(in_flight), grace_s=self.settings.upload.grace_s)
+        await asyncio.sleep(self.settings.upload.grace_s)
+        for task in list(in_flight):
+            task.cancel()
+
+    def _not_started(self, seq: int, row: Row) -> None:
+        self.state.add_item(self.run_id, seq, row, None, Stage.SEEN,
+                            error="not started: the run was interrupted; the next run sends it")
+
+    async def _one(self, seq: int, row: Row) -> None:
+        try:
+            local = await check_local(row)
+            log = self.log.bind(client_id=row.client_id, item=seq)
+            if isinstance(local, str):
+                self.state.add_item(self.run_id, seq, row, None, Stage.INVALID, error=local)
+                log.info("item invalid", stage="scan", reason=local, path=row.path)
+                return
+            await self._admit_and_send(seq, local, log)
+        finally:
+            self._slots.release()
+
+    async def _admit_and_send(self, seq: int, local: LocalFile, log: Any) -> None:
+        row = local.row
+        # No await between the look-up and the insert: admission is atomic on the loop.
+        decision = admit(
+            self.state.find_in_run(self.run_id, row.client_id, row.file_name, local.sha256),
+            self.state.find_earlier(self.run_id, row.client_id, row.file_name, local.sha256),
+        )
+        earlier = decision.earlier
+        if decision.action is Action.DUPLICATE and earlier is not None:
+            self.state.add_item(self.run_id, seq, row, local, Stage.SKIPPED,
+                                error=decision.reason, duplicate_of=earlier.id)
+            log.info("item skipped", stage="admit", reason="duplicate row")
+            return
+        if decision.action is Action.SKIP and earlier is not None:
+            self.state.add_item(self.run_id, seq, row, local, Stage.SKIPPED,
+                                error=decision.reason, key=earlier.key,
+                                attachment_id=earlier.attachment_id)
+            log.info("item skipped", stage="admit", reason="validated earlier")
+            return
+        if self.dry_run:
+            self.state.add_item(self.run_id, seq, row, local, Stage.SEEN,
+                                error="dry run: would be reconciled" if earlier else None)
+            return
+        if decision.action is Action.RECONCILE and earlier is not None:
+            stage = Stage.UPLOADING if earlier.stage is Stage.UPLOADING else Stage.UPLOADED
+            self.state.add_item(self.run_id, seq, row, local, stage, key=earlier.key,
+                                snapshot_run=earlier.snapshot_run or earlier.run_id,
+                                outcome_unknown=stage is Stage.UPLOADING,
+                                uploaded_at=earlier.uploaded_at)
+            log.info("item carried to reconcile", stage="admit", from_run=earlier.run_id)
+            return
+        item_id = self.state.add_item(self.run_id, seq, row, local, Stage.SEEN,
+                                      snapshot_run=self.run_id)
+        await self._send(item_id, local, log)
+
+    # ------------------------------------------------------- presign and upload phase
+    async def _snapshot(self, client_id: str) -> None:
+        """Before the first upload for a client, remember the records it already has."""
+        lock = self._snap_locks.setdefault(client_id, asyncio.Lock())
+        async with lock:
+            if client_id in self._snap_refused:
+                raise Permanent(self._snap_refused[client_id])
+            if self.state.snapshot(self.run_id, client_id) is not None:
+                return
+            assert self.api is not None
+            api = self.api
+            try:
+                records = await retrying(
+                    lambda: rc.list_records(api, client_id),
+                    max_attempts=self.settings.api.max_attempts, rng=self.rng,
+                    on_retry=self._on_retry)
+            except Permanent as exc:
+                self._snap_refused[client_id] = str(exc)
+                raise
+            self.state.save_snapshot(self.run_id, client_id, (r.record_id for r in records))
+
+    def _on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
+        self.counters.retries += 1
+        self.log.warning("retrying", error=str(exc), attempt=attempt, delay_s=round(delay, 2))
+
+    async def _presign(self, local: LocalFile) -> Presigned:
+        assert self.api is not None
+        api = self.api
+        async with self._presign_slots:
+            return await retrying(
+                lambda: api.presign(local.row.client_id, local.row.file_name),
+                max_attempts=self.settings.api.max_attempts, rng=self.rng,
+                on_retry=self._on_retry)
+
+    async def _send(self, item_id: int, local: LocalFile, log: Any) -> None:
+        attempts = 0
+        try:
+            await self._snapshot(local.row.client_id)
+            for presign_round in range(1, MAX_PRESIGN_ROUNDS + 1):
+                presigned = await self._presign(local)
+                self.state.set_stage(item_id, Stage.PRESIGNED, key=presigned.key)
+
+                async def once(p: Presigned = presigned) -> None:
+                    nonlocal attempts
+                    attempts += 1
+                    self.state.set_stage(item_id, Stage.UPLOADING, attempts=attempts)
+                    assert self.session is not None
+                    self.counters.in_flight += 1
+                    try:
+                        await upload_file(self.session, p, local.path, local.row.file_name,
+                                          timeout=self._upload_timeout)
+                    finally:
+                        self.counters.in_flight -= 1
+
+                try:
+                    await retrying(once, max_attempts=self.settings.api.max_attempts,
+                                   rng=self.rng, on_retry=self._on_retry)
+                    break
+                except PolicyExpired:
+                    if presign_round == MAX_PRESIGN_ROUNDS:
+                        raise Permanent(
+                            "the presigned POST expired before the upload finished, "
+                            f"{MAX_PRESIGN_ROUNDS} times; check the clock and the network "
+                            "speed, or lower upload.concurrency") from None
+                    log.warning("presigned POST expired; presigning again", stage="upload")
+            now = time.time()
+            self.state.set_stage(item_id, Stage.UPLOADED, uploaded_at=now, error=None)
+            self.state.mark_last_upload(self.run_id, now)
+            self.counters.bytes_sent += local.size
+            log.info("item uploaded", stage="upload", attempts=attempts,
+                     file_name=local.row.file_name)
+        except OutcomeUnknown as exc:
+            self.state.set_stage(item_id, Stage.UPLOADING, outcome_unknown=True,
+                                 error=f"{exc}; reconciling before any re-send")
+            log.warning("upload outcome unknown", stage="upload", error=str(exc))
+        except (Permanent, Retryable) as exc:
+            self.state.set_stage(item_id, Stage.FAILED, error=str(exc))
+            log.info("item failed", stage="upload", error=str(exc))
+
+    # ------------------------------------------------------------ reconcile phase
+    async def reconcile(self, run_id: str, deadline_s: float) -> None:
+        await reconcile_run(self.state, self.api, self.settings, run_id, deadline_s,
+                            self.shutdown, self.log)
+
+
+def _upload_of(item: ItemRecord) -> rc.Upload:
+    return rc.Upload(item.id, item.client_id, item.file_name, item.size, item.key or "")
+
+
+async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Settings,
+                        run_id: str, deadline_s: float, shutdown: asyncio.Event,
+                        log: Any) -> None:
+    """Poll until every awaiting upload of the run has a record, or the deadline passes."""
+    assert api is not None
+    started = time.monotonic()
+    deadline = started + deadline_s
+    interval = min(settings.reconcile.poll_interval_s, 1.0)
+    names: dict[str, str] = {}
+    rng = random.Random()
+    while True:
+        awaiting = state.awaiting(run_id)
+        by_client: dict[str, list[ItemRecord]] = {}
+        for item in awaiting:
+            by_client.setdefault(item.client_id, []).append(item)
+        for client_id, items in by_client.items():
+            if shutdown.is_set():
+                return
+            excluded = set(state.claimed(client_id))
+            for snap_run in {i.snapshot_run or run_id for i in items}:
+                excluded |= state.snapshot(snap_run, client_id) or set()
+            uploads = [_upload_of(i) for i in items]
+
+            async def poll(c: str = client_id, ups: list[rc.Upload] = uploads,
+                           ex: set[str] = excluded) -> dict[int, str]:
+                return await rc.match_client(api, c, ups, ex, names)
+
+            try:
+                found = await retrying(poll, max_attempts=settings.api.max_attempts, rng=rng)
+            except (Permanent, Retryable) as exc:
+                log.warning("reconcile poll failed", client_id=client_id, error=str(exc))
+                continue
+            for item_id, record in found.items():
+                state.set_stage(item_id, Stage.VALIDATED, attachment_id=record, error=None)
+                log.info("item validated", stage="reconcile", item_id=item_id,
+                         attachment_id=record)
+        if not state.awaiting(run_id):
+            return
+        if shutdown.is_set() or not await rc.sleep_until_next_poll(interval, deadline):
+            break
+        interval = rc.next_poll_interval(interval, settings.reconcile.poll_interval_s)
+    waited = time.monotonic() - started
+    for item in state.awaiting(run_id):
+        if item.outcome_unknown or item.stage is Stage.UPLOADING:
+            error = (f"S3's answer to the upload was lost and no PracSuite record appeared "
+                     f"within {waited:.0f}s; the next run sends it again")
+            state.set_stage(item.id, Stage.MISSING, error=error, outcome_unknown=True)
+        else:
+            error = (f"S3 accepted the upload but no PracSuite record appeared within "
+                     f"{waited:.0f}s; run `pracsuite-ingest reconcile` later to look again")
+            state.set_stage(item.id, Stage.MISSING, error=error)

@@ -1,0 +1,235 @@
+"""Configuration: a TOML file, then environment variables, then command-line flags.
+
+Every key of SPEC.md, nothing else: an unknown key, a missing key or a bad value is a
+`ConfigError` naming the key (exit 2, nothing sent). Keys are `SecretStr`, so that a
+repr, a log line or a traceback never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pracsuite_ingest.errors import ConfigError
+
+DEFAULT_CONFIG = Path("pracsuite-ingest.toml")
+ENV_PREFIX = "PRACSUITE_INGEST_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApiSettings(_Section):
+    base_url: str = "https://api.pracsuite.com/v1"
+    vendor_api_key: SecretStr = SecretStr("")
+    practice_api_key: SecretStr = SecretStr("")
+    vendor_api_key_file: str = ""
+    practice_api_key_file: str = ""
+    requests_per_second: float = Field(default=3.0, gt=0, le=1000)
+    timeout_s: float = Field(default=30.0, gt=0)
+    list_key: str = ""
+    page_size: int = Field(default=100, ge=1, le=100)
+    max_attempts: int = Field(default=6, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _base_url_is_http(self) -> ApiSettings:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with https:// (or http:// for the sandbox)")
+        return self
+
+
+class InputSettings(_Section):
+    manifest: str = ""
+    source_dir: str = ""
+
+
+class UploadSettings(_Section):
+    concurrency: int = Field(default=8, ge=1, le=256)
+    presign_concurrency: int = Field(default=4, ge=1, le=64)
+    timeout_s: float = Field(default=900.0, gt=0)
+    grace_s: float = Field(default=30.0, ge=0)
+
+
+class ReconcileSettings(_Section):
+    deadline_s: float = Field(default=900.0, ge=0)
+    poll_interval_s: float = Field(default=10.0, gt=0)
+
+
+class StateSettings(_Section):
+    path: str = "pracsuite-ingest.db"
+
+
+class ReportSettings(_Section):
+    dir: str = "reports"
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+    file_names: bool = False
+
+
+class Settings(BaseSettings):
+    """The whole configuration, validated. Build it with `load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        secrets_dir=None,
+    )
+
+    api: ApiSettings = ApiSettings()
+    input: InputSettings = InputSettings()
+    upload: UploadSettings = UploadSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
+    state: StateSettings = StateSettings()
+    report: ReportSettings = ReportSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _TOML_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+# pydantic-settings takes its sources from a classmethod; the file is passed through here.
+_TOML_FILE: dict[str, Path | None] = {"path": None}
+
+
+def _unknown_env_keys(environ: dict[str, str]) -> list[str]:
+    """PRACSUITE_INGEST_* variables that name no key (pydantic-settings ignores them)."""
+    unknown = []
+    sections = Settings.model_fields
+    for name in environ:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("__")
+        if section in ("shard",):  # read by the sharding code, not a setting
+            continue
+        annotation = sections.get(section)
+        model = annotation.annotation if annotation is not None else None
+        if model is None or not key or key not in getattr(model, "model_fields", {}):
+            unknown.append(name)
+    return unknown
+
+
+def _read_secret_file(path: str, key: str) -> SecretStr:
+    try:
+        return SecretStr(Path(path).read_text(encoding="utf-8").strip())
+    except OSError as exc:
+        raise ConfigError(f"api.{key}_file: cannot read {path}: {exc.strerror}") from None
+
+
+def _fill_secrets(settings: Settings, environ: dict[str, str]) -> Settings:
+    """Keys from `*_file` keys, a secrets dir, or the short env names SPEC.md gives."""
+    api = settings.api
+    updates: dict[str, SecretStr] = {}
+    secrets_dir = environ.get("PRACSUITE_INGEST_SECRETS_DIR", "")
+    for key, env_name in (
+        ("vendor_api_key", "PRACSUITE_VENDOR_API_KEY"),
+        ("practice_api_key", "PRACSUITE_PRACTICE_API_KEY"),
+    ):
+        current: SecretStr = getattr(api, key)
+        if current.get_secret_value():
+            continue
+        file_path = getattr(api, f"{key}_file")
+        if file_path:
+            updates[key] = _read_secret_file(file_path, key)
+        elif environ.get(env_name):
+            updates[key] = SecretStr(environ[env_name].strip())
+        elif secrets_dir and (Path(secrets_dir) / key).is_file():
+            updates[key] = _read_secret_file(str(Path(secrets_dir) / key), key)
+    if not updates:
+        return settings
+    return settings.model_copy(update={"api": api.model_copy(update=updates)})
+
+
+def _format_validation_error(exc: ValidationError, origin: str) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{where}' in {origin}")
+        else:
+            lines.append(f"bad value for '{where}': {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(
+    config_file: Path | None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    *,
+    require_keys: bool = True,
+    require_input: bool = True,
+) -> Settings:
+    """Settings from the file (or ./pracsuite-ingest.toml if present), env, then flags.
+
+    `overrides` holds the command-line flags as `{section: {key: value}}`.
+    Raises `ConfigError` naming the key when anything is wrong.
+    """
+    env = dict(os.environ)
+    if config_file is None and DEFAULT_CONFIG.is_file():
+        config_file = DEFAULT_CONFIG
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"--config: no such file {config_file}")
+    unknown = _unknown_env_keys(env)
+    if unknown:
+        raise ConfigError(f"unknown configuration variable(s): {', '.join(sorted(unknown))}")
+    _TOML_FILE["path"] = config_file
+    try:
+        flags: Any = overrides or {}
+        settings = Settings(**flags)
+    except ValidationError as exc:
+        origin = str(config_file) if config_file else "the environment or the flags"
+        raise ConfigError(_format_validation_error(exc, origin)) from None
+    except (ValueError, OSError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"{config_file}: {exc}") from None
+    finally:
+        _TOML_FILE["path"] = None
+    settings = _fill_secrets(settings, env)
+    validate_completeness(settings, require_keys=require_keys, require_input=require_input)
+    return settings
+
+
+def validate_completeness(settings: Settings, *, require_keys: bool, require_input: bool) -> None:
+    """The checks that span keys: both API keys present, exactly one input."""
+    if require_keys:
+        for key, env_name in (
+            ("vendor_api_key", "PRACSUITE_VENDOR_API_KEY"),
+            ("practice_api_key", "PRACSUITE_PRACTICE_API_KEY"),
+        ):
+            if not getattr(settings.api, key).get_secret_value():
+                raise ConfigError(
+                    f"missing key 'api.{key}': set it in the config file, "
+                    f"in {env_name}, or in api.{key}_file"
+                )
+    if require_input:
+        manifest, source_dir = settings.input.manifest, settings.input.source_dir
+        if bool(manifest) == bool(source_dir):
+            raise ConfigError(
+                "set exactly one of 'input.manifest' and 'input.source_dir' "
+                "(config file, environment, --manifest or --source-dir)"
+            )

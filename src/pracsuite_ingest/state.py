@@ -1,0 +1,306 @@
+"""Every SQLite statement of the worker: runs, items, stage changes, snapshots.
+
+The state file is the worker's memory and audit trail. Each stage change is written
+(and committed) when it happens, so a crash leaves a state the next run continues
+from. A second process on the same state file is refused by an exclusive lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pracsuite_ingest.errors import Fatal, StateUnusable
+from pracsuite_ingest.models import LocalFile, Row, Stage
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY,
+  started_at TEXT NOT NULL,
+  finished_at TEXT,
+  outcome TEXT NOT NULL DEFAULT 'running',
+  last_upload_at REAL
+);
+CREATE TABLE IF NOT EXISTS items (
+  id INTEGER PRIMARY KEY,
+  run_id TEXT NOT NULL REFERENCES runs(run_id),
+  seq INTEGER NOT NULL,
+  line INTEGER NOT NULL,
+  client_id TEXT NOT NULL,
+  path TEXT NOT NULL,
+  file_name TEXT NOT NULL,
+  size INTEGER,
+  sha256 TEXT,
+  extra TEXT NOT NULL DEFAULT '{}',
+  stage TEXT NOT NULL,
+  error TEXT,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  key TEXT,
+  attachment_id TEXT,
+  outcome_unknown INTEGER NOT NULL DEFAULT 0,
+  snapshot_run TEXT,
+  duplicate_of INTEGER,
+  uploaded_at REAL,
+  updated_at REAL NOT NULL,
+  UNIQUE (run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS items_identity ON items (client_id, file_name, sha256);
+CREATE INDEX IF NOT EXISTS items_run_stage ON items (run_id, stage);
+CREATE TABLE IF NOT EXISTS transitions (
+  item_id INTEGER NOT NULL REFERENCES items(id),
+  stage TEXT NOT NULL,
+  at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+  run_id TEXT NOT NULL,
+  client_id TEXT NOT NULL,
+  record_id TEXT NOT NULL,
+  PRIMARY KEY (run_id, client_id, record_id)
+);
+CREATE TABLE IF NOT EXISTS snapshot_done (
+  run_id TEXT NOT NULL,
+  client_id TEXT NOT NULL,
+  PRIMARY KEY (run_id, client_id)
+);
+"""
+
+# Stages whose upload reached S3, or may have: such an item is reconciled, never re-sent blindly.
+RECONCILE_STAGES = (Stage.UPLOADED.value, Stage.MISSING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRecord:
+    """One item as the state file holds it (what the report is made of)."""
+
+    id: int
+    run_id: str
+    seq: int
+    line: int
+    client_id: str
+    path: str
+    file_name: str
+    size: int | None
+    sha256: str | None
+    extra: dict[str, Any]
+    stage: Stage
+    error: str | None
+    attempts: int
+    key: str | None
+    attachment_id: str | None
+    outcome_unknown: bool
+    snapshot_run: str | None
+    duplicate_of: int | None
+    uploaded_at: float | None
+
+
+_COLUMNS = ("id, run_id, seq, line, client_id, path, file_name, size, sha256, extra, stage, "
+            "error, attempts, key, attachment_id, outcome_unknown, snapshot_run, duplicate_of, "
+            "uploaded_at")
+
+
+def _item(row: tuple[Any, ...]) -> ItemRecord:
+    values = list(row)
+    values[9] = json.loads(values[9])
+    values[10] = Stage(values[10])
+    values[15] = bool(values[15])
+    return ItemRecord(*values)
+
+
+class State:
+    """The state file. Open with `State.open`; every method commits what it writes."""
+
+    def __init__(self, conn: sqlite3.Connection, lock_fh: Any) -> None:
+        self._db = conn
+        self._lock_fh = lock_fh
+
+    @classmethod
+    def open(cls, path: Path, *, lock: bool = True) -> State:
+        """Open (creating if needed) and lock the state file; `StateUnusable` if not."""
+        lock_fh = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if lock:
+                lock_fh = Path(f"{path}.lock").open("a")  # noqa: SIM115 - held for the process
+                try:
+                    fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    lock_fh.close()
+                    raise Fatal(
+                        f"another pracsuite-ingest run is using the state file {path}; "
+                        "wait for it to finish (two runs on one state file could upload twice)"
+                    ) from None
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateUnusable(f"state file {path} is unusable: {exc}") from None
+        except OSError as exc:
+            raise StateUnusable(f"state file {path} is unusable: {exc.strerror}") from None
+        return cls(conn, lock_fh)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+
+    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, tuple(params))
+        except sqlite3.Error as exc:
+            raise StateUnusable(f"cannot write the state file: {exc}") from None
+
+    # runs -------------------------------------------------------------------------
+    def new_run(self, run_id: str, started_at: str) -> None:
+        self._write("INSERT INTO runs (run_id, started_at) VALUES (?, ?)", (run_id, started_at))
+
+    def finish_run(self, run_id: str, finished_at: str, outcome: str) -> None:
+        self._write("UPDATE runs SET finished_at = ?, outcome = ? WHERE run_id = ?",
+                    (finished_at, outcome, run_id))
+
+    def mark_last_upload(self, run_id: str, at: float) -> None:
+        self._write("UPDATE runs SET last_upload_at = ? WHERE run_id = ?", (at, run_id))
+
+    def run_info(self, run_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT run_id, started_at, finished_at, outcome, last_upload_at FROM runs "
+            "WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        return dict(zip(("run_id", "started_at", "finished_at", "outcome", "last_upload_at"),
+                        row, strict=True))
+
+    def latest_run_id(self) -> str | None:
+        row = self._db.execute("SELECT run_id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        return str(row[0]) if row else None
+
+    def runs(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT r.run_id, r.started_at, r.finished_at, r.outcome, i.stage, count(i.id) "
+            "FROM runs r LEFT JOIN items i ON i.run_id = r.run_id "
+            "GROUP BY r.run_id, i.stage ORDER BY r.rowid").fetchall()
+        out: dict[str, dict[str, Any]] = {}
+        for run_id, started, finished, outcome, stage, count in rows:
+            entry = out.setdefault(run_id, {"run_id": run_id, "started_at": started,
+                                            "finished_at": finished, "outcome": outcome,
+                                            "stages": {}})
+            if stage is not None:
+                entry["stages"][stage] = count
+        return list(out.values())
+
+    # items ------------------------------------------------------------------------
+    def add_item(self, run_id: str, seq: int, row: Row, local: LocalFile | None, stage: Stage,
+                 *, error: str | None = None, key: str | None = None,
+                 attachment_id: str | None = None, snapshot_run: str | None = None,
+                 outcome_unknown: bool = False, uploaded_at: float | None = None,
+                 duplicate_of: int | None = None) -> int:
+        now = time.time()
+        cur = self._write(
+            "INSERT INTO items (run_id, seq, line, client_id, path, file_name, size, sha256, "
+            "extra, stage, error, key, attachment_id, snapshot_run, outcome_unknown, "
+            "uploaded_at, duplicate_of, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, seq, row.line, row.client_id, row.path, row.file_name,
+             local.size if local else None, local.sha256 if local else None,
+             json.dumps(row.extra, ensure_ascii=False, default=str), stage.value, error, key,
+             attachment_id, snapshot_run, int(outcome_unknown), uploaded_at, duplicate_of, now))
+        item_id = int(cur.lastrowid or 0)
+        self._write("INSERT INTO transitions VALUES (?, ?, ?)", (item_id, stage.value, now))
+        return item_id
+
+    def set_stage(self, item_id: int, stage: Stage, **fields: Any) -> None:
+        """Move an item to `stage`, setting the named columns in the same statement."""
+        allowed = {"error", "attempts", "key", "attachment_id", "outcome_unknown",
+                   "snapshot_run", "uploaded_at"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"not an item column: {sorted(bad)}")
+        now = time.time()
+        sets = ", ".join([f"{k} = ?" for k in fields] + ["stage = ?", "updated_at = ?"])
+        self._write("BEGIN")
+        try:
+            self._write(f"UPDATE items SET {sets} WHERE id = ?",  # noqa: S608 - names checked above
+                        (*fields.values(), stage.value, now, item_id))
+            self._write("INSERT INTO transitions VALUES (?, ?, ?)", (item_id, stage.value, now))
+            self._write("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+
+    def find_in_run(self, run_id: str, client_id: str, file_name: str,
+                    sha256: str) -> ItemRecord | None:
+        """The earliest admitted (not skipped) item of this run with the same identity."""
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND client_id = ? AND file_name = ? "  # noqa: S608
+            "AND sha256 = ? AND stage NOT IN ('skipped', 'invalid') ORDER BY seq LIMIT 1",
+            (run_id, client_id, file_name, sha256)).fetchone()
+        return _item(row) if row else None
+
+    def find_earlier(self, run_id: str, client_id: str, file_name: str,
+                     sha256: str) -> ItemRecord | None:
+        """The most telling item of an earlier run with the same identity.
+
+        A validated one first; else one whose upload reached S3 or may have
+        (it must be reconciled, not sent again); else None (send it).
+        """
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM items WHERE run_id != ? AND client_id = ? AND file_name = ? "  # noqa: S608
+            "AND sha256 = ? AND (stage IN ('validated', 'uploaded', 'missing') "
+            "  OR (stage = 'uploading')) "
+            "ORDER BY CASE stage WHEN 'validated' THEN 0 ELSE 1 END, id DESC LIMIT 1",
+            (run_id, client_id, file_name, sha256)).fetchone()
+        return _item(row) if row else None
+
+    def item(self, item_id: int) -> ItemRecord | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?",  # noqa: S608
+                               (item_id,)).fetchone()
+        return _item(row) if row else None
+
+    def items(self, run_id: str) -> Iterator[ItemRecord]:
+        cur = self._db.execute(
+            f"SELECT {_COLUMNS} FROM items WHERE run_id = ? ORDER BY seq", (run_id,))  # noqa: S608
+        for row in cur:
+            yield _item(row)
+
+    def awaiting(self, run_id: str) -> list[ItemRecord]:
+        """Items of the run whose upload reached S3 (or may have) and has no record yet."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND "  # noqa: S608
+            "(stage IN ('uploaded', 'missing') OR (stage = 'uploading' AND outcome_unknown = 1)) "
+            "ORDER BY seq", (run_id,)).fetchall()
+        return [_item(r) for r in rows]
+
+    # snapshots and claims ------------------------------------------------------------
+    def save_snapshot(self, run_id: str, client_id: str, record_ids: Iterable[str]) -> None:
+        self._write("BEGIN")
+        self._db.executemany("INSERT OR IGNORE INTO snapshots VALUES (?, ?, ?)",
+                             [(run_id, client_id, r) for r in record_ids])
+        self._write("INSERT OR IGNORE INTO snapshot_done VALUES (?, ?)", (run_id, client_id))
+        self._write("COMMIT")
+
+    def snapshot(self, run_id: str, client_id: str) -> set[str] | None:
+        """Record ids the client had before `run_id` uploaded for it; None if never taken."""
+        done = self._db.execute("SELECT 1 FROM snapshot_done WHERE run_id = ? AND client_id = ?",
+                                (run_id, client_id)).fetchone()
+        if done is None:
+            return None
+        rows = self._db.execute(
+            "SELECT record_id FROM snapshots WHERE run_id = ? AND client_id = ?",
+            (run_id, client_id)).fetchall()
+        return {r[0] for r in rows}
+
+    def claimed(self, client_id: str) -> set[str]:
+        """Record ids already matched to some upload of this client, by any run."""
+        rows = self._db.execute(
+            "SELECT DISTINCT attachment_id FROM items WHERE client_id = ? AND stage = 'validated' "
+            "AND attachment_id IS NOT NULL", (client_id,)).fetchall()
+        return {r[0] for r in rows}

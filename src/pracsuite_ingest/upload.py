@@ -1,0 +1,92 @@
+"""One file -> one presigned S3 POST, streamed from disk with a known length."""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import aiohttp
+
+from pracsuite_ingest.errors import (
+    OutcomeUnknown,
+    Permanent,
+    PolicyExpired,
+    Retryable,
+    Throttled,
+    describe_s3_error,
+)
+from pracsuite_ingest.models import Presigned
+
+RETRYABLE_S3_CODES = frozenset(
+    {"SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable"})
+
+
+def parse_s3_error(body: bytes) -> tuple[str, str]:
+    """`(Code, Message)` from S3's XML error body; empty strings when it has none."""
+    try:
+        root = ET.fromstring(body)  # noqa: S314 - S3's own short error document
+    except ET.ParseError:
+        return "", ""
+    return (root.findtext("Code") or "").strip(), (root.findtext("Message") or "").strip()
+
+
+def classify_s3_answer(status: int, code: str, message: str) -> Exception | None:
+    """None for success, else the error that says what the caller should do."""
+    if status in (200, 201, 204):
+        return None
+    text = describe_s3_error(status, code, message)
+    if status == 403 and code == "AccessDenied" and "expired" in message.lower():
+        return PolicyExpired(text)
+    if code == "SlowDown" or status == 429:
+        return Throttled(text)
+    if code in RETRYABLE_S3_CODES or status in (500, 502, 503, 504):
+        return Retryable(text)
+    return Permanent(text)
+
+
+def build_form(presigned: Presigned, file: object, file_name: str) -> aiohttp.FormData:
+    """Every field in the order and spelling returned, then the file part last."""
+    form = aiohttp.FormData(quote_fields=False)
+    for name, value in presigned.fields:
+        form.add_field(name, value)
+    content_type = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+    form.add_field("file", file, filename=file_name, content_type=content_type)
+    return form
+
+
+async def upload_file(
+    session: aiohttp.ClientSession,
+    presigned: Presigned,
+    path: Path,
+    file_name: str,
+    *,
+    timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 - aiohttp's own timeouts
+) -> None:
+    """POST `path` to the presigned form; return on 204, raise what the caller acts on.
+
+    The file is streamed by aiohttp from the open file object, whose size is known,
+    so the request carries a Content-Length and is never chunked (S3 answers 411 to
+    a chunked POST). The file is never read whole into memory.
+    """
+    try:
+        fh = await asyncio.to_thread(path.open, "rb")
+    except OSError as exc:
+        raise Permanent(f"cannot open the file for upload: {exc.strerror}") from None
+    try:
+        form = build_form(presigned, fh, file_name)
+        async with session.post(presigned.url, data=form, timeout=timeout) as resp:
+            body = await resp.read() if resp.status not in (200, 201, 204) else b""
+            code, message = parse_s3_error(body)
+            error = classify_s3_answer(resp.status, code, message)
+    except aiohttp.ClientConnectorError as exc:
+        # Nothing reached S3: safe to send again.
+        raise Retryable(f"cannot connect to S3: {type(exc).__name__}") from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # The body may have been stored before the answer was lost.
+        raise OutcomeUnknown(f"S3 answer lost ({type(exc).__name__})") from None
+    finally:
+        await asyncio.to_thread(fh.close)
+    if error is not None:
+        raise error
