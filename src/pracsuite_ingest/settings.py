@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,11 +41,12 @@ class ApiSettings(_Section):
     page_size: int = Field(default=100, ge=1, le=100)
     max_attempts: int = Field(default=6, ge=1, le=50)
 
-    @model_validator(mode="after")
-    def _base_url_is_http(self) -> ApiSettings:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with https:// (or http:// for the sandbox)")
-        return self
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// for the sandbox)")
+        return value
 
 
 class InputSettings(_Section):
