@@ -128,7 +128,7 @@ def _unknown_env_keys(environ: dict[str, str]) -> list[str]:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("__")
-        if section in ("shard",):  # read by the sharding code, not a setting
+        if section in ("shard", "secrets_dir"):  # read elsewhere, not settings keys
             continue
         annotation = sections.get(section)
         model = annotation.annotation if annotation is not None else None

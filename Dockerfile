@@ -1,0 +1,85 @@
+# pracsuite-ingest container image.
+#
+#   docker build -t pracsuite-ingest:0.1.0 .
+#
+# Stage 1 builds wheels for the worker and every dependency; stage 2 installs only
+# those wheels (--no-index) into a venv. No compiler, no source tree, no pip cache and
+# no wheels are left in the final image. For reproducible builds, pin the base by
+# digest as well: --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------------------- build
+FROM ${PYTHON_IMAGE} AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /src
+# README.md* : the glob keeps the build working whether or not the README exists yet.
+COPY pyproject.toml README.md* ./
+COPY src ./src
+
+# The worker's own wheel, then wheels for its runtime dependencies (all of them ship
+# binary wheels for CPython 3.11 on amd64/arm64, so no compiler is needed here).
+RUN pip wheel --no-deps -w /wheels . \
+ && pip wheel -w /wheels /wheels/pracsuite_ingest-*.whl
+
+# -------------------------------------------------------------------------- runtime
+FROM ${PYTHON_IMAGE} AS runtime
+
+# Keep in step with pyproject.toml's version (label only): --build-arg VERSION=...
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="pracsuite-ingest" \
+      org.opencontainers.image.description="Move a medical practice's documents into PracSuite as Patient Attachments, and prove which arrived." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="LicenseRef-Proprietary"
+
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+# Install from the build stage's wheels through a bind mount, so they never become a
+# layer of this image. The venv is created without pip; the base image's pip installs
+# into it (pip >= 22.3 --python) and byte-compiles, so nothing writes .pyc at run time.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m venv --without-pip "$VIRTUAL_ENV" \
+ && pip --python "$VIRTUAL_ENV/bin/python" install --no-index --find-links=/wheels \
+        /wheels/pracsuite_ingest-*.whl \
+ && python -c "import pracsuite_ingest.cli"
+
+# Non-root user (uid/gid 10001, matching the Kubernetes securityContext) and the data
+# layout. /data/input is meant to be mounted read-only; state and reports are the
+# worker's (reports are written owner-only, so keep the directories private too).
+RUN groupadd --system --gid 10001 pracsuite \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin pracsuite \
+ && mkdir -p /data/input /data/state /data/reports /run/secrets/pracsuite /app \
+ && chown 10001:10001 /data/state /data/reports \
+ && chmod 0750 /data/state /data/reports
+
+# Defaults for a container; any of them can be overridden with -e / env:.
+# Keys are read from files in PRACSUITE_INGEST_SECRETS_DIR (vendor_api_key,
+# practice_api_key), so no key needs to be an environment variable. (DL3064: these
+# are paths and formats, not secrets.)
+# hadolint ignore=DL3064
+ENV PRACSUITE_INGEST_STATE__PATH=/data/state/pracsuite-ingest.db \
+    PRACSUITE_INGEST_REPORT__DIR=/data/reports \
+    PRACSUITE_INGEST_LOG__FORMAT=json \
+    PRACSUITE_INGEST_SECRETS_DIR=/run/secrets/pracsuite
+
+VOLUME ["/data/input", "/data/state", "/data/reports"]
+
+WORKDIR /app
+USER 10001:10001
+
+# The worker finishes in-flight uploads on the first SIGTERM, records the rest as
+# pending and exits 130; give it a grace period (docker stop -t 60, Kubernetes
+# terminationGracePeriodSeconds: 60).
+STOPSIGNAL SIGTERM
+
+ENTRYPOINT ["pracsuite-ingest"]
+CMD ["run"]

@@ -1,0 +1,38 @@
+# One command runs every check: `make check` (what CI runs, after starting radosgw).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo check lint typecheck test bench radosgw-start radosgw-stop clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/pracsuite-ingest demo
+
+check: lint typecheck test
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+test: $(VENV)/.installed
+	$(BIN)/pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py
+
+radosgw-start:
+	bash .ci/radosgw.sh install && bash .ci/radosgw.sh start
+
+radosgw-stop:
+	bash .ci/radosgw.sh stop
+
+clean:
+	rm -rf demo-out reports .pytest_cache .mypy_cache .ruff_cache
