@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import mimetypes
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -46,6 +49,23 @@ def classify_s3_answer(status: int, code: str, message: str) -> Exception | None
     return Permanent(text)
 
 
+def policy_expiry(presigned: Presigned) -> datetime | None:
+    """The expiration written in the presigned policy, if it can be read."""
+    for name, value in presigned.fields:
+        if name.lower() == "policy":
+            try:
+                doc = json.loads(base64.b64decode(value, validate=True))
+                return datetime.fromisoformat(str(doc["expiration"]).replace("Z", "+00:00"))
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
+def is_expired(presigned: Presigned, now: datetime) -> bool:
+    expiry = policy_expiry(presigned)
+    return expiry is not None and expiry <= now
+
+
 def build_form(presigned: Presigned, file: object, file_name: str) -> aiohttp.FormData:
     """Every field in the order and spelling returned, then the file part last."""
     form = aiohttp.FormData(quote_fields=False)
@@ -66,10 +86,13 @@ async def upload_file(
 ) -> None:
     """POST `path` to the presigned form; return on 204, raise what the caller acts on.
 
-    The file is streamed by aiohttp from the open file object, whose size is known,
+    An expired policy is refused before anything is sent (`PolicyExpired`: presign
+    again). The file is streamed by aiohttp from the open file object, whose size is known,
     so the request carries a Content-Length and is never chunked (S3 answers 411 to
     a chunked POST). The file is never read whole into memory.
     """
+    if is_expired(presigned, datetime.now(UTC)):
+        raise PolicyExpired("the presigned POST's policy expired before the upload started")
     try:
         fh = await asyncio.to_thread(path.open, "rb")
     except OSError as exc:
@@ -88,5 +111,9 @@ async def upload_file(
         raise OutcomeUnknown(f"S3 answer lost ({type(exc).__name__})") from None
     finally:
         await asyncio.to_thread(fh.close)
+    if isinstance(error, Permanent) and code == "AccessDenied" and is_expired(
+            presigned, datetime.now(UTC)):
+        # Some S3s (radosgw) say only "AccessDenied": the policy itself tells why.
+        raise PolicyExpired(str(error))
     if error is not None:
         raise error

@@ -1,0 +1,126 @@
+"""Injected faults: which request fails and how, decided by one seeded RNG.
+
+`FaultPlan` holds the knobs (mutable, so a test or `/_sandbox/reset-faults` can
+change them while the servers run); `Faults` draws the decisions. The draws are
+reproducible for a given seed and request order.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import format_datetime
+from enum import StrEnum
+
+
+class ThrottleStyle(StrEnum):
+    """How a 429 tells the client when to come back."""
+
+    RETRY_AFTER_SECONDS = "retry_after_seconds"  # Retry-After: 2
+    RETRY_AFTER_DATE = "retry_after_date"  # Retry-After: <HTTP date>
+    RATELIMIT_RESET = "ratelimit_reset"  # X-RateLimit-Reset: <epoch seconds>
+    GATEWAY = "gateway"  # API Gateway: {"message": "Too Many Requests"}, no hint
+
+
+class ApiFault(StrEnum):
+    THROTTLED = "api_429"
+    SERVER_ERROR = "api_500"
+
+
+class S3Fault(StrEnum):
+    SLOWDOWN = "s3_slowdown"  # 503 SlowDown, nothing stored
+    DROP_BEFORE = "s3_drop_before"  # connection closed, nothing stored
+    DROP_AFTER = "s3_drop_after"  # stored, then connection closed unanswered
+
+
+@dataclass
+class FaultPlan:
+    """Fault knobs; every rate is a probability per request in [0, 1]."""
+
+    fail_rate_429: float = 0.0
+    throttle_style: ThrottleStyle = ThrottleStyle.RETRY_AFTER_SECONDS
+    retry_after_s: int = 1
+    fail_rate_500: float = 0.0
+    s3_slowdown_rate: float = 0.0
+    s3_drop_before_rate: float = 0.0
+    s3_drop_after_rate: float = 0.0
+    latency_ms: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "fail_rate_429",
+            "fail_rate_500",
+            "s3_slowdown_rate",
+            "s3_drop_before_rate",
+            "s3_drop_after_rate",
+        ):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.latency_ms is not None and not 0 <= self.latency_ms[0] <= self.latency_ms[1]:
+            raise ValueError("latency_ms must be (min, max) with 0 <= min <= max")
+        if self.retry_after_s < 0:
+            raise ValueError("retry_after_s must not be negative")
+
+
+@dataclass
+class Faults:
+    """Draws fault decisions from `plan` with an RNG seeded once."""
+
+    plan: FaultPlan
+    seed: int | None = None
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def reset(self) -> None:
+        """No faults and no latency from now on."""
+        self.plan = FaultPlan(throttle_style=self.plan.throttle_style)
+
+    def latency_s(self) -> float:
+        """Seconds to hold this request before answering it."""
+        if self.plan.latency_ms is None:
+            return 0.0
+        low, high = self.plan.latency_ms
+        return self._rng.uniform(low, high) / 1000.0
+
+    def api_fault(self) -> ApiFault | None:
+        """The fault for one authenticated API request, if any (429 is drawn first)."""
+        if self._hit(self.plan.fail_rate_429):
+            return ApiFault.THROTTLED
+        if self._hit(self.plan.fail_rate_500):
+            return ApiFault.SERVER_ERROR
+        return None
+
+    def s3_fault(self) -> S3Fault | None:
+        """The fault for one S3 POST, if any."""
+        if self._hit(self.plan.s3_slowdown_rate):
+            return S3Fault.SLOWDOWN
+        if self._hit(self.plan.s3_drop_before_rate):
+            return S3Fault.DROP_BEFORE
+        if self._hit(self.plan.s3_drop_after_rate):
+            return S3Fault.DROP_AFTER
+        return None
+
+    def _hit(self, rate: float) -> bool:
+        # No draw at rate 0, so a knob left off does not shift the other knobs' draws.
+        return rate > 0.0 and self._rng.random() < rate
+
+
+def throttle_headers(style: ThrottleStyle, retry_after_s: int, now: datetime) -> dict[str, str]:
+    """The headers of a 429 in `style`; `now` is timezone-aware."""
+    if style is ThrottleStyle.RETRY_AFTER_SECONDS:
+        return {"Retry-After": str(retry_after_s)}
+    if style is ThrottleStyle.RETRY_AFTER_DATE:
+        # An HTTP date has whole seconds: round up so the client never comes back early.
+        at = (now + timedelta(seconds=retry_after_s + 1)).replace(microsecond=0)
+        return {"Retry-After": format_datetime(at, usegmt=True)}
+    if style is ThrottleStyle.RATELIMIT_RESET:
+        reset = int(now.timestamp()) + retry_after_s + 1
+        return {
+            "X-RateLimit-Limit": "200",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(reset),
+        }
+    return {}

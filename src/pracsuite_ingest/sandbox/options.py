@@ -1,0 +1,199 @@
+"""Every sandbox knob, with its default, and the command-line flags that set them."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .faults import FaultPlan, ThrottleStyle
+from .ledger import DescriptionMode
+
+MAX_FILE_BYTES = 104_857_600  # PracSuite's limit; the same number as the worker's
+DEFAULT_CLIENTS = (*(str(n) for n in range(1, 51)), "1001")
+DEFAULT_API_PORT = 8700
+
+
+def _token() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass
+class SandboxOptions:
+    """How the sandbox runs and behaves. Defaults are the friendly, fault-free case
+    except `description_mode`, which defaults to the hard case (empty descriptions).
+
+    Ports 0 are ephemeral. `data_dir` None means a temp dir removed on exit. Keys
+    and S3 secrets are random unless given. `session_token` None presigns without
+    `x-amz-security-token` (PracSuite always sends one, so the default has one).
+    """
+
+    host: str = "127.0.0.1"
+    api_port: int = 0
+    s3_port: int = 0
+    data_dir: Path | None = None
+    vendor_key: str = field(default_factory=_token)
+    practice_key: str = field(default_factory=_token)
+    bucket: str = "pracsuite-sandbox"
+    region: str = "ap-southeast-2"
+    s3_access_key: str = "SANDBOXACCESSKEY"
+    s3_secret_key: str = field(default_factory=_token, repr=False)
+    session_token: str | None = field(default_factory=_token, repr=False)
+    tenant_id: int = 1
+    user_id: int = 1
+    clients: tuple[str, ...] = DEFAULT_CLIENTS
+    existing_records_per_client: int = 3
+    list_key: str = "patient_attachments"
+    description_mode: DescriptionMode = DescriptionMode.EMPTY
+    validation_delay_s: float = 0.5
+    policy_lifetime_s: float = 3600.0
+    max_file_bytes: int = MAX_FILE_BYTES
+    reject_names: str | None = None
+    seed: int | None = None
+    fail_rate_429: float = 0.0
+    throttle_style: ThrottleStyle = ThrottleStyle.RETRY_AFTER_SECONDS
+    retry_after_s: int = 1
+    fail_rate_500: float = 0.0
+    s3_slowdown_rate: float = 0.0
+    s3_drop_before_rate: float = 0.0
+    s3_drop_after_rate: float = 0.0
+    latency_ms: tuple[int, int] | None = None
+
+    def fault_plan(self) -> FaultPlan:
+        """The fault knobs, validated (ValueError when out of range)."""
+        return FaultPlan(
+            fail_rate_429=self.fail_rate_429,
+            throttle_style=self.throttle_style,
+            retry_after_s=self.retry_after_s,
+            fail_rate_500=self.fail_rate_500,
+            s3_slowdown_rate=self.s3_slowdown_rate,
+            s3_drop_before_rate=self.s3_drop_before_rate,
+            s3_drop_after_rate=self.s3_drop_after_rate,
+            latency_ms=self.latency_ms,
+        )
+
+    def reject_pattern(self) -> re.Pattern[str] | None:
+        return re.compile(self.reject_names) if self.reject_names else None
+
+
+def parse_clients(text: str) -> tuple[str, ...]:
+    """ "1-50,1001" -> ("1", ..., "50", "1001"); non-numeric ids are taken as they are."""
+    clients: list[str] = []
+    for item in (part.strip() for part in text.split(",")):
+        low, dash, high = item.partition("-")
+        if dash and low.isdigit() and high.isdigit():
+            clients.extend(str(n) for n in range(int(low), int(high) + 1))
+        elif item:
+            clients.append(item)
+    if not clients:
+        raise argparse.ArgumentTypeError("give at least one client id")
+    return tuple(clients)
+
+
+def parse_latency(text: str) -> tuple[int, int]:
+    """ "MIN,MAX" milliseconds (or one number for both)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected MIN,MAX in milliseconds") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or not 0 <= values[0] <= values[1]:
+        raise argparse.ArgumentTypeError("expected MIN,MAX with 0 <= MIN <= MAX")
+    return values[0], values[1]
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError("a rate is between 0 and 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `sandbox` command's flags; `options_from_args` reads them back."""
+    d = SandboxOptions
+    add = parser.add_argument
+    add("--host", default=d.host, help="address to bind (default %(default)s)")
+    add("--port", type=int, default=DEFAULT_API_PORT, help="API port (default %(default)s)")
+    add("--s3-port", type=int, default=None, help="S3 port (default: --port + 1)")
+    add("--data-dir", type=Path, default=None, help="where S3 objects go (default: temp dir)")
+    add("--vendor-key", default=None, help="x-api-key to accept (default: random)")
+    add("--practice-key", default=None, help="a-api-key to accept (default: random)")
+    add("--bucket", default=d.bucket)
+    add("--region", default=d.region)
+    add("--no-session-token", action="store_true", help="presign without x-amz-security-token")
+    add("--clients", type=parse_clients, default=DEFAULT_CLIENTS, help='e.g. "1-50,1001"')
+    add(
+        "--existing-records",
+        type=int,
+        default=d.existing_records_per_client,
+        help="records each client holds before any upload (default %(default)s)",
+    )
+    add(
+        "--list-key",
+        default=d.list_key,
+        help='list envelope key, or "bare" for a bare array (default %(default)s)',
+    )
+    add(
+        "--description-mode",
+        type=DescriptionMode,
+        choices=list(DescriptionMode),
+        default=d.description_mode,
+    )
+    add("--validation-delay", type=float, default=d.validation_delay_s, metavar="SECONDS")
+    add("--policy-lifetime", type=float, default=d.policy_lifetime_s, metavar="SECONDS")
+    add("--max-file-bytes", type=int, default=d.max_file_bytes)
+    add("--reject-names", default=None, metavar="REGEX", help="file names that fail validation")
+    add("--seed", type=int, default=None, help="seed for fault draws")
+    add("--fail-429", type=_rate, default=0.0, metavar="RATE")
+    add(
+        "--throttle-style",
+        type=ThrottleStyle,
+        choices=list(ThrottleStyle),
+        default=d.throttle_style,
+    )
+    add("--retry-after", type=int, default=d.retry_after_s, metavar="SECONDS")
+    add("--fail-500", type=_rate, default=0.0, metavar="RATE")
+    add("--s3-slowdown", type=_rate, default=0.0, metavar="RATE")
+    add("--s3-drop-before", type=_rate, default=0.0, metavar="RATE")
+    add("--s3-drop-after", type=_rate, default=0.0, metavar="RATE")
+    add("--latency-ms", type=parse_latency, default=None, metavar="MIN,MAX")
+
+
+def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
+    """SandboxOptions from flags added by `add_arguments`."""
+    options = SandboxOptions(
+        host=ns.host,
+        api_port=ns.port,
+        s3_port=ns.s3_port if ns.s3_port is not None else (ns.port + 1 if ns.port else 0),
+        data_dir=ns.data_dir,
+        bucket=ns.bucket,
+        region=ns.region,
+        clients=ns.clients,
+        existing_records_per_client=ns.existing_records,
+        list_key=ns.list_key,
+        description_mode=ns.description_mode,
+        validation_delay_s=ns.validation_delay,
+        policy_lifetime_s=ns.policy_lifetime,
+        max_file_bytes=ns.max_file_bytes,
+        reject_names=ns.reject_names,
+        seed=ns.seed,
+        fail_rate_429=ns.fail_429,
+        throttle_style=ns.throttle_style,
+        retry_after_s=ns.retry_after,
+        fail_rate_500=ns.fail_500,
+        s3_slowdown_rate=ns.s3_slowdown,
+        s3_drop_before_rate=ns.s3_drop_before,
+        s3_drop_after_rate=ns.s3_drop_after,
+        latency_ms=ns.latency_ms,
+    )
+    if ns.vendor_key:
+        options.vendor_key = ns.vendor_key
+    if ns.practice_key:
+        options.practice_key = ns.practice_key
+    if ns.no_session_token:
+        options.session_token = None
+    return options

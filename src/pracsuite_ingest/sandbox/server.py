@@ -1,0 +1,227 @@
+"""Start and stop the sandbox: the PracSuite API and the S3 stand-in on two ports.
+
+`Sandbox` is an async context manager for tests and the demo; `serve_forever` is
+the `sandbox` command. The two servers are separate so that a client that sends its
+API keys to S3, or S3 fields to the API, fails as it would in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import tempfile
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+
+from .api import ApiContext, PresignTarget, build_api_app
+from .faults import FaultPlan, Faults
+from .ledger import Ledger
+from .options import SandboxOptions
+from .s3 import S3Context, build_s3_app
+from .sigv4 import Credentials
+from .stats import Stats
+from .store import LocalStore
+from .validation import Validator
+
+_ANY_ADDRESS = ("", "0.0.0.0", "::")  # noqa: S104 -- recognised, not bound
+_SHUTDOWN_GRACE_S = 2.0  # how long in-flight requests may take to finish on exit
+
+
+class Sandbox:
+    """`async with Sandbox(options) as sb:` runs both servers until the block ends.
+
+    On exit, validations still waiting are cancelled, both servers stop, and a temp
+    data dir is removed. Attributes are valid inside the block only.
+    """
+
+    base_url: str
+    """The API base, ending in /v1: what the worker's `api.base_url` should be."""
+    s3_url: str
+    """The S3 endpoint's root (the POST URL handed out is `<s3_url>/<bucket>`)."""
+    admin_url: str
+    """`<api root>/_sandbox`: GET stats, POST reset-faults."""
+    _store: LocalStore
+
+    def __init__(self, options: SandboxOptions | None = None) -> None:
+        self.options = options if options is not None else SandboxOptions()
+        self.stats_counters = Stats()
+        self.faults = Faults(self.options.fault_plan(), seed=self.options.seed)
+        self._runners: list[web.AppRunner] = []
+        self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._validator: Validator | None = None
+        self._ledger: Ledger | None = None
+
+    @property
+    def vendor_key(self) -> str:
+        return self.options.vendor_key
+
+    @property
+    def practice_key(self) -> str:
+        return self.options.practice_key
+
+    @property
+    def bucket(self) -> str:
+        return self.options.bucket
+
+    @property
+    def s3_credentials(self) -> Credentials:
+        """The keys the sandbox's S3 accepts (for tests that presign by hand)."""
+        o = self.options
+        return Credentials(o.s3_access_key, o.s3_secret_key, o.session_token)
+
+    @property
+    def data_dir(self) -> Path:
+        """Where objects are stored: `<data_dir>/<bucket>/<key>`."""
+        return self._store.root
+
+    def stats(self) -> dict[str, Any]:
+        """The same JSON as GET /_sandbox/stats, as a dict."""
+        if self._ledger is None or self._validator is None:
+            raise RuntimeError("the sandbox is not running")
+        return self.stats_counters.snapshot(
+            self._ledger, validations_pending=self._validator.pending_count
+        )
+
+    def set_faults(self, plan: FaultPlan) -> None:
+        """Replace the fault knobs while running (the RNG keeps its state)."""
+        self.faults.plan = plan
+
+    def reset_faults(self) -> None:
+        self.faults.reset()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop()
+
+    async def _start(self) -> None:
+        o = self.options
+        if o.data_dir is None:
+            self._temp_dir = tempfile.TemporaryDirectory(prefix="pracsuite-sandbox-")
+            root = Path(self._temp_dir.name)
+        else:
+            root = o.data_dir
+        self._store = LocalStore(root)
+        ledger = Ledger(
+            clients=o.clients,
+            tenant_id=o.tenant_id,
+            user_id=o.user_id,
+            description_mode=o.description_mode,
+        )
+        self._ledger = ledger
+        seeded = ledger.seed_existing(
+            o.existing_records_per_client, random.Random(o.seed), date.today()
+        )
+        for record in seeded:
+            self._store.put_bytes(o.bucket, record.key, b"%PDF-1.4\n% pre-existing\n")
+        self._validator = Validator(
+            ledger=ledger,
+            lookup=self._store,
+            bucket=o.bucket,
+            stats=self.stats_counters,
+            delay_s=o.validation_delay_s,
+            max_bytes=o.max_file_bytes,
+            reject_names=o.reject_pattern(),
+        )
+        creds = self.s3_credentials
+        s3_app = build_s3_app(
+            S3Context(
+                store=self._store,
+                buckets=frozenset({o.bucket}),
+                secrets_by_access_key={creds.access_key: creds.secret_key},
+                session_tokens={creds.access_key: creds.session_token}
+                if creds.session_token is not None
+                else {},
+                faults=self.faults,
+                stats=self.stats_counters,
+                on_stored=self._validator.object_stored,
+            )
+        )
+        self.s3_url = await self._serve(s3_app, o.s3_port)
+        target = PresignTarget(
+            url=f"{self.s3_url}/{o.bucket}",
+            object_url=f"{self.s3_url}/{o.bucket}",
+            bucket=o.bucket,
+            region=o.region,
+            credentials=creds,
+            lifetime_s=o.policy_lifetime_s,
+            max_bytes=o.max_file_bytes,
+        )
+        api_app = build_api_app(
+            ApiContext(
+                vendor_key=o.vendor_key,
+                practice_key=o.practice_key,
+                list_key=o.list_key,
+                target=target,
+                ledger=ledger,
+                faults=self.faults,
+                stats=self.stats_counters,
+                admin_stats=self.stats,
+            )
+        )
+        api_root = await self._serve(api_app, o.api_port)
+        self.base_url = f"{api_root}/v1"
+        self.admin_url = f"{api_root}/_sandbox"
+
+    async def _serve(self, app: web.Application, port: int) -> str:
+        # access_log None: the worker's tests read stderr, and a line per request is noise.
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_GRACE_S)
+        await runner.setup()
+        self._runners.append(runner)
+        await web.TCPSite(runner, self.options.host, port).start()
+        bound_port = runner.addresses[0][1]
+        host = self.options.host
+        host = "127.0.0.1" if host in _ANY_ADDRESS else host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{bound_port}"
+
+    async def _stop(self) -> None:
+        # Stop taking requests (in-flight ones get a grace period), then cancel the
+        # validations still waiting, then remove a temp data dir.
+        try:
+            for runner in reversed(self._runners):
+                await runner.cleanup()
+            self._runners.clear()
+        finally:
+            try:
+                if self._validator is not None:
+                    await self._validator.aclose()
+            finally:
+                if self._temp_dir is not None:
+                    self._temp_dir.cleanup()
+                    self._temp_dir = None
+
+
+async def serve_forever(options: SandboxOptions) -> None:
+    """Run the sandbox until cancelled; print what to paste into the config's [api].
+
+    Prints `base_url`, `vendor_api_key` and `practice_api_key` as TOML lines, and the
+    S3 URL as a TOML comment (it is not an [api] key: the worker gets it from each
+    presign).
+    """
+    async with Sandbox(options) as sandbox:
+        print(f"base_url = {json.dumps(sandbox.base_url)}")
+        print(f"vendor_api_key = {json.dumps(sandbox.vendor_key)}")
+        print(f"practice_api_key = {json.dumps(sandbox.practice_key)}")
+        print(f"# s3_url = {json.dumps(sandbox.s3_url)}", flush=True)
+        await _forever()
+
+
+async def _forever() -> None:
+    await asyncio.get_running_loop().create_future()
