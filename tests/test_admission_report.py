@@ -62,7 +62,9 @@ def test_report_is_built_from_state_and_written_atomically_owner_only(tmp_path: 
     row = Row(2, "42", "/x/a, \"b\".pdf", 'a, "b".pdf', {"note": "n"})
     local = LocalFile(row, Path(row.path), 5, "ab")
     first = state.add_item("r1", 1, row, local, Stage.SEEN, snapshot_run="r1")
-    state.set_stage(first, Stage.VALIDATED, attachment_id="77", key="temp/k")
+    for stage in (Stage.PRESIGNED, Stage.UPLOADING, Stage.UPLOADED):
+        state.set_stage(first, stage, key="temp/k")
+    state.set_stage(first, Stage.VALIDATED, attachment_id="77")
     state.add_item("r1", 2, row, local, Stage.SKIPPED, error="dup", duplicate_of=first)
     state.add_item("r1", 3, Row(4, "", "", "", {}, "line 4: bad"), None, Stage.INVALID,
                    error="line 4: bad")

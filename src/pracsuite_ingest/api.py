@@ -30,21 +30,56 @@ from pracsuite_ingest.retry import retry_after_s
 LIST_KEYS = ("patient_attachments", "attachment_clients", "attachments", "items", "data", "results")
 
 
+def slowed_interval(current: float, base: float) -> float:
+    """After a 429: at least twice as far apart as now (at least 1/base rate), at most 10 s."""
+    return min(10.0, max(current * 2, base * 2, 0.05))
+
+
+def recovered_interval(current: float, base: float) -> float:
+    """After a success: a tenth closer to the configured spacing."""
+    return max(base, current * 0.9) if current > base else base
+
+
 class RateGate:
-    """A process-wide rate limit that a 429 pauses for everybody, not one request."""
+    """A process-wide limit on PracSuite calls that a 429 slows for everybody.
+
+    `requests_per_second` is the ceiling (aiolimiter's leaky bucket). A 429 pauses
+    every caller for what the server asked (`Retry-After`), and widens the spacing
+    between calls (`slowed_interval`); successes narrow it back (`recovered_interval`).
+    """
 
     def __init__(self, requests_per_second: float) -> None:
         burst = max(1.0, requests_per_second)
         self._limiter = AsyncLimiter(burst, burst / requests_per_second)
+        self._base = 1.0 / requests_per_second
+        self._interval = self._base
+        self._next_at = 0.0
         self._paused_until = 0.0
+        self.throttled = 0
 
-    def pause(self, seconds: float) -> None:
-        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+    @property
+    def interval_s(self) -> float:
+        return self._interval
+
+    def throttle(self, retry_after_s: float | None) -> None:
+        self.throttled += 1
+        self._interval = slowed_interval(self._interval, self._base)
+        pause = retry_after_s if retry_after_s is not None else self._interval
+        self._paused_until = max(self._paused_until, time.monotonic() + pause)
+
+    def succeeded(self) -> None:
+        self._interval = recovered_interval(self._interval, self._base)
 
     async def __aenter__(self) -> None:
         # A later 429 may extend the pause while we sleep: check again after each wait.
-        while (wait := self._paused_until - time.monotonic()) > 0:  # noqa: ASYNC110
+        while True:
+            now = time.monotonic()
+            wait = max(self._paused_until, self._next_at) - now
+            if wait <= 0:
+                break
             await asyncio.sleep(wait)
+        if self._interval > self._base:
+            self._next_at = time.monotonic() + self._interval
         await self._limiter.acquire()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -172,8 +207,9 @@ class PracSuiteClient:
                 raise Retryable(f"PracSuite unreachable ({type(exc).__name__})") from None
         if error is not None:
             if isinstance(error, Throttled):
-                self._gate.pause(error.retry_after if error.retry_after is not None else 1.0)
+                self._gate.throttle(error.retry_after)
             raise error
+        self._gate.succeeded()
         try:
             return json.loads(raw) if raw else None
         except ValueError:

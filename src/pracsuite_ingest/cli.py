@@ -123,7 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pracsuite_ingest.sandbox import options_from_args, serve_forever
 
         try:
-            asyncio.run(serve_forever(options_from_args(args)))
+            options = options_from_args(args)
+        except ValueError as exc:
+            print(f"pracsuite-ingest sandbox: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            asyncio.run(serve_forever(options))
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
         return EXIT_OK
@@ -187,22 +192,20 @@ async def cmd_run(settings: Settings, *, dry_run: bool) -> int:
     try:
         state.new_run(run_id, utc_now())
         log.info("run started", dry_run=dry_run)
-        if dry_run:
-            run = Run(settings, state, None, None, dry_run=True, shutdown=shutdown,
-                      run_id=run_id)
-            interrupted = not await run.upload_all()
-        else:
-            async with make_session(settings) as session:
-                api = make_client(settings, session)
-                run = Run(settings, state, api, session, dry_run=False, shutdown=shutdown,
-                          run_id=run_id)
-                try:
-                    finished = await run.upload_all()
-                    if finished:
-                        await run.reconcile(run_id, settings.reconcile.deadline_s)
-                    interrupted = shutdown.is_set()
-                except asyncio.CancelledError:
-                    interrupted = True
+        try:
+            if dry_run:
+                await Run(settings, state, None, None, dry_run=True, shutdown=shutdown,
+                          run_id=run_id).upload_all()
+            else:
+                async with make_session(settings) as session:
+                    api = make_client(settings, session)
+                    await Run(settings, state, api, session, dry_run=False,
+                              shutdown=shutdown, run_id=run_id).execute()
+            interrupted = shutdown.is_set()
+        except asyncio.CancelledError:
+            # A second signal: stop at once. Every stage written so far stands; an
+            # upload cut mid-way stays `uploading` and is reconciled by the next run.
+            interrupted = True
     except* Fatal:
         # Stop early, but leave the report of what was done: state is saved.
         state.finish_run(run_id, utc_now(), "stopped")

@@ -32,6 +32,7 @@ from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.upload import upload_file
 
 MAX_PRESIGN_ROUNDS = 3
+MAX_RESEND_ROUNDS = 2  # uploads whose answer was lost and that got no record: send again
 
 
 def new_run_id(now: datetime) -> str:
@@ -225,13 +226,15 @@ class Run:
                 max_attempts=self.settings.api.max_attempts, rng=self.rng,
                 on_retry=self._on_retry)
 
-    async def _send(self, item_id: int, local: LocalFile, log: Any) -> None:
-        attempts = 0
+    async def _send(self, item_id: int, local: LocalFile, log: Any, attempts: int = 0) -> None:
         try:
             await self._snapshot(local.row.client_id)
             for presign_round in range(1, MAX_PRESIGN_ROUNDS + 1):
                 presigned = await self._presign(local)
-                self.state.set_stage(item_id, Stage.PRESIGNED, key=presigned.key)
+                # This run's snapshot was taken before this upload: it is what the
+                # record must not be part of.
+                self.state.set_stage(item_id, Stage.PRESIGNED, key=presigned.key,
+                                     snapshot_run=self.run_id)
 
                 async def once(p: Presigned = presigned) -> None:
                     nonlocal attempts
@@ -257,7 +260,8 @@ class Run:
                             "speed, or lower upload.concurrency") from None
                     log.warning("presigned POST expired; presigning again", stage="upload")
             now = time.time()
-            self.state.set_stage(item_id, Stage.UPLOADED, uploaded_at=now, error=None)
+            self.state.set_stage(item_id, Stage.UPLOADED, uploaded_at=now, error=None,
+                                 outcome_unknown=False)
             self.state.mark_last_upload(self.run_id, now)
             self.counters.bytes_sent += local.size
             log.info("item uploaded", stage="upload", attempts=attempts,
@@ -271,9 +275,40 @@ class Run:
             log.info("item failed", stage="upload", error=str(exc))
 
     # ------------------------------------------------------------ reconcile phase
-    async def reconcile(self, run_id: str, deadline_s: float) -> None:
-        await reconcile_run(self.state, self.api, self.settings, run_id, deadline_s,
-                            self.shutdown, self.log)
+    async def execute(self) -> None:
+        """Upload every row, reconcile; send again what was lost and has no record.
+
+        An upload whose S3 answer was lost is sent again only after a reconcile
+        pass found no record for it by the deadline (SPEC.md guarantees).
+        """
+        if not await self.upload_all():
+            return
+        for resend_round in range(MAX_RESEND_ROUNDS + 1):
+            await reconcile_run(self.state, self.api, self.settings, self.run_id,
+                                self.settings.reconcile.deadline_s, self.shutdown, self.log)
+            lost = self.state.lost_uploads(self.run_id)
+            if self.shutdown.is_set() or not lost or resend_round == MAX_RESEND_ROUNDS:
+                return
+            self.log.warning("sending again uploads whose answer was lost and that have "
+                             "no record", count=len(lost), round=resend_round + 1)
+            await self._resend(lost)
+
+    async def _resend(self, items: list[ItemRecord]) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for item in items:
+                if self.shutdown.is_set():
+                    return
+                await self._slots.acquire()
+                tg.create_task(self._resend_one(item))
+
+    async def _resend_one(self, item: ItemRecord) -> None:
+        try:
+            row = Row(item.line, item.client_id, item.path, item.file_name, item.extra)
+            local = LocalFile(row, Path(item.path), item.size or 0, item.sha256 or "")
+            log = self.log.bind(client_id=item.client_id, item=item.seq)
+            await self._send(item.id, local, log, attempts=item.attempts)
+        finally:
+            self._slots.release()
 
 
 def _upload_of(item: ItemRecord) -> rc.Upload:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pracsuite_ingest.errors import Fatal, StateUnusable
 from pracsuite_ingest.models import LocalFile, Row, Stage
+from pracsuite_ingest.transitions import IllegalTransition, predecessors
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -217,7 +218,11 @@ class State:
         return item_id
 
     def set_stage(self, item_id: int, stage: Stage, **fields: Any) -> None:
-        """Move an item to `stage`, setting the named columns in the same statement."""
+        """Move an item to `stage`, setting the named columns in the same statement.
+
+        The move happens only from a stage `transitions.ALLOWED` permits; anything
+        else is a bug and raises `IllegalTransition` (nothing is written).
+        """
         allowed = {"error", "attempts", "key", "attachment_id", "outcome_unknown",
                    "snapshot_run", "uploaded_at"}
         bad = set(fields) - allowed
@@ -225,16 +230,33 @@ class State:
             raise ValueError(f"not an item column: {sorted(bad)}")
         now = time.time()
         sets = ", ".join([f"{k} = ?" for k in fields] + ["stage = ?", "updated_at = ?"])
+        olds = sorted(s.value for s in predecessors(stage))
+        marks = ", ".join("?" * len(olds))
+        with self._transaction():
+            cur = self._write(
+                f"UPDATE items SET {sets} WHERE id = ? AND stage IN ({marks})",  # noqa: S608
+                (*fields.values(), stage.value, now, item_id, *olds))
+            if cur.rowcount == 1:
+                self._write("INSERT INTO transitions VALUES (?, ?, ?)",
+                            (item_id, stage.value, now))
+        if cur.rowcount != 1:
+            current = self._db.execute("SELECT stage FROM items WHERE id = ?",
+                                       (item_id,)).fetchone()
+            raise IllegalTransition(
+                f"item {item_id}: {current[0] if current else 'no such item'} -> {stage}")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
         self._write("BEGIN")
         try:
-            self._write(f"UPDATE items SET {sets} WHERE id = ?",  # noqa: S608 - names checked above
-                        (*fields.values(), stage.value, now, item_id))
-            self._write("INSERT INTO transitions VALUES (?, ?, ?)", (item_id, stage.value, now))
-            self._write("COMMIT")
-        except BaseException:
+            yield
+        except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StateUnusable(f"cannot write the state file: {exc}") from None
             raise
+        self._write("COMMIT")
 
     def find_in_run(self, run_id: str, client_id: str, file_name: str,
                     sha256: str) -> ItemRecord | None:
@@ -279,13 +301,20 @@ class State:
             "ORDER BY seq", (run_id,)).fetchall()
         return [_item(r) for r in rows]
 
+    def lost_uploads(self, run_id: str) -> list[ItemRecord]:
+        """Items whose S3 answer was lost and that got no record by the deadline."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND stage = 'missing' "  # noqa: S608
+            "AND outcome_unknown = 1 ORDER BY seq", (run_id,)).fetchall()
+        return [_item(r) for r in rows]
+
     # snapshots and claims ------------------------------------------------------------
     def save_snapshot(self, run_id: str, client_id: str, record_ids: Iterable[str]) -> None:
-        self._write("BEGIN")
-        self._db.executemany("INSERT OR IGNORE INTO snapshots VALUES (?, ?, ?)",
-                             [(run_id, client_id, r) for r in record_ids])
-        self._write("INSERT OR IGNORE INTO snapshot_done VALUES (?, ?)", (run_id, client_id))
-        self._write("COMMIT")
+        with self._transaction():
+            self._db.executemany("INSERT OR IGNORE INTO snapshots VALUES (?, ?, ?)",
+                                 [(run_id, client_id, r) for r in record_ids])
+            self._write("INSERT OR IGNORE INTO snapshot_done VALUES (?, ?)",
+                        (run_id, client_id))
 
     def snapshot(self, run_id: str, client_id: str) -> set[str] | None:
         """Record ids the client had before `run_id` uploaded for it; None if never taken."""

@@ -6,9 +6,11 @@ import asyncio
 import base64
 import json
 import mimetypes
+import os
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 
@@ -66,6 +68,14 @@ def is_expired(presigned: Presigned, now: datetime) -> bool:
     return expiry is not None and expiry <= now
 
 
+def body_fully_sent(fh: BinaryIO) -> bool:
+    """Whether aiohttp has read the file to its end (so the whole body was handed on)."""
+    try:
+        return fh.tell() >= os.fstat(fh.fileno()).st_size
+    except (OSError, ValueError):
+        return True  # cannot tell: assume the worst (it may have been stored)
+
+
 def build_form(presigned: Presigned, file: object, file_name: str) -> aiohttp.FormData:
     """Every field in the order and spelling returned, then the file part last."""
     form = aiohttp.FormData(quote_fields=False)
@@ -107,7 +117,12 @@ async def upload_file(
         # Nothing reached S3: safe to send again.
         raise Retryable(f"cannot connect to S3: {type(exc).__name__}") from None
     except (aiohttp.ClientError, TimeoutError) as exc:
-        # The body may have been stored before the answer was lost.
+        if not body_fully_sent(fh):
+            # S3 stores nothing from an incomplete body: a stalled or cut upload is
+            # safe to send again at once.
+            raise Retryable(f"upload cut before the file was sent ({type(exc).__name__})"
+                            ) from None
+        # The whole body went out: S3 may have stored it before the answer was lost.
         raise OutcomeUnknown(f"S3 answer lost ({type(exc).__name__})") from None
     finally:
         await asyncio.to_thread(fh.close)
