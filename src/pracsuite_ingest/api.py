@@ -11,8 +11,9 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -24,6 +25,16 @@ from pracsuite_ingest.errors import (
     Throttled,
     describe_api_error,
 )
+from pracsuite_ingest.guards import (
+    LIST_BODY_LIMIT,
+    SMALL_BODY_LIMIT,
+    BodyTooLarge,
+    cleartext_problem,
+    describe_origin,
+    origin,
+    read_capped,
+    same_origin,
+)
 from pracsuite_ingest.models import Presigned
 from pracsuite_ingest.retry import retry_after_s
 
@@ -31,13 +42,18 @@ LIST_KEYS = ("patient_attachments", "attachment_clients", "attachments", "items"
 
 
 def slowed_interval(current: float, base: float) -> float:
-    """After a 429: at least twice as far apart as now (at least 1/base rate), at most 10 s."""
-    return min(10.0, max(current * 2, base * 2, 0.05))
+    """After a 429: half as fast again (at least twice the configured spacing), at most 5 s.
+
+    With `recovered_interval` this settles near the configured rate when 429s are rare
+    and backs off steeply when they persist (x1.5 per 429 against x0.8 per success:
+    the spacing grows only while more than ~1 in 3 answers is a 429).
+    """
+    return min(5.0, max(current * 1.5, base * 2, 0.02))
 
 
 def recovered_interval(current: float, base: float) -> float:
-    """After a success: a tenth closer to the configured spacing."""
-    return max(base, current * 0.9) if current > base else base
+    """After a success: a fifth closer to the configured spacing."""
+    return max(base, current * 0.8)
 
 
 class RateGate:
@@ -90,7 +106,7 @@ def parse_api_error(status: int, body: bytes) -> tuple[str, str, str]:
     """(code, detail, request_id) from PracSuite's error body, tolerating anything."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return "", "", ""
     if not isinstance(data, dict):
         return "", "", ""
@@ -155,6 +171,19 @@ def find_records(body: Any, list_key: str) -> list[dict[str, Any]]:
     raise Permanent("cannot tell which key holds the attachment list; set api.list_key")
 
 
+def presigned_fields(fields: dict[Any, Any]) -> tuple[tuple[str, str], ...]:
+    """The presign answer's form fields, in order; every value must be text and `key` set."""
+    out = []
+    for name, value in fields.items():
+        if not isinstance(value, str):
+            raise Retryable(f"PracSuite's presign answer is malformed: field '{name}' is "
+                            f"{type(value).__name__}, not text")
+        out.append((str(name), value))
+    if not any(name == "key" and value for name, value in out):
+        raise Retryable("PracSuite's presign answer has no 'key' field")
+    return tuple(out)
+
+
 def next_link(body: Any) -> str | None:
     if isinstance(body, dict):
         links = body.get("links")
@@ -163,6 +192,14 @@ def next_link(body: Any) -> str | None:
             if isinstance(nxt, str) and nxt:
                 return nxt
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class PageRef:
+    """Where a page of a list is: the URL to GET and its 1-based number."""
+
+    url: str
+    page: int
 
 
 class PracSuiteClient:
@@ -182,6 +219,7 @@ class PracSuiteClient:
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
+        self._origin = origin(self._base)  # the only place the keys may go
         self._headers = {"x-api-key": vendor_api_key, "a-api-key": practice_api_key,
                          "Accept": "application/json"}
         self._gate = gate
@@ -193,7 +231,11 @@ class PracSuiteClient:
     def _client_url(self, client_id: str) -> str:
         return f"{self._base}/patient/{quote(client_id, safe='')}/patient_attachment"
 
-    async def _request(self, method: str, url: str, body: dict[str, str] | None = None) -> Any:
+    async def _request(self, method: str, url: str, body: dict[str, str] | None = None, *,
+                       limit: int = SMALL_BODY_LIMIT) -> Any:
+        if not same_origin(url, self._origin):  # e.g. a links.next pointing elsewhere
+            raise Permanent(f"refusing to send the API keys to {describe_origin(url)}: it is "
+                            f"not api.base_url's host ({describe_origin(self._base)})")
         async with self._gate:
             self.calls += 1
             try:
@@ -201,7 +243,14 @@ class PracSuiteClient:
                     method, url, json=body, headers=self._headers, timeout=self._timeout,
                     allow_redirects=False,
                 ) as resp:
-                    raw = await resp.read()
+                    try:
+                        raw = await read_capped(resp, limit)
+                    except BodyTooLarge as exc:
+                        if 200 <= resp.status < 300:
+                            raise Permanent(f"PracSuite's answer is too large ({exc}); "
+                                            "not read") from None
+                        raw = b""  # an error answer: its status is enough
+                    content_type = resp.content_type
                     error = classify_api_answer(resp.status, raw, resp.headers, time.time())
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise Retryable(f"PracSuite unreachable ({type(exc).__name__})") from None
@@ -212,8 +261,9 @@ class PracSuiteClient:
         self._gate.succeeded()
         try:
             return json.loads(raw) if raw else None
-        except ValueError:
-            raise Retryable("PracSuite answered with a body that is not JSON") from None
+        except (ValueError, RecursionError):
+            raise Retryable(f"PracSuite answered with a body that is not JSON ({content_type}"
+                            f", {len(raw):,} bytes)") from None
 
     async def presign(self, client_id: str, file_name: str) -> Presigned:
         data = await self._request("POST", self._client_url(client_id), {"file_name": file_name})
@@ -222,23 +272,40 @@ class PracSuiteClient:
         url = data.get("url")
         if not isinstance(url, str) or not url:
             raise Retryable("PracSuite's presign answer has no 'url'")
-        fields = tuple((str(k), str(v)) for k, v in data["fields"].items())
+        fields = presigned_fields(data["fields"])
+        problem = cleartext_problem(url, "the presigned upload URL")
+        if problem:  # the patient's file would cross the network in clear text
+            raise Permanent(f"{problem}; not uploaded")
         return Presigned(url=url, fields=fields)
 
+    def first_page(self, client_id: str) -> PageRef:
+        return PageRef(f"{self._client_url(client_id)}?page=1&page_size={self._page_size}", 1)
+
+    async def list_page(self, client_id: str, ref: PageRef) -> tuple[list[dict[str, Any]],
+                                                                     PageRef | None]:
+        """One page of the client's attachment list and where the next one is (or None).
+
+        Follows `links.next`; a bare array has no links, so pages go on by number
+        until a short page.
+        """
+        body = await self._request("GET", ref.url, limit=LIST_BODY_LIMIT)
+        records = find_records(body, self._list_key)
+        if isinstance(body, list):
+            if len(records) < self._page_size:
+                return records, None
+            page = ref.page + 1
+            return records, PageRef(
+                f"{self._client_url(client_id)}?page={page}&page_size={self._page_size}", page)
+        nxt = next_link(body)
+        # A relative link is PracSuite's own; an absolute one elsewhere is refused by _request.
+        return records, PageRef(urljoin(ref.url, nxt), ref.page + 1) if nxt else None
+
     async def list_pages(self, client_id: str) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every page of the client's attachment list, following `links.next`."""
-        page = 1
-        url: str | None = f"{self._client_url(client_id)}?page=1&page_size={self._page_size}"
-        while url is not None:
-            body = await self._request("GET", url)
-            records = find_records(body, self._list_key)
+        """Every page of the client's attachment list, in order."""
+        ref: PageRef | None = self.first_page(client_id)
+        while ref is not None:
+            records, ref = await self.list_page(client_id, ref)
             yield records
-            if isinstance(body, list):  # no links: page on until a short page
-                page += 1
-                url = (f"{self._client_url(client_id)}?page={page}&page_size={self._page_size}"
-                       if len(records) >= self._page_size else None)
-            else:
-                url = next_link(body)
 
     async def record_file_name(self, client_id: str, record_id: str) -> str:
         """The file name PracSuite holds for a record (only `presign_url` tells it)."""

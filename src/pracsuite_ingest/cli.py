@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -12,10 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from pracsuite_ingest import __version__
 from pracsuite_ingest import report as rpt
+from pracsuite_ingest import shard as sharding
 from pracsuite_ingest.errors import ConfigError, Fatal, Retryable
-from pracsuite_ingest.logs import configure, get_logger, register_secret, scrub
+from pracsuite_ingest.filters import RowFilter
+from pracsuite_ingest.localfs import private_dir
+from pracsuite_ingest.logs import bind_context, configure, get_logger, register_secret, scrub
 from pracsuite_ingest.pipeline import (
     Run,
     make_client,
@@ -24,15 +30,39 @@ from pracsuite_ingest.pipeline import (
     reconcile_run,
     utc_now,
 )
+from pracsuite_ingest.plan import plan_text
+from pracsuite_ingest.progress import TerminalProgress
 from pracsuite_ingest.settings import Settings, load_settings
 from pracsuite_ingest.state import State
+from pracsuite_ingest.watch import Watch
 
 EXIT_OK, EXIT_ITEMS, EXIT_CONFIG, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
+SHARD_HELP = ("take only the clients of shard I of N (1-based); state and reports get "
+              "their own paths, and api.requests_per_second is divided by N "
+              "(default: JOB_COMPLETION_INDEX + 1 of PRACSUITE_INGEST_SHARD__COUNT)")
+
 EPILOG_RUN = """example:
+  pracsuite-ingest run --config practice.toml --manifest files.csv --dry-run   # the plan
+  pracsuite-ingest run --config practice.toml --manifest files.csv --client 42 --limit 5
   pracsuite-ingest run --config practice.toml --manifest files.csv
   pracsuite-ingest run --source-dir /data/scans --dry-run
+
+On a terminal a progress display shows files and bytes done, rates, the ETA and
+what is presigning, uploading, awaiting validation; --quiet turns it off (it is
+always off when output is not a terminal or logs are JSON).
 """
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of rows, at least 1, not {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,18 +90,33 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--manifest", help="CSV or .jsonl manifest (input.manifest)")
     src.add_argument("--source-dir", help="folder of <client_id>/... (input.source_dir)")
     run.add_argument("--dry-run", action="store_true",
-                     help="check every input and write the report; send nothing")
+                     help="check every input, print the plan (files, bytes, per client, "
+                          "what would be skipped) and write the report; send nothing")
     run.add_argument("--base-url", help="PracSuite API base URL (api.base_url)")
     run.add_argument("--concurrency", type=int, help="uploads in flight (upload.concurrency)")
+    run.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+    run.add_argument("--client", action="append", metavar="ID",
+                     help="trial run: only this client's rows (repeat for more); the "
+                          "other rows are not sent and not in the report")
+    run.add_argument("--limit", type=_positive_int, metavar="N",
+                     help="trial run: only the first N rows (after --client); the rows "
+                          "after them are not read and not in the report")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress display on a terminal (logs and summary unchanged)")
 
     rec = with_config(sub.add_parser(
         "reconcile", help="poll again for a run's unconfirmed uploads and rewrite its report",
         epilog="example:\n  pracsuite-ingest reconcile --config practice.toml",
         formatter_class=argparse.RawDescriptionHelpFormatter))
     rec.add_argument("--run-id", help="the run to reconcile (default: the latest)")
-    with_config(sub.add_parser("status", help="runs and items per status in the state file",
-                               epilog="example:\n  pracsuite-ingest status --state ingest.db",
-                               formatter_class=argparse.RawDescriptionHelpFormatter))
+    rec.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+    rec.add_argument("--quiet", action="store_true",
+                     help="no progress display on a terminal (logs and summary unchanged)")
+    status = with_config(sub.add_parser(
+        "status", help="runs and items per status in the state file",
+        epilog="example:\n  pracsuite-ingest status --state ingest.db",
+        formatter_class=argparse.RawDescriptionHelpFormatter))
+    status.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
     with_config(sub.add_parser(
         "check", help="configuration, writable paths, and one API call proving both keys",
         epilog="example:\n  pracsuite-ingest check --config practice.toml",
@@ -89,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--files", type=int, default=60, help="how many sample files (60)")
     demo.add_argument("--out", type=Path, default=Path("demo-out"),
                       help="folder for samples, state and reports (./demo-out)")
+    report = sub.add_parser(
+        "report", help="work with reports: `report merge`",
+        epilog="example:\n  pracsuite-ingest report merge reports/*/shard-* --out reports/all",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    report_sub = report.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    merge = report_sub.add_parser(
+        "merge", help="combine shard and practice reports into one",
+        epilog="example:\n  pracsuite-ingest report merge reports/*/shard-* --out reports/all",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    merge.add_argument("report_dirs", nargs="+", type=Path, metavar="REPORT_DIR",
+                       help="folders holding a latest.json")
+    merge.add_argument("--out", type=Path, required=True, help="folder for the merged report")
     return p
 
 
@@ -137,12 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         code: int = run_demo(args.files, args.out)
         return code
+    if args.command == "report":
+        from pracsuite_ingest.merge import merge_command
+
+        return merge_command(args.report_dirs, args.out)
     needs = {"run": (not args.dry_run if args.command == "run" else True, True),
              "reconcile": (True, False), "status": (False, False), "check": (True, False)}
     require_keys, require_input = needs[args.command]
     try:
         settings = load_settings(args.config, overrides_from(args),
                                  require_keys=require_keys, require_input=require_input)
+        settings, shard = _sharded(args, settings)
     except ConfigError as exc:
         print(f"pracsuite-ingest: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -151,21 +213,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.log.level, settings.log.format, file_names=settings.log.file_names)
     code = EXIT_FATAL
     try:
-        code = _dispatch(args, settings)
+        code = _dispatch(args, settings, shard)
     except* Fatal as group:
-        for err in group.exceptions:
+        for err in _leaves(group):
             print(f"pracsuite-ingest: {scrub(str(err))}", file=sys.stderr)
     return code
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+def _sharded(args: argparse.Namespace,
+             settings: Settings) -> tuple[Settings, sharding.Shard | None]:
+    """The shard of this process (`--shard`, or the Indexed Job's environment) and its
+    settings; refuses a `run` whose shard count differs from the state files' already
+    there (their clients' earlier uploads would be unknown to it: sent again)."""
+    if args.command not in ("run", "reconcile", "status"):
+        return settings, None
+    shard = sharding.resolve(getattr(args, "shard", None), os.environ)
+    if args.command == "run":
+        base = settings.state.path
+        conflict = sharding.layout_conflict(base, shard, sharding.existing_layouts(base))
+        if conflict:
+            raise ConfigError(conflict)
+    if shard is None:
+        return settings, None
+    structlog.contextvars.bind_contextvars(shard=shard.label)
+    return sharding.apply(settings, shard), shard
+
+
+def _leaves(group: BaseExceptionGroup[Fatal]) -> list[BaseException]:
+    """The errors inside (nested) exception groups, each once."""
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return list({str(e): e for e in out}.values())
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings,
+              shard: sharding.Shard | None = None) -> int:
     if args.command == "status":
         return cmd_status(settings)
     if args.command == "check":
         return asyncio.run(cmd_check(settings))
+    watch = _watch_for(args, settings, shard)
     if args.command == "reconcile":
-        return asyncio.run(cmd_reconcile(settings, args.run_id))
-    return asyncio.run(cmd_run(settings, dry_run=args.dry_run))
+        return asyncio.run(cmd_reconcile(settings, args.run_id, watch=watch))
+    return asyncio.run(cmd_run(settings, dry_run=args.dry_run, shard=shard, watch=watch))
+
+
+def _watch_for(args: argparse.Namespace, settings: Settings,
+               shard: sharding.Shard | None) -> Watch:
+    """The trial-run filter, the progress display and the metrics of this command."""
+    return Watch(
+        row_filter=RowFilter(frozenset(getattr(args, "client", None) or ()),
+                             getattr(args, "limit", None) or 0),
+        progress=TerminalProgress.for_terminal(quiet=getattr(args, "quiet", False),
+                                               log_format=settings.log.format),
+        shard_label=shard.label if shard is not None else None)
 
 
 def _install_signal_handlers(shutdown: asyncio.Event) -> None:
@@ -182,11 +284,14 @@ def _install_signal_handlers(shutdown: asyncio.Event) -> None:
         loop.add_signal_handler(sig, on_signal)
 
 
-async def cmd_run(settings: Settings, *, dry_run: bool) -> int:
+async def cmd_run(settings: Settings, *, dry_run: bool,
+                  shard: sharding.Shard | None = None, watch: Watch | None = None) -> int:
+    watch = watch or Watch()
     shutdown = asyncio.Event()
     _install_signal_handlers(shutdown)
     state = State.open(Path(settings.state.path))
     run_id = new_run_id(datetime.now(UTC))
+    bind_context(run_id=run_id)  # every log line of this run, whichever module writes it
     log = get_logger(run_id=run_id)
     interrupted = False
     try:
@@ -194,13 +299,13 @@ async def cmd_run(settings: Settings, *, dry_run: bool) -> int:
         log.info("run started", dry_run=dry_run)
         try:
             if dry_run:
-                await Run(settings, state, None, None, dry_run=True, shutdown=shutdown,
-                          run_id=run_id).upload_all()
+                await watch(Run(settings, state, None, None, dry_run=True, shutdown=shutdown,
+                                run_id=run_id, shard=shard)).upload_all()
             else:
                 async with make_session(settings) as session:
                     api = make_client(settings, session)
-                    await Run(settings, state, api, session, dry_run=False,
-                              shutdown=shutdown, run_id=run_id).execute()
+                    await watch(Run(settings, state, api, session, dry_run=False,
+                                    shutdown=shutdown, run_id=run_id, shard=shard)).execute()
             interrupted = shutdown.is_set()
         except asyncio.CancelledError:
             # A second signal: stop at once. Every stage written so far stands; an
@@ -209,18 +314,22 @@ async def cmd_run(settings: Settings, *, dry_run: bool) -> int:
     except* Fatal:
         # Stop early, but leave the report of what was done: state is saved.
         state.finish_run(run_id, utc_now(), "stopped")
-        _write_report(state, settings, run_id, interrupted=True)
+        _write_report(state, settings, run_id, interrupted=True, watch=watch, fatal=True)
         raise
     else:
         outcome = "interrupted" if interrupted else ("dry-run" if dry_run else "finished")
         state.finish_run(run_id, utc_now(), outcome)
-        return _write_report(state, settings, run_id, interrupted=interrupted, dry_run=dry_run)
+        return _write_report(state, settings, run_id, interrupted=interrupted, dry_run=dry_run,
+                             watch=watch)
     finally:
+        watch.stop_display()
         state.close()
 
 
 def _write_report(state: State, settings: Settings, run_id: str, *, interrupted: bool,
-                  dry_run: bool = False) -> int:
+                  dry_run: bool = False, watch: Watch | None = None, fatal: bool = False) -> int:
+    watch = watch or Watch()
+    watch.stop_display()  # stdout is the summary's from here on
     doc = rpt.build(state, run_id)
     try:
         path = rpt.write(doc, Path(settings.report.dir))
@@ -228,27 +337,42 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
         raise Fatal(f"cannot write the report to {settings.report.dir}: {exc.strerror}; "
                     "the state file holds every result, run `reconcile` to write it again"
                     ) from None
+    if dry_run:
+        print(plan_text(doc))
+    if watch.note():
+        print(watch.note())
     print(rpt.summary_text(doc, path))
-    get_logger(run_id=run_id).info("run finished", **doc["summary"])
-    return rpt.exit_code(doc["summary"], interrupted=interrupted, dry_run=dry_run)
+    log = get_logger(run_id=run_id)
+    log.info("run finished", **doc["summary"])
+    code = EXIT_FATAL if fatal else rpt.exit_code(doc["summary"], interrupted=interrupted,
+                                                   dry_run=dry_run)
+    if not dry_run:
+        watch.export_metrics(settings, doc, code, log)
+    return code
 
 
-async def cmd_reconcile(settings: Settings, run_id: str | None) -> int:
+async def cmd_reconcile(settings: Settings, run_id: str | None,
+                        watch: Watch | None = None) -> int:
+    watch = watch or Watch()
     shutdown = asyncio.Event()
     _install_signal_handlers(shutdown)
     state = State.open(Path(settings.state.path))
     try:
         run_id = run_id or state.latest_run_id()
         if run_id is None or state.run_info(run_id) is None:
-            print(f"pracsuite-ingest: no run {run_id or ''} in {settings.state.path}",
-                  file=sys.stderr)
+            print(f"pracsuite-ingest: no run {run_id or ''} in {settings.state.path}; "
+                  "`pracsuite-ingest status` lists the runs it holds (check --state and "
+                  "--run-id)", file=sys.stderr)
             return EXIT_CONFIG
+        bind_context(run_id=run_id)
         async with make_session(settings) as session:
             api = make_client(settings, session)
             await reconcile_run(state, api, settings, run_id, settings.reconcile.deadline_s,
-                                shutdown, get_logger(run_id=run_id))
-        return _write_report(state, settings, run_id, interrupted=shutdown.is_set())
+                                shutdown, get_logger(run_id=run_id), watch.reconciling())
+        return _write_report(state, settings, run_id, interrupted=shutdown.is_set(),
+                             watch=watch)
     finally:
+        watch.stop_display()
         state.close()
 
 
@@ -270,12 +394,15 @@ async def cmd_check(settings: Settings) -> int:
     for label, folder in (("state.path", Path(settings.state.path).parent),
                           ("report.dir", Path(settings.report.dir))):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_dir(folder)  # 0700 if created here, as a run would
             probe = folder / ".pracsuite-ingest-check"
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
-            problems.append(f"{label}: {folder} is not writable ({exc.strerror})")
+            problems.append(f"{label}: {folder} is not writable ({exc.strerror}); fix its "
+                            f"permissions or set another {label}")
+        else:
+            print(f"ok: {label}: {folder} is writable")
     if problems:
         for p in problems:
             print(f"pracsuite-ingest: {p}", file=sys.stderr)
@@ -287,5 +414,7 @@ async def cmd_check(settings: Settings) -> int:
         print(f"pracsuite-ingest: cannot reach PracSuite at {settings.api.base_url}: {exc}; "
               "check api.base_url and the network", file=sys.stderr)
         return EXIT_FATAL
-    print("ok: configuration valid, state and report folders writable, both API keys accepted")
+    print(f"ok: api: PracSuite at {settings.api.base_url} accepted both keys "
+          "(api.vendor_api_key, api.practice_api_key)")
+    print("all checks passed: the configuration is valid; try `run --dry-run` next")
     return EXIT_OK

@@ -23,15 +23,18 @@ from pracsuite_ingest import reconcile as rc
 from pracsuite_ingest.admission import Action, admit
 from pracsuite_ingest.api import PracSuiteClient, RateGate
 from pracsuite_ingest.errors import OutcomeUnknown, Permanent, PolicyExpired, Retryable
-from pracsuite_ingest.logs import get_logger
+from pracsuite_ingest.filters import NO_FILTER
+from pracsuite_ingest.guards import tls_context
+from pracsuite_ingest.logs import bind_context, get_logger
 from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
-from pracsuite_ingest.retry import retrying
+from pracsuite_ingest.retry import PolicyRetrier, retrying
 from pracsuite_ingest.scan import check_local, read_rows
 from pracsuite_ingest.settings import Settings
+from pracsuite_ingest.shard import Shard, only_mine
 from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.upload import upload_file
 
-MAX_PRESIGN_ROUNDS = 3
+MAX_PRESIGN_ROUNDS = 5
 MAX_RESEND_ROUNDS = 2  # uploads whose answer was lost and that got no record: send again
 
 
@@ -51,13 +54,22 @@ class Counters:
     bytes_sent: int = 0
     in_flight: int = 0
     retries: int = 0
-    by_stage: dict[str, int] = field(default_factory=dict)
+    by_stage: dict[str, int] = field(default_factory=dict)  # where items ended each phase
+    presigning: int = 0
+    bytes_to_send: int = 0  # sizes of the files admitted for upload so far
+    awaiting: int = 0  # during reconcile: uploads not yet shown by PracSuite
+    reconcile_until: float = 0.0  # wall-clock deadline of the reconcile phase (0: not yet)
+
+    def tally(self, stage: str, n: int = 1) -> None:
+        self.by_stage[stage] = self.by_stage.get(stage, 0) + n
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
     limit = settings.upload.concurrency + settings.upload.presign_concurrency + 4
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit),
+        # TLS verified always; api.ca_file adds a CA, never turns verification off.
+        connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit,
+                                       ssl=tls_context(settings.api.ca_file)),
         # PracSuite's answers are small; S3 bodies are streamed from disk.
         auto_decompress=True,
     )
@@ -81,7 +93,7 @@ class Run:
 
     def __init__(self, settings: Settings, state: State, api: PracSuiteClient | None,
                  session: aiohttp.ClientSession | None, *, dry_run: bool,
-                 shutdown: asyncio.Event, run_id: str) -> None:
+                 shutdown: asyncio.Event, run_id: str, shard: Shard | None = None) -> None:
         self.settings = settings
         self.state = state
         self.api = api
@@ -89,6 +101,8 @@ class Run:
         self.dry_run = dry_run
         self.shutdown = shutdown
         self.run_id = run_id
+        self.shard = shard  # rows of other shards are dropped as they are read
+        self.row_filter = NO_FILTER  # run --client / --limit (filters.py)
         self.counters = Counters()
         self.rng = random.Random()
         self.log = get_logger(run_id=run_id)
@@ -103,8 +117,12 @@ class Run:
     def rows(self) -> Iterator[Row]:
         manifest = self.settings.input.manifest
         source = self.settings.input.source_dir
-        return read_rows(Path(manifest) if manifest else None,
-                         Path(source) if source else None)
+        confine = self.settings.input.root
+        rows = only_mine(read_rows(Path(manifest) if manifest else None,
+                                   Path(source) if source else None,
+                                   follow_symlinks=self.settings.input.follow_symlinks,
+                                   root=Path(confine) if confine else None), self.shard)
+        return self.row_filter.apply(rows)
 
     async def upload_all(self) -> bool:
         """Send every row; False when a shutdown stopped the intake early.
@@ -147,11 +165,13 @@ class Run:
 
     async def _one(self, seq: int, row: Row) -> None:
         try:
+            bind_context(client_id=row.client_id, item=seq, stage="scan")  # this task only
             local = await check_local(row)
             log = self.log.bind(client_id=row.client_id, item=seq)
             if isinstance(local, str):
                 self.state.add_item(self.run_id, seq, row, None, Stage.INVALID, error=local)
-                log.info("item invalid", stage="scan", reason=local, path=row.path)
+                self.counters.tally(Stage.INVALID)
+                log.warning("item invalid", stage="scan", reason=local, path=row.path)
                 return
             await self._admit_and_send(seq, local, log)
         finally:
@@ -168,17 +188,21 @@ class Run:
         if decision.action is Action.DUPLICATE and earlier is not None:
             self.state.add_item(self.run_id, seq, row, local, Stage.SKIPPED,
                                 error=decision.reason, duplicate_of=earlier.id)
+            self.counters.tally(Stage.SKIPPED)
             log.info("item skipped", stage="admit", reason="duplicate row")
             return
         if decision.action is Action.SKIP and earlier is not None:
             self.state.add_item(self.run_id, seq, row, local, Stage.SKIPPED,
                                 error=decision.reason, key=earlier.key,
                                 attachment_id=earlier.attachment_id)
+            self.counters.tally(Stage.SKIPPED)
             log.info("item skipped", stage="admit", reason="validated earlier")
             return
         if self.dry_run:
             self.state.add_item(self.run_id, seq, row, local, Stage.SEEN,
                                 error="dry run: would be reconciled" if earlier else None)
+            self.counters.tally(Stage.SEEN)
+            self.counters.bytes_to_send += local.size if earlier is None else 0
             return
         if decision.action is Action.RECONCILE and earlier is not None:
             stage = Stage.UPLOADING if earlier.stage is Stage.UPLOADING else Stage.UPLOADED
@@ -186,10 +210,12 @@ class Run:
                                 snapshot_run=earlier.snapshot_run or earlier.run_id,
                                 outcome_unknown=stage is Stage.UPLOADING,
                                 uploaded_at=earlier.uploaded_at)
+            self.counters.tally(stage)
             log.info("item carried to reconcile", stage="admit", from_run=earlier.run_id)
             return
         item_id = self.state.add_item(self.run_id, seq, row, local, Stage.SEEN,
                                       snapshot_run=self.run_id)
+        self.counters.bytes_to_send += local.size
         await self._send(item_id, local, log)
 
     # ------------------------------------------------------- presign and upload phase
@@ -197,6 +223,7 @@ class Run:
         """Before the first upload for a client, remember the records it already has."""
         lock = self._snap_locks.setdefault(client_id, asyncio.Lock())
         async with lock:
+            bind_context(stage="snapshot")
             if client_id in self._snap_refused:
                 raise Permanent(self._snap_refused[client_id])
             if self.state.snapshot(self.run_id, client_id) is not None:
@@ -204,10 +231,8 @@ class Run:
             assert self.api is not None
             api = self.api
             try:
-                records = await retrying(
-                    lambda: rc.list_records(api, client_id),
-                    max_attempts=self.settings.api.max_attempts, rng=self.rng,
-                    on_retry=self._on_retry)
+                records = await rc.list_records(api, client_id, PolicyRetrier(
+                    self.settings.api.max_attempts, self.rng, self._on_retry))
             except Permanent as exc:
                 self._snap_refused[client_id] = str(exc)
                 raise
@@ -220,11 +245,16 @@ class Run:
     async def _presign(self, local: LocalFile) -> Presigned:
         assert self.api is not None
         api = self.api
-        async with self._presign_slots:
-            return await retrying(
-                lambda: api.presign(local.row.client_id, local.row.file_name),
-                max_attempts=self.settings.api.max_attempts, rng=self.rng,
-                on_retry=self._on_retry)
+        bind_context(stage="presign")
+        self.counters.presigning += 1
+        try:
+            async with self._presign_slots:
+                return await retrying(
+                    lambda: api.presign(local.row.client_id, local.row.file_name),
+                    max_attempts=self.settings.api.max_attempts, rng=self.rng,
+                    on_retry=self._on_retry)
+        finally:
+            self.counters.presigning -= 1
 
     async def _send(self, item_id: int, local: LocalFile, log: Any, attempts: int = 0) -> None:
         try:
@@ -239,6 +269,7 @@ class Run:
                 async def once(p: Presigned = presigned) -> None:
                     nonlocal attempts
                     attempts += 1
+                    bind_context(stage="upload", attempt=attempts)
                     self.state.set_stage(item_id, Stage.UPLOADING, attempts=attempts)
                     assert self.session is not None
                     self.counters.in_flight += 1
@@ -264,15 +295,19 @@ class Run:
                                  outcome_unknown=False)
             self.state.mark_last_upload(self.run_id, now)
             self.counters.bytes_sent += local.size
-            log.info("item uploaded", stage="upload", attempts=attempts,
-                     file_name=local.row.file_name)
+            self.counters.tally(Stage.UPLOADED)
+            log.debug("item uploaded", stage="upload", attempts=attempts,
+                      file_name=local.row.file_name)
         except OutcomeUnknown as exc:
             self.state.set_stage(item_id, Stage.UPLOADING, outcome_unknown=True,
                                  error=f"{exc}; reconciling before any re-send")
+            self.counters.tally(Stage.UPLOADING)
             log.warning("upload outcome unknown", stage="upload", error=str(exc))
         except (Permanent, Retryable) as exc:
             self.state.set_stage(item_id, Stage.FAILED, error=str(exc))
-            log.info("item failed", stage="upload", error=str(exc))
+            self.counters.tally(Stage.FAILED)
+            log.warning("item failed", stage="upload", error=str(exc),
+                        file_name=local.row.file_name)
 
     # ------------------------------------------------------------ reconcile phase
     async def execute(self) -> None:
@@ -285,7 +320,8 @@ class Run:
             return
         for resend_round in range(MAX_RESEND_ROUNDS + 1):
             await reconcile_run(self.state, self.api, self.settings, self.run_id,
-                                self.settings.reconcile.deadline_s, self.shutdown, self.log)
+                                self.settings.reconcile.deadline_s, self.shutdown, self.log,
+                                self.counters)
             lost = self.state.lost_uploads(self.run_id)
             if self.shutdown.is_set() or not lost or resend_round == MAX_RESEND_ROUNDS:
                 return
@@ -306,6 +342,7 @@ class Run:
             row = Row(item.line, item.client_id, item.path, item.file_name, item.extra)
             local = LocalFile(row, Path(item.path), item.size or 0, item.sha256 or "")
             log = self.log.bind(client_id=item.client_id, item=item.seq)
+            bind_context(client_id=item.client_id, item=item.seq)  # this task only
             await self._send(item.id, local, log, attempts=item.attempts)
         finally:
             self._slots.release()
@@ -317,16 +354,24 @@ def _upload_of(item: ItemRecord) -> rc.Upload:
 
 async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Settings,
                         run_id: str, deadline_s: float, shutdown: asyncio.Event,
-                        log: Any) -> None:
+                        log: Any, counters: Counters | None = None) -> None:
     """Poll until every awaiting upload of the run has a record, or the deadline passes."""
     assert api is not None
     started = time.monotonic()
     deadline = started + deadline_s
+    c = counters or Counters()
+    c.reconcile_until = time.time() + deadline_s
+
+    def on_retry(exc: BaseException, attempt: int, delay: float) -> None:
+        c.retries += 1
+        log.warning("retrying", stage="reconcile", error=str(exc), attempt=attempt,
+                    delay_s=round(delay, 2))
     interval = min(settings.reconcile.poll_interval_s, 1.0)
     names: dict[str, str] = {}
-    rng = random.Random()
+    call = PolicyRetrier(settings.api.max_attempts, random.Random(), on_retry)
     while True:
         awaiting = state.awaiting(run_id)
+        c.awaiting = len(awaiting)
         by_client: dict[str, list[ItemRecord]] = {}
         for item in awaiting:
             by_client.setdefault(item.client_id, []).append(item)
@@ -337,20 +382,23 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
             for snap_run in {i.snapshot_run or run_id for i in items}:
                 excluded |= state.snapshot(snap_run, client_id) or set()
             uploads = [_upload_of(i) for i in items]
-
-            async def poll(c: str = client_id, ups: list[rc.Upload] = uploads,
-                           ex: set[str] = excluded) -> dict[int, str]:
-                return await rc.match_client(api, c, ups, ex, names)
-
             try:
-                found = await retrying(poll, max_attempts=settings.api.max_attempts, rng=rng)
-            except (Permanent, Retryable) as exc:
+                # Each call is retried on its own; the whole poll stops at the deadline
+                # (with a few seconds' grace so that a late poll can still finish).
+                async with asyncio.timeout(max(deadline - time.monotonic(), 5.0)):
+                    found = await rc.match_client(api, client_id, uploads, excluded, names,
+                                                  call)
+            except (Permanent, Retryable, TimeoutError) as exc:
                 log.warning("reconcile poll failed", client_id=client_id, error=str(exc))
                 continue
+            by_id = {i.id: i for i in items}
             for item_id, record in found.items():
                 state.set_stage(item_id, Stage.VALIDATED, attachment_id=record, error=None)
-                log.info("item validated", stage="reconcile", item_id=item_id,
-                         attachment_id=record)
+                c.tally(Stage.VALIDATED)
+                c.awaiting -= 1
+                log.info("item validated", stage="reconcile", client_id=client_id,
+                         item=by_id[item_id].seq, attachment_id=record,
+                         file_name=by_id[item_id].file_name)
         if not state.awaiting(run_id):
             return
         if shutdown.is_set() or not await rc.sleep_until_next_poll(interval, deadline):

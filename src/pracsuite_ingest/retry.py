@@ -73,6 +73,20 @@ def retry_after_s(headers: Mapping[str, str], now: float) -> float | None:
     return None
 
 
+class PolicyRetrier:
+    """`retrying` with the run's settings, as one callable a stage can be handed."""
+
+    def __init__(self, max_attempts: int, rng: random.Random,
+                 on_retry: Callable[[BaseException, int, float], None] | None = None) -> None:
+        self.max_attempts = max_attempts
+        self.rng = rng
+        self.on_retry = on_retry
+
+    async def __call__(self, op: Callable[[], Awaitable[T]]) -> T:
+        return await retrying(op, max_attempts=self.max_attempts, rng=self.rng,
+                              on_retry=self.on_retry)
+
+
 async def retrying(
     op: Callable[[], Awaitable[T]],
     *,
