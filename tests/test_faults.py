@@ -151,3 +151,29 @@ async def test_sigterm_mid_run_exits_130_and_the_next_run_finishes_without_dupli
     assert stats["records_created_total"] == rows
     assert max(records_per_key(stats).values()) == 1
     assert stats["uploads_stored"] == rows  # nothing was sent twice
+
+
+async def test_a_second_signal_stops_at_once_and_state_stays_consistent(
+        tmp_path: Path) -> None:
+    opts = SandboxOptions(validation_delay_s=0.1, latency_ms=(150, 300), seed=4)
+    rows = 40
+    async with Sandbox(opts) as sb:
+        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["9"]))
+        # a grace period far longer than the test: only the second signal can end it
+        cfg = config(tmp_path, sb, upload={"concurrency": 4, "grace_s": 600}, **FAST)
+        proc = await run_cli_proc("run", "--config", str(cfg), "--manifest", str(manifest),
+                                  cwd=tmp_path)
+        while sb.stats()["uploads_stored"] < 3:  # noqa: ASYNC110 - polling another program
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.communicate(), 20)
+        first = json.loads((tmp_path / "reports" / "latest.json").read_text())
+        code2, _, err2 = await run_to_end(cfg, manifest, tmp_path)
+        stats = sb.stats()
+    assert proc.returncode == 130
+    assert first["summary"]["pending"] > 0 and first["summary"]["total"] == rows
+    assert code2 == 0, err2[-3000:]
+    assert stats["records_created_total"] == rows
+    assert max(records_per_key(stats).values()) == 1

@@ -1,0 +1,46 @@
+"""How much the state file costs per item: every stage change is its own transaction.
+
+    python bench/state_writes.py [ITEMS]
+
+Prints microseconds per stage change and per item (5 changes: seen, presigned,
+uploading, uploaded, validated), in WAL mode with synchronous=NORMAL as the worker
+runs, beside the same writes with synchronous=FULL (an fsync per commit) as a baseline.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pracsuite_ingest.models import LocalFile, Row, Stage
+from pracsuite_ingest.state import State
+
+STAGES = (Stage.PRESIGNED, Stage.UPLOADING, Stage.UPLOADED, Stage.VALIDATED)
+
+
+def run(items: int, synchronous: str) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        state = State.open(Path(tmp) / "s.db")
+        state._db.execute(f"PRAGMA synchronous={synchronous}")
+        state.new_run("r", "t")
+        started = time.perf_counter()
+        for i in range(items):
+            row = Row(i, str(i % 10), f"/f/{i}.pdf", f"{i}.pdf")
+            item = state.add_item("r", i, row, LocalFile(row, Path(row.path), 1, f"{i:064x}"),
+                                  Stage.SEEN, snapshot_run="r")
+            for stage in STAGES:
+                state.set_stage(item, stage, key=f"temp/{i}") if stage is not Stage.VALIDATED \
+                    else state.set_stage(item, stage, attachment_id=str(i))
+        elapsed = time.perf_counter() - started
+        state.close()
+    return elapsed
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    for mode in ("NORMAL", "FULL"):
+        s = run(n, mode)
+        print(f"synchronous={mode:6}: {n} items, {s:.2f} s, {s / n * 1e3:.2f} ms per item, "
+              f"{s / (n * 5) * 1e6:.0f} us per stage change")
