@@ -94,3 +94,12 @@ def test_list_key_names_the_envelope_and_next_link_is_followed() -> None:
         find_records(body, "")
     assert next_link(body) == "http://n"
     assert next_link({"links": {"self": "x"}}) is None
+
+
+def test_upload_timeout_grows_with_size_under_a_cap() -> None:
+    from pracsuite_ingest.pipeline import upload_timeout
+
+    small, big = upload_timeout(16_000, 900).total, upload_timeout(100 * 2**20, 900).total
+    assert small is not None and big is not None
+    assert 60 <= small < 61 and big == 900
+    assert upload_timeout(100 * 2**20, 5000).total == 60 + 100 * 2**20 / 65536

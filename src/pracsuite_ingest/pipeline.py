@@ -35,7 +35,22 @@ from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.upload import upload_file
 
 MAX_PRESIGN_ROUNDS = 5
-MAX_RESEND_ROUNDS = 2  # uploads whose answer was lost and that got no record: send again
+MAX_RESEND_ROUNDS = 4  # uploads whose answer was lost and that got no record: send again
+
+
+STALL_FLOOR_S = 60.0
+MIN_BYTES_PER_S = 64 * 1024  # slower than this, an upload counts as stalled
+
+
+def upload_timeout(size: int, cap_s: float) -> aiohttp.ClientTimeout:
+    """How long one upload may take: a floor plus the size at a minimal speed, capped.
+
+    A stalled upload is cut at this point and, as its body never fully went out,
+    sent again at once (`upload.body_fully_sent`). The answer itself must start
+    within two minutes of the body going out.
+    """
+    total = min(cap_s, STALL_FLOOR_S + size / MIN_BYTES_PER_S)
+    return aiohttp.ClientTimeout(total=total, sock_connect=10, sock_read=120)
 
 
 def new_run_id(now: datetime) -> str:
@@ -110,8 +125,7 @@ class Run:
         self._presign_slots = asyncio.Semaphore(settings.upload.presign_concurrency)
         self._snap_locks: dict[str, asyncio.Lock] = {}
         self._snap_refused: dict[str, str] = {}
-        self._upload_timeout = aiohttp.ClientTimeout(
-            total=settings.upload.timeout_s, sock_connect=10, sock_read=120)
+        self._upload_cap_s = settings.upload.timeout_s
 
     # ---------------------------------------------------------------- the scan phase
     def rows(self) -> Iterator[Row]:
@@ -275,7 +289,7 @@ class Run:
                     self.counters.in_flight += 1
                     try:
                         await upload_file(self.session, p, local.path, local.row.file_name,
-                                          timeout=self._upload_timeout)
+                                          timeout=upload_timeout(local.size, self._upload_cap_s))
                     finally:
                         self.counters.in_flight -= 1
 
