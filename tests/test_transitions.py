@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ TERMINAL = (Stage.VALIDATED, Stage.FAILED, Stage.INVALID, Stage.SKIPPED)
 
 def test_the_happy_path_is_allowed() -> None:
     path = [Stage.SEEN, Stage.PRESIGNED, Stage.UPLOADING, Stage.UPLOADED, Stage.VALIDATED]
-    assert all(allowed(a, b) for a, b in zip(path, path[1:], strict=False))
+    assert all(allowed(a, b) for a, b in itertools.pairwise(path))
 
 
 @pytest.mark.parametrize("end", TERMINAL)

@@ -76,6 +76,8 @@ def _fresh_dir(out: Path) -> None:
 
 async def _demo(count: int, out: Path) -> int:
     from pracsuite_ingest.cli import cmd_run
+    from pracsuite_ingest.progress import TerminalProgress
+    from pracsuite_ingest.watch import Watch
 
     await asyncio.to_thread(_fresh_dir, out)
     options = SandboxOptions(validation_delay_s=0.3, data_dir=out / "sandbox-s3")
@@ -94,7 +96,8 @@ async def _demo(count: int, out: Path) -> int:
             "report": {"dir": str(out / "reports")},
         })
         configure("warning", "console" if sys.stderr.isatty() else "json")
-        await cmd_run(settings, dry_run=False)
+        progress = TerminalProgress.for_terminal(quiet=False, log_format=settings.log.format)
+        await cmd_run(settings, dry_run=False, watch=Watch(progress=progress))
     doc = json.loads((out / "reports" / "latest.json").read_text())
     validated = doc["summary"]["validated"]
     print(f"open {out / 'reports' / 'latest.html'} in a browser for the readable report")

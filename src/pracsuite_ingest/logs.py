@@ -11,8 +11,12 @@ Both are pure functions of the event dict.
 from __future__ import annotations
 
 import logging
+import re
 import sys
-from collections.abc import MutableMapping
+import threading
+import traceback
+from collections.abc import Mapping, MutableMapping
+from types import TracebackType
 from typing import Any, TextIO
 
 import structlog
@@ -46,21 +50,127 @@ def register_secret(value: str) -> None:
         _secret_values.add(value)
 
 
+# What a presigned POST's secrets look like in any text, whoever wrote it: by name
+# (`name=value`, `"name": "value"`, `('name', 'value')`, a header line) and by shape (a
+# base64 JSON policy, a SigV4 credential scope). Registering every issued value instead
+# would grow with the run; these shapes do not.
+_VALUE = r"[^\s'\"&,;)\]}]+"
+_SECRET_SHAPES = (
+    (re.compile(r"(?i)\b(x-amz-signature|x-amz-credential|x-amz-security-token|x-api-key"
+                r"|a-api-key)(['\"]?\s*[:=,]\s*['\"]?)" + _VALUE), rf"\1\2{MASK}"),
+    (re.compile(r"(?i)\b(policy)(=|['\"]\s*[:,]\s*['\"])" + _VALUE), rf"\1\2{MASK}"),
+    (re.compile(r"eyJ[A-Za-z0-9+/_-]{16,}={0,2}"), MASK),
+    (re.compile(r"\b[A-Za-z0-9]{8,128}/\d{8}/[a-z0-9-]+/[a-z0-9-]+/aws4_request\b"), MASK),
+)
+_MAX_DEPTH = 8
+
+
 def scrub(text: str) -> str:
-    """`text` with every registered secret value masked."""
+    """`text` with every registered secret value, and anything shaped like a presigned
+    POST's policy, signature, credential or token, masked."""
     for secret in _secret_values:
         if secret in text:
             text = text.replace(secret, MASK)
+    for pattern, replacement in _SECRET_SHAPES:
+        text = pattern.sub(replacement, text)
     return text
+
+
+def _redacted(value: Any, depth: int = 0) -> Any:
+    """`value` with secret-named keys masked at any depth and every string scrubbed; an
+    object the renderer would `repr` is turned into its scrubbed repr here."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return scrub(value)
+    if depth >= _MAX_DEPTH:
+        return MASK
+    if isinstance(value, Mapping):
+        return {k: MASK if str(k).lower() in SECRET_KEY_NAMES else _redacted(v, depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple) and len(value) == 2 and isinstance(value[0], str) \
+            and value[0].lower() in SECRET_KEY_NAMES:  # a (name, value) pair of a form
+        return [value[0], MASK]
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redacted(v, depth + 1) for v in value]
+    return scrub(repr(value))
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for k in list(event):
         if k.lower() in SECRET_KEY_NAMES:
             event[k] = MASK
-        elif isinstance(event[k], str):
-            event[k] = scrub(event[k])
+        else:
+            event[k] = _redacted(event[k])
     return event
+
+
+class _ToStructlog(logging.Handler):
+    """Other libraries' log records (aiohttp, asyncio) through the same processors, so
+    that they are redacted and rendered like ours."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            extra: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                extra["exc_info"] = record.exc_info
+            structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **extra)
+        except Exception:
+            self.handleError(record)
+
+
+def _scrubbed_traceback(exc_type: type[BaseException], exc: BaseException,
+                        tb: TracebackType | None) -> None:
+    sys.stderr.write(scrub("".join(traceback.format_exception(exc_type, exc, tb))))
+
+
+def _scrubbed_thread_traceback(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is not None:
+        _scrubbed_traceback(args.exc_type, args.exc_value, args.exc_traceback)
+
+
+def guard_other_output(level: str) -> None:
+    """Route the standard library's logging (at `level`, at least warning) and every
+    uncaught exception's traceback through redaction before they reach stderr."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _ToStructlog)]:
+        root.removeHandler(handler)
+    root.addHandler(_ToStructlog())
+    root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
+    sys.excepthook = _scrubbed_traceback
+    threading.excepthook = _scrubbed_thread_traceback
+
+
+_REQUEST_ID = re.compile(r"request_id ([0-9A-Za-z._:-]+)")
+
+
+def add_request_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """PracSuite's `request_id`, quoted in an error message, as a field of its own."""
+    if "request_id" not in event:
+        for k in ("error", "reason"):
+            found = _REQUEST_ID.search(event[k]) if isinstance(event.get(k), str) else None
+            if found:
+                event["request_id"] = found.group(1)
+                break
+    return event
+
+
+class _CurrentStderr:
+    """`sys.stderr` as it is at each write: the progress display redirects it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+def bind_context(**values: Any) -> None:
+    """Bind `values` to every log line of the current asyncio task (and its children)."""
+    structlog.contextvars.bind_contextvars(**values)
 
 
 def make_hide_health_data(show: bool) -> structlog.types.Processor:
@@ -78,7 +188,7 @@ def make_hide_health_data(show: bool) -> structlog.types.Processor:
 def configure(level: str = "info", fmt: str = "auto", *, file_names: bool = False,
               stream: TextIO | None = None) -> None:
     """Route structlog to `stream` (stderr) at `level` in the chosen format."""
-    out = stream or sys.stderr
+    out: Any = stream or _CurrentStderr()
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=out.isatty())
@@ -92,6 +202,7 @@ def configure(level: str = "info", fmt: str = "auto", *, file_names: bool = Fals
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             make_hide_health_data(file_names),
+            add_request_id,
             redact,
             renderer,
         ],
@@ -101,6 +212,7 @@ def configure(level: str = "info", fmt: str = "auto", *, file_names: bool = Fals
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    guard_other_output(level)
 
 
 def get_logger(**bind: Any) -> Any:

@@ -380,6 +380,7 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
         c.retries += 1
         log.warning("retrying", stage="reconcile", error=str(exc), attempt=attempt,
                     delay_s=round(delay, 2))
+
     interval = min(settings.reconcile.poll_interval_s, 1.0)
     names: dict[str, str] = {}
     call = PolicyRetrier(settings.api.max_attempts, random.Random(), on_retry)
@@ -403,7 +404,8 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
                     found = await rc.match_client(api, client_id, uploads, excluded, names,
                                                   call)
             except (Permanent, Retryable, TimeoutError) as exc:
-                log.warning("reconcile poll failed", client_id=client_id, error=str(exc))
+                log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
+                            error=str(exc))
                 continue
             by_id = {i.id: i for i in items}
             for item_id, record in found.items():

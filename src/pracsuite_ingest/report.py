@@ -14,7 +14,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pracsuite_ingest.localfs import private_dir
+from pracsuite_ingest.logs import scrub
 from pracsuite_ingest.models import Stage, Status
+from pracsuite_ingest.report_html import render as render_html
 from pracsuite_ingest.state import ItemRecord, State
 
 ITEM_COLUMNS = ("client_id", "path", "file_name", "size", "sha256", "status", "attachment_id",
@@ -63,7 +66,7 @@ def item_dict(item: ItemRecord, state: State) -> dict[str, Any]:
         "client_id": item.client_id, "path": item.path, "file_name": item.file_name,
         "size": item.size, "sha256": item.sha256, "status": status.value,
         "attachment_id": attachment_id, "key": key,
-        "error": None if status is Status.VALIDATED else item.error,
+        "error": None if status is Status.VALIDATED or item.error is None else scrub(item.error),
         "attempts": item.attempts, "extra": item.extra,
     }
 
@@ -98,51 +101,49 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A cell that a spreadsheet shows as text: one starting like a formula (`=cmd|...`,
+    `+`, `-`, `@`, tab, CR) gets a leading `'`. Numbers are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def to_csv(items: Iterable[dict[str, Any]]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(ITEM_COLUMNS)
     for it in items:
-        writer.writerow([json.dumps(it[c], ensure_ascii=False) if c == "extra"
-                         else ("" if it[c] is None else it[c]) for c in ITEM_COLUMNS])
+        writer.writerow([csv_cell(json.dumps(it[c], ensure_ascii=False) if c == "extra"
+                                  else ("" if it[c] is None else it[c])) for c in ITEM_COLUMNS])
     return buf.getvalue()
 
 
 def to_html(doc: dict[str, Any]) -> str:
-    """A self-contained page for a person: totals, per client, every problem and its fix."""
+    """A self-contained page for a person (report_html.py), with a merge's extra tables."""
+    return render_html(doc, extra_sections=_parts_html(doc))
+
+
+def _parts_html(doc: dict[str, Any]) -> str:
+    """A merged report's per-practice and per-part tables (`report merge`); else ""."""
     esc = html.escape
-    s = doc["summary"]
-    per_client: dict[str, Counter[str]] = {}
-    for it in doc["items"]:
-        per_client.setdefault(it["client_id"] or "(none)", Counter())[it["status"]] += 1
-    statuses = [st.value for st in Status]
-    head = "".join(f"<th>{esc(x)}</th>" for x in ["client", *statuses])
-    rows = "".join(
-        "<tr><td>" + esc(c) + "</td>" + "".join(f"<td>{n[x]}</td>" for x in statuses) + "</tr>"
-        for c, n in sorted(per_client.items()))
-    problems = "".join(
-        f"<tr class='{esc(it['status'])}'><td>{esc(it['client_id'])}</td>"
-        f"<td>{esc(it['file_name'])}</td><td>{esc(it['status'])}</td>"
-        f"<td>{esc(it['error'] or '')}</td>"
-        f"<td>{esc(NEXT_STEP.get(Status(it['status']), ''))}</td></tr>"
-        for it in doc["items"] if it["status"] not in ("validated", "skipped"))
-    totals = "".join(f"<div class='t'><b>{s[k]}</b><span>{esc(k)}</span></div>" for k in s)
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>pracsuite-ingest report {esc(doc['run_id'])}</title>
-<style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}
-table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-.t{{display:inline-block;margin:0 1.5em 1em 0}}.t b{{display:block;font-size:1.8em}}
-.failed,.invalid{{background:#fde8e8}}.missing,.pending{{background:#fff6da}}</style></head><body>
-<h1>Run {esc(doc['run_id'])}</h1>
-<p>Started {esc(str(doc['started_at']))}, finished {esc(str(doc['finished_at']))}.</p>
-<section>{totals}</section>
-<h2>Per client</h2><table><tr>{head}</tr>{rows}</table>
-<h2>Needs attention</h2>
-{'<table><tr><th>client</th><th>file</th><th>status</th><th>why</th><th>what to do</th></tr>'
- + problems + '</table>' if problems else '<p>Nothing: every item is validated or skipped.</p>'}
-</body></html>
-"""
+    keys = [s.value for s in Status]
+    head = "".join(f"<th>{esc(k)}</th>" for k in ["total", *keys])
+    out = ""
+    for title, rows, label in (
+            ("Per practice", doc.get("practices", []), lambda r: r["practice"]),
+            ("Per part", doc.get("parts", []),
+             lambda r: f"{r['practice']} {r['shard'] or ''} ({r['run_id']})")):
+        if rows:
+            body = "".join(
+                f"<tr><td>{esc(label(r))}</td>"
+                + "".join(f"<td>{r['summary'].get(k, 0)}</td>" for k in ["total", *keys])
+                + "</tr>" for r in rows)
+            out += f"<h2>{title}</h2><table><tr><th></th>{head}</tr>{body}</table>\n"
+    return out
 
 
 def build(state: State, run_id: str) -> dict[str, Any]:
@@ -159,7 +160,7 @@ def build(state: State, run_id: str) -> dict[str, Any]:
 
 def write(doc: dict[str, Any], report_dir: Path) -> Path:
     """Write `<run_id>.{json,csv,html}` and `latest.*`, atomically, mode 0600."""
-    report_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(report_dir)  # 0700 for the folders created here
     texts = {
         "json": json.dumps(doc, ensure_ascii=False, indent=1),
         "csv": to_csv(doc["items"]),

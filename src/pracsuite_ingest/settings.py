@@ -8,6 +8,7 @@ repr, a log line or a traceback never shows them.
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic_settings import (
 )
 
 from pracsuite_ingest.errors import ConfigError
+from pracsuite_ingest.guards import cleartext_problem, tls_context
 
 DEFAULT_CONFIG = Path("pracsuite-ingest.toml")
 ENV_PREFIX = "PRACSUITE_INGEST_"
@@ -40,18 +42,36 @@ class ApiSettings(_Section):
     list_key: str = ""
     page_size: int = Field(default=100, ge=1, le=100)
     max_attempts: int = Field(default=6, ge=1, le=50)
+    ca_file: str = ""
 
     @field_validator("base_url")
     @classmethod
     def _base_url_is_http(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with https:// (or http:// for the sandbox)")
+        problem = cleartext_problem(value, "the URL")
+        if problem:  # the keys would cross the network in clear text
+            raise ValueError(problem)
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_loads(cls, value: str) -> str:
+        if value:
+            try:
+                tls_context(value)
+            except (OSError, ssl.SSLError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                raise ValueError(f"cannot load a CA certificate from {value}: {reason}"
+                                 ) from None
         return value
 
 
 class InputSettings(_Section):
     manifest: str = ""
     source_dir: str = ""
+    follow_symlinks: bool = False
+    root: str = ""
 
 
 class UploadSettings(_Section):
@@ -80,6 +100,27 @@ class LogSettings(_Section):
     file_names: bool = False
 
 
+class MetricsSettings(_Section):
+    textfile: str = ""
+    pushgateway_url: str = ""
+    job: str = Field(default="pracsuite_ingest", min_length=1)
+
+    @field_validator("textfile")
+    @classmethod
+    def _textfile_is_prom(cls, value: str) -> str:
+        if value and not value.endswith(".prom"):
+            raise ValueError("must end in .prom (node-exporter's textfile collector reads "
+                             "only those), e.g. /var/lib/node_exporter/pracsuite_ingest.prom")
+        return value
+
+    @field_validator("pushgateway_url")
+    @classmethod
+    def _pushgateway_is_http(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. http://pushgateway:9091")
+        return value
+
+
 class Settings(BaseSettings):
     """The whole configuration, validated. Build it with `load_settings`."""
 
@@ -98,6 +139,7 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     report: ReportSettings = ReportSettings()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -173,7 +215,8 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{where}' in {origin}")
+            lines.append(f"unknown key '{where}' in {origin} (config.example.toml lists "
+                         "every key; a misspelling?)")
         else:
             lines.append(f"bad value for '{where}': {err['msg']}")
     return "; ".join(lines)

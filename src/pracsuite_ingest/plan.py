@@ -1,0 +1,84 @@
+"""The plan a dry run prints: what a real run would send, reconcile, skip, refuse.
+
+Pure: it reads the report document of the dry run (every item `pending`, `skipped`
+or `invalid`), and returns text for stdout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pracsuite_ingest.report_html import size_text
+
+MAX_CLIENT_LINES = 25
+RECONCILE_MARK = "would be reconciled"  # pipeline.py's error for such a dry-run item
+DUPLICATE_MARK = "same client, file name and content"  # admission.py's reason
+
+
+@dataclass
+class ClientPlan:
+    send: int = 0
+    send_bytes: int = 0
+    reconcile: int = 0
+    skip: int = 0
+    invalid: int = 0
+
+
+def _kind(item: Mapping[str, Any]) -> str:
+    status, error = item["status"], str(item.get("error") or "")
+    if status == "pending":
+        return "reconcile" if RECONCILE_MARK in error else "send"
+    return "skip" if status == "skipped" else status
+
+
+def plan_of(items: list[Mapping[str, Any]]) -> dict[str, ClientPlan]:
+    """client id -> what a real run would do with its rows."""
+    plans: dict[str, ClientPlan] = {}
+    for it in items:
+        plan = plans.setdefault(str(it.get("client_id") or "(none)"), ClientPlan())
+        kind = _kind(it)
+        if kind == "send":
+            plan.send += 1
+            plan.send_bytes += int(it.get("size") or 0)
+        elif kind == "reconcile":
+            plan.reconcile += 1
+        elif kind == "skip":
+            plan.skip += 1
+        elif kind == "invalid":
+            plan.invalid += 1
+    return plans
+
+
+def plan_text(doc: Mapping[str, Any]) -> str:
+    items = list(doc["items"])
+    plans = plan_of(items)
+    send = sum(p.send for p in plans.values())
+    send_bytes = sum(p.send_bytes for p in plans.values())
+    reconcile = sum(p.reconcile for p in plans.values())
+    invalid = sum(p.invalid for p in plans.values())
+    duplicates = sum(1 for it in items
+                     if it["status"] == "skipped" and DUPLICATE_MARK in str(it.get("error")))
+    done = sum(p.skip for p in plans.values()) - duplicates
+    sending_clients = sum(1 for p in plans.values() if p.send)
+    lines = [
+        "dry run: nothing was sent. A real run would:",
+        f"  send       {send:>7,} files, {size_text(send_bytes)}, for {sending_clients:,} "
+        f"client{'s' if sending_clients != 1 else ''}",
+        f"  skip       {done:>7,} files already validated by an earlier run",
+        f"  skip       {duplicates:>7,} rows repeating an earlier row of this input",
+        f"  reconcile  {reconcile:>7,} files an earlier run uploaded (asked about, not re-sent)",
+        f"  refuse     {invalid:>7,} invalid rows (the report says why; fix them first)",
+        "",
+        f"  {'client':<16} {'send':>7} {'bytes':>10} {'skip':>7} {'reconcile':>9} "
+        f"{'invalid':>7}",
+    ]
+    ordered = sorted(plans.items(), key=lambda kv: (-kv[1].send_bytes, kv[0]))
+    for client, p in ordered[:MAX_CLIENT_LINES]:
+        lines.append(f"  {client[:16]:<16} {p.send:>7,} {size_text(p.send_bytes):>10} "
+                     f"{p.skip:>7,} {p.reconcile:>9,} {p.invalid:>7,}")
+    if len(ordered) > MAX_CLIENT_LINES:
+        lines.append(f"  ... and {len(ordered) - MAX_CLIENT_LINES:,} more clients "
+                     "(every one is in the report)")
+    return "\n".join(lines)

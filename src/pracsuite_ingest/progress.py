@@ -1,0 +1,202 @@
+"""A live progress display on a terminal, drawn from the counters the pipeline keeps.
+
+On only when stdout and stderr are both terminals, logs are not JSON, and `--quiet`
+was not given: a scheduler's log never sees it. The display reads `Counters` (plain
+ints the pipeline bumps) from rich's refresh thread four times a second, so the
+pipeline never waits for it; while it is shown, log lines print above it (rich
+redirects stderr, and `logs.configure` writes to whatever `sys.stderr` is).
+
+The numbers themselves are decided by the pure functions at the top.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from rich import filesize
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from pracsuite_ingest.models import Row, Stage
+
+if TYPE_CHECKING:
+    from pracsuite_ingest.pipeline import Counters
+
+# Where an item ends the send phase; each one is a file done for the progress bar.
+SEND_PHASE_ENDS = (Stage.INVALID, Stage.SKIPPED, Stage.FAILED, Stage.UPLOADED,
+                   Stage.UPLOADING, Stage.SEEN)
+
+
+def wanted(*, quiet: bool, log_format: str, stdout_tty: bool, stderr_tty: bool) -> bool:
+    """Whether to show the display: a person at a terminal, and no JSON logs to spoil."""
+    return not quiet and stdout_tty and stderr_tty and log_format != "json"
+
+
+def files_done(c: Counters) -> int:
+    """Items that finished the send phase (checked, skipped, failed, or uploaded)."""
+    return sum(c.by_stage.get(s, 0) for s in SEND_PHASE_ENDS)
+
+
+def awaiting_validation(c: Counters) -> int:
+    """Uploads that S3 took (or may have) and that PracSuite has not yet shown."""
+    if c.reconcile_until:
+        return c.awaiting
+    return (c.by_stage.get(Stage.UPLOADED, 0) + c.by_stage.get(Stage.UPLOADING, 0)
+            - c.by_stage.get(Stage.VALIDATED, 0))
+
+
+def status_line(c: Counters) -> str:
+    parts = [
+        ("presigning", c.presigning),
+        ("uploading", c.in_flight),
+        ("awaiting validation", awaiting_validation(c)),
+        ("validated", c.by_stage.get(Stage.VALIDATED, 0)),
+        ("failed", c.by_stage.get(Stage.FAILED, 0)),
+        ("invalid", c.by_stage.get(Stage.INVALID, 0)),
+        ("skipped", c.by_stage.get(Stage.SKIPPED, 0)),
+        ("retries", c.retries),
+    ]
+    if c.by_stage.get(Stage.SEEN, 0):
+        parts.insert(0, ("would send", c.by_stage[Stage.SEEN]))
+    return " · ".join(f"{label} {n}" for label, n in parts)
+
+
+def reconcile_line(c: Counters, now: float) -> str | None:
+    """'reconcile: N awaited until HH:MM:SS (Xm Ys left)', or None outside that phase."""
+    if not c.reconcile_until:
+        return None
+    left = max(0, int(c.reconcile_until - now))
+    until = datetime.fromtimestamp(c.reconcile_until).strftime("%H:%M:%S")
+    minutes, seconds = divmod(left, 60)
+    return (f"reconcile: {c.awaiting} awaiting PracSuite's validation, polling until "
+            f"{until} ({minutes}m {seconds:02d}s left)")
+
+
+class _Rate(ProgressColumn):
+    """The recent rate, or the average over the whole task once samples run out."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.speed
+        if not speed and task.elapsed:
+            speed = task.completed / task.elapsed
+        if not speed:
+            return Text("")
+        text = (f"{filesize.decimal(int(speed))}/s" if self.unit == "bytes"
+                else f"{speed:.1f} {self.unit}/s")
+        return Text(text, style="progress.data.speed")
+
+
+class RowCount:
+    """Counts the input rows in a daemon thread, so the bar can show a total.
+
+    The count reads the same filtered rows as the run (no stat, no hashing); a run
+    that ends first just stops looking at it. `total` is None until it is done.
+    """
+
+    def __init__(self, rows: Callable[[], Iterable[Row]]) -> None:
+        self.total: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._count, args=(rows,), daemon=True,
+                                        name="pracsuite-row-count")
+        self._thread.start()
+
+    def _count(self, rows: Callable[[], Iterable[Row]]) -> None:
+        n = 0
+        try:
+            for _ in rows():
+                if self._stop.is_set():
+                    return
+                n += 1
+        except Exception:  # the run itself reports a bad input
+            return
+        self.total = n
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class _View:
+    """What rich renders on each refresh: two progress rows and two status lines."""
+
+    def __init__(self, counters: Counters, count: RowCount | None) -> None:
+        self.c = counters
+        self.count = count
+        self.files = Progress(
+            TextColumn("[bold]files[/]"), BarColumn(), MofNCompleteColumn(), _Rate("files"),
+            TextColumn("eta"), TimeRemainingColumn(), auto_refresh=False)
+        self.bytes = Progress(
+            TextColumn("[bold]bytes[/]"), DownloadColumn(), TextColumn("sent"),
+            _Rate("bytes"), auto_refresh=False)
+        self._files_task = self.files.add_task("files", total=None)
+        self._bytes_task = self.bytes.add_task("bytes", total=None)
+
+    def __rich__(self) -> Group:
+        c = self.c
+        total = self.count.total if self.count is not None else None
+        self.files.update(self._files_task, completed=files_done(c), total=total)
+        # Bytes still to come are known only once every row has been checked.
+        scanned = total is not None and files_done(c) >= total
+        self.bytes.update(self._bytes_task, completed=c.bytes_sent,
+                          total=c.bytes_to_send if scanned else None)
+        lines: list[Any] = [Text(status_line(c), style="cyan")]
+        if self.count is not None:  # a `reconcile` command has no files to send
+            lines[:0] = [self.files, self.bytes]
+        rec = reconcile_line(c, time.time())
+        if rec is not None:
+            lines.append(Text(rec, style="yellow"))
+        return Group(*lines)
+
+
+class TerminalProgress:
+    """The display for one command; every method is a no-op when it is off."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self._live: Live | None = None
+        self._count: RowCount | None = None
+
+    @classmethod
+    def for_terminal(cls, *, quiet: bool, log_format: str) -> TerminalProgress:
+        enabled = wanted(quiet=quiet, log_format=log_format, stdout_tty=sys.stdout.isatty(),
+                         stderr_tty=sys.stderr.isatty())
+        return cls(enabled=enabled and os.environ.get("TERM") != "dumb")
+
+    def attach(self, counters: Counters,
+               rows: Callable[[], Iterable[Row]] | None = None) -> None:
+        """Start showing `counters`; `rows` (the run's row stream) gives the total."""
+        if not self.enabled or self._live is not None:
+            return
+        self._count = RowCount(rows) if rows is not None else None
+        console = Console(stderr=True)
+        self._live = Live(_View(counters, self._count), console=console,
+                          refresh_per_second=4, redirect_stdout=False, redirect_stderr=True)
+        self._live.start()
+
+    def close(self) -> None:
+        """Draw the last state and stop; stdout is free for the summary after this."""
+        if self._count is not None:
+            self._count.stop()
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
