@@ -30,7 +30,9 @@ FROM ${PYTHON_IMAGE} AS runtime
 
 # Keep in step with pyproject.toml's version (label only): --build-arg VERSION=...
 ARG VERSION=0.1.0
+ARG PYTHON_IMAGE
 LABEL org.opencontainers.image.title="pracsuite-ingest" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}" \
       org.opencontainers.image.description="Move a medical practice's documents into PracSuite as Patient Attachments, and prove which arrived." \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="LicenseRef-Proprietary"
@@ -45,10 +47,13 @@ ENV VIRTUAL_ENV=/opt/venv \
 # Install from the build stage's wheels through a bind mount, so they never become a
 # layer of this image. The venv is created without pip; the base image's pip installs
 # into it (pip >= 22.3 --python) and byte-compiles, so nothing writes .pyc at run time.
+# Then the base image's own pip, setuptools and wheel go: nothing is installed or built
+# in the final image after this step.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv --without-pip "$VIRTUAL_ENV" \
  && pip --python "$VIRTUAL_ENV/bin/python" install --no-index --find-links=/wheels \
         /wheels/pracsuite_ingest-*.whl \
+ && pip uninstall --yes --quiet pip setuptools wheel \
  && python -c "import pracsuite_ingest.cli"
 
 # Non-root user (uid/gid 10001, matching the Kubernetes securityContext) and the data
