@@ -52,7 +52,7 @@ def plan_of(items: list[Mapping[str, Any]]) -> dict[str, ClientPlan]:
 
 
 def plan_text(doc: Mapping[str, Any]) -> str:
-    items = list(doc["items"])
+    items = doc["items"]  # may be streamed from the state file: iterated twice, never kept
     plans = plan_of(items)
     send = sum(p.send for p in plans.values())
     send_bytes = sum(p.send_bytes for p in plans.values())

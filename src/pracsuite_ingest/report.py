@@ -8,11 +8,12 @@ import html
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pracsuite_ingest.localfs import private_dir
 from pracsuite_ingest.logs import scrub
@@ -85,13 +86,19 @@ def summarise(statuses: Iterable[str]) -> dict[str, int]:
     return summary
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write to a temp file beside `path`, fsync, then rename: never half a report."""
+def _atomic_write(path: Path, content: str | Callable[[TextIO], None]) -> None:
+    """Write to a temp file beside `path`, fsync, then rename: never half a report.
+
+    `content` is the text, or a function that writes it (streamed, for long reports).
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
+            if isinstance(content, str):
+                fh.write(content)
+            else:
+                content(fh)
             fh.flush()
             os.fsync(fh.fileno())
         Path(tmp).replace(path)
@@ -99,6 +106,48 @@ def _atomic_write(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             Path(tmp).unlink()
         raise
+
+
+def _atomic_copy(source: Path, path: Path) -> None:
+    def copy(fh: TextIO) -> None:
+        with source.open(encoding="utf-8", newline="") as src:
+            shutil.copyfileobj(src, fh)
+
+    _atomic_write(path, copy)
+
+
+class StateItems:
+    """A run's report items, read from the state file afresh on each pass.
+
+    Never a list: a report of 100,000 rows costs the memory of one row at a time.
+    """
+
+    def __init__(self, state: State, run_id: str) -> None:
+        self._state, self._run_id = state, run_id
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return items_of(self._state, self._run_id)
+
+
+def write_json(fh: TextIO, doc: Mapping[str, Any]) -> None:
+    """The report as JSON, items streamed one at a time."""
+    fh.write("{\n")
+    for key, value in doc.items():
+        if key != "items":
+            fh.write(f" {json.dumps(key)}: {json.dumps(value, ensure_ascii=False)},\n")
+    fh.write(' "items": [')
+    for n, item in enumerate(doc["items"]):
+        fh.write(",\n  " if n else "\n  ")
+        fh.write(json.dumps(item, ensure_ascii=False))
+    fh.write("\n ]\n}\n")
+
+
+def write_csv(fh: TextIO, items: Iterable[Mapping[str, Any]]) -> None:
+    writer = csv.writer(fh)
+    writer.writerow(ITEM_COLUMNS)
+    for it in items:
+        writer.writerow([csv_cell(json.dumps(it[c], ensure_ascii=False) if c == "extra"
+                                  else ("" if it[c] is None else it[c])) for c in ITEM_COLUMNS])
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -112,13 +161,9 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
-def to_csv(items: Iterable[dict[str, Any]]) -> str:
+def to_csv(items: Iterable[Mapping[str, Any]]) -> str:
     buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(ITEM_COLUMNS)
-    for it in items:
-        writer.writerow([csv_cell(json.dumps(it[c], ensure_ascii=False) if c == "extra"
-                                  else ("" if it[c] is None else it[c])) for c in ITEM_COLUMNS])
+    write_csv(buf, items)
     return buf.getvalue()
 
 
@@ -147,8 +192,9 @@ def _parts_html(doc: dict[str, Any]) -> str:
 
 
 def build(state: State, run_id: str) -> dict[str, Any]:
+    """The report of `run_id`; its `items` are read from the state on each pass."""
     info = state.run_info(run_id) or {}
-    items = list(items_of(state, run_id))
+    items = StateItems(state, run_id)
     return {
         "run_id": run_id,
         "started_at": info.get("started_at"),
@@ -158,17 +204,25 @@ def build(state: State, run_id: str) -> dict[str, Any]:
     }
 
 
+def _write_text(fh: TextIO, text: str) -> None:
+    fh.write(text)
+
+
 def write(doc: dict[str, Any], report_dir: Path) -> Path:
-    """Write `<run_id>.{json,csv,html}` and `latest.*`, atomically, mode 0600."""
+    """Write `<run_id>.{json,csv,html}` and `latest.*`, atomically, mode 0600.
+
+    JSON and CSV are streamed item by item; `latest.*` are copies of the run's files.
+    """
     private_dir(report_dir)  # 0700 for the folders created here
-    texts = {
-        "json": json.dumps(doc, ensure_ascii=False, indent=1),
-        "csv": to_csv(doc["items"]),
-        "html": to_html(doc),
+    writers: dict[str, Callable[[TextIO], None]] = {
+        "json": lambda fh: write_json(fh, doc),
+        "csv": lambda fh: write_csv(fh, doc["items"]),
+        "html": lambda fh: _write_text(fh, to_html(doc)),
     }
-    for ext, text in texts.items():
-        _atomic_write(report_dir / f"{doc['run_id']}.{ext}", text)
-        _atomic_write(report_dir / f"latest.{ext}", text)
+    for ext, writer in writers.items():
+        path = report_dir / f"{doc['run_id']}.{ext}"
+        _atomic_write(path, writer)
+        _atomic_copy(path, report_dir / f"latest.{ext}")
     return report_dir / f"{doc['run_id']}.json"
 
 

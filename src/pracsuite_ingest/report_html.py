@@ -197,12 +197,45 @@ def _item_rows(items: Iterable[tuple[int, Mapping[str, Any]]]) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+LISTED = 2000  # rows shown per group; the CSV beside the page holds every row
+
+
+def _one_pass(items: Iterable[Mapping[str, Any]]) -> tuple[
+        dict[str, tuple[Counter[str], int]], int, dict[str, list[tuple[int, Mapping[str, Any]]]]]:
+    clients: dict[str, tuple[Counter[str], int]] = {}
+    validated_bytes = 0
+    groups: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+    for number, it in enumerate(items, start=1):
+        status = it["status"]
+        client = str(it.get("client_id") or "(none)")
+        counts, size = clients.get(client, (Counter(), 0))
+        counts[status] += 1
+        if status == "validated":
+            size += int(it.get("size") or 0)
+            validated_bytes += int(it.get("size") or 0)
+        clients[client] = (counts, size)
+        if status != "validated":
+            group = groups.setdefault(status, [])
+            if len(group) < LISTED:
+                group.append((number, it))
+    ordered = dict(sorted(clients.items(), key=lambda kv: _client_key(kv[0])))
+    return ordered, validated_bytes, groups
+
+
+def _more(total: int, shown: int) -> str:
+    if total <= shown:
+        return ""
+    return (f"<p class='advice'>… and {total - shown:,} more: the CSV beside this page "
+            "lists every row.</p>")
+
+
 def render(doc: Mapping[str, Any], extra_sections: str = "") -> str:
     """The page for report `doc`; `extra_sections` is trusted HTML put before the clients."""
     esc = html.escape
     s: Mapping[str, int] = doc["summary"]
-    items = list(doc["items"])
-    numbered = list(enumerate(items, start=1))
+    # One pass over the items (they may be streamed from the state file): per-client
+    # totals, and the first LISTED rows of each group to show; the CSV has them all.
+    clients, validated_bytes, groups = _one_pass(doc["items"])
     banner_class, banner = verdict(s)
 
     tiles = "".join(
@@ -210,8 +243,6 @@ def render(doc: Mapping[str, Any], extra_sections: str = "") -> str:
         f"<span>{esc(k)}</span></div>" for k in ["total", *STATUSES])
 
     started, finished = _when(doc.get("started_at")), _when(doc.get("finished_at"))
-    validated_bytes = sum(int(it.get("size") or 0) for it in items
-                          if it["status"] == "validated")
     times = [("Started", esc(_moment(doc.get("started_at"), "—"))),
              ("Finished", esc(_moment(doc.get("finished_at"), "— (not finished)")))]
     if started and finished:
@@ -225,7 +256,6 @@ def render(doc: Mapping[str, Any], extra_sections: str = "") -> str:
         times.append(("Validated data", size_text(validated_bytes)))
     timing = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in times)
 
-    clients = per_client(items)
     client_head = "".join(f"<th>{esc(x)}</th>" for x in ["client", "total", *STATUSES,
                                                          "validated data"])
     client_rows = "".join(
@@ -236,15 +266,16 @@ def render(doc: Mapping[str, Any], extra_sections: str = "") -> str:
 
     sections = []
     for status in ATTENTION:
-        group = [(i, it) for i, it in numbered if it["status"] == status]
+        group = groups.get(status, [])
         if group:
-            sections.append(f"<h3>{len(group):,} {status}</h3>"
+            sections.append(f"<h3>{s.get(status, len(group)):,} {status}</h3>"
                             f"<p class='advice'>{GROUP_ADVICE[status]}</p>"
-                            + _item_rows(group))
+                            + _item_rows(group) + _more(s.get(status, 0), len(group)))
     attention = "".join(sections) or "<p>Nothing: every item is validated or skipped.</p>"
-    skipped = [(i, it) for i, it in numbered if it["status"] == "skipped"]
-    skipped_html = (f"<details><summary>{len(skipped):,} skipped: nothing to do</summary>"
-                    + _item_rows(skipped) + "</details>") if skipped else ""
+    skipped = groups.get("skipped", [])
+    skipped_html = (f"<details><summary>{s.get('skipped', 0):,} skipped: nothing to do"
+                    "</summary>" + _item_rows(skipped) + _more(s.get("skipped", 0), len(skipped))
+                    + "</details>") if skipped else ""
 
     run_id = esc(str(doc.get("run_id") or ""))
     return f"""<!doctype html>
