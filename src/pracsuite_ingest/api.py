@@ -252,6 +252,10 @@ class PracSuiteClient:
                         raw = b""  # an error answer: its status is enough
                     content_type = resp.content_type
                     error = classify_api_answer(resp.status, raw, resp.headers, time.time())
+            except aiohttp.ClientConnectorCertificateError:
+                raise Retryable("PracSuite unreachable: its TLS certificate is not trusted "
+                                "(ClientConnectorCertificateError); if a proxy inspects TLS, "
+                                "set api.ca_file to its CA") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise Retryable(f"PracSuite unreachable ({type(exc).__name__})") from None
         if error is not None:

@@ -1,11 +1,13 @@
 """structlog set-up: console on a TTY, JSON lines otherwise; redaction of secrets.
 
 Two processors guard what leaves the process:
-- `redact`: any key that names a secret is masked, and any registered secret value
-  (the API keys) is masked wherever it appears in a string;
+- `redact`: any key that names a secret is masked at any depth, any registered secret
+  value (the API keys) and anything shaped like a presigned POST's policy, signature,
+  credential or token is masked wherever it appears in a string (`scrub`);
 - `hide_health_data`: patient file names and paths are dropped unless the operator
   opted in with `log.file_names = true`.
-Both are pure functions of the event dict.
+Both are pure functions of the event dict. `configure` also sends the standard
+library's log records (aiohttp, asyncio) and uncaught tracebacks through `scrub`.
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@
 `read_rows` yields `Row`s from a CSV or JSON Lines manifest or a directory tree; a
 malformed row is yielded with `problem` set, so that it still gets a report line.
 `check_local` turns a row into a `LocalFile` (size and sha256 known) or a reason.
+
+Manifests and folders are untrusted input: bytes that are not UTF-8, NUL bytes, huge
+lines and fields, wrong JSON types become that row's problem, never an exception that
+stops the run; every physical row is accounted for. Folders are walked by
+`localfs.walk` (links and special files refused); `input.root`, when set, confines
+every path.
 """
 
 from __future__ import annotations
@@ -12,34 +18,90 @@ import csv
 import hashlib
 import json
 import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, TextIO
 
 import aiofiles.os
 
 from pracsuite_ingest import MAX_FILE_BYTES
+from pracsuite_ingest.localfs import (
+    NotRegularFile,
+    has_surrogates,
+    open_regular,
+    printable,
+    special_kind,
+    walk,
+)
 from pracsuite_ingest.models import LocalFile, Row
 
 HASH_CHUNK = 1 << 20
+MAX_LINE_CHARS = 1 << 20  # one manifest line; csv's own field limit (128 KiB) also holds
+NOT_UTF8 = "not valid UTF-8 (save the manifest as UTF-8, e.g. Excel's \"CSV UTF-8\")"
 
 
-def read_rows(manifest: Path | None, source_dir: Path | None) -> Iterator[Row]:
-    """Every input row in order, from exactly one of a manifest or a directory."""
+def read_rows(manifest: Path | None, source_dir: Path | None, *,
+              follow_symlinks: bool = False, root: Path | None = None) -> Iterator[Row]:
+    """Every input row in order, from exactly one of a manifest or a directory.
+
+    `follow_symlinks` applies to the directory walk; `root`, when given, makes every
+    row whose path resolves outside it a problem row.
+    """
+    rows: Iterator[Row]
     if manifest is not None:
         if manifest.suffix.lower() in (".jsonl", ".ndjson"):
-            return _jsonl_rows(manifest)
-        return _csv_rows(manifest)
-    assert source_dir is not None
-    return _dir_rows(source_dir)
+            rows = _jsonl_rows(manifest)
+        else:
+            rows = _csv_rows(manifest)
+    else:
+        assert source_dir is not None
+        rows = _dir_rows(source_dir, follow_symlinks)
+    return rows if root is None else _confined(rows, root)
+
+
+def _confined(rows: Iterator[Row], root: Path) -> Iterator[Row]:
+    """Rows whose path resolves (links followed) outside `root` become problem rows."""
+    real_root = Path(os.path.realpath(root))
+    for row in rows:
+        if row.problem is None and row.path:
+            real = Path(os.path.realpath(row.path))
+            if real != real_root and not real.is_relative_to(real_root):
+                where = f"line {row.line}: " if row.line else ""
+                row = Row(row.line, row.client_id, row.path, row.file_name, row.extra,
+                          f"{where}path is outside input.root ({root}); not read")
+        yield row
+
+
+def _field(data: dict[str, Any], key: str, *, numbers: bool = False) -> str | None:
+    """The value of a row's `key` as text; None when it has a type no row may have."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _row_from_mapping(line: int, data: dict[str, Any], base: Path) -> Row:
-    client_id = str(data.get("client_id") or "").strip()
-    raw_path = str(data.get("path") or "").strip()
-    file_name = str(data.get("file_name") or "").strip()
+    client_id = _field(data, "client_id", numbers=True)
+    raw_path = _field(data, "path")
+    file_name = _field(data, "file_name")
     extra = {k: v for k, v in data.items() if k not in ("client_id", "path", "file_name")}
+    wrong = [k for k, v in (("client_id", client_id), ("path", raw_path),
+                            ("file_name", file_name)) if v is None]
+    client_id, raw_path, file_name = client_id or "", raw_path or "", file_name or ""
+    if wrong:
+        return Row(line, client_id, "", "", extra,
+                   f"line {line}: {' and '.join(wrong)} must be text"
+                   + (" or a whole number" if wrong == ["client_id"] else ""))
+    nul = [k for k, v in (("client_id", client_id), ("path", raw_path),
+                          ("file_name", file_name)) if "\x00" in v]
+    if nul:
+        return Row(line, client_id.replace("\x00", ""), raw_path.replace("\x00", ""),
+                   file_name.replace("\x00", ""), extra,
+                   f"line {line}: {' and '.join(nul)} contains a NUL byte")
     problem = None
     missing = [k for k, v in (("client_id", client_id), ("path", raw_path)) if not v]
     if missing:
@@ -50,16 +112,61 @@ def _row_from_mapping(line: int, data: dict[str, Any], base: Path) -> Row:
     return Row(line, client_id, full, file_name, extra, problem)
 
 
+class _Lines:
+    """A text file's physical lines for `csv.reader`, each cut at MAX_LINE_CHARS.
+
+    `cut` holds the numbers of the lines that were longer (their rest is skipped), so
+    that the row they belong to is reported instead of read whole into memory.
+    """
+
+    def __init__(self, fh: TextIO) -> None:
+        self._fh = fh
+        self.number = 0
+        self.cut: set[int] = set()
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._fh.readline(MAX_LINE_CHARS)
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if len(line) == MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
+            self.cut.add(self.number)
+            while (rest := self._fh.readline(MAX_LINE_CHARS)) and not rest.endswith(
+                    ("\n", "\r")):
+                pass
+            line += "\n"
+        return line
+
+
+def _values_problem(values: list[str], lines: _Lines, start: int, end: int) -> str | None:
+    if any(n in lines.cut for n in range(start, end + 1)):
+        return f"line {start}: longer than {MAX_LINE_CHARS:,} characters"
+    if any(has_surrogates(v) for v in values):
+        return f"line {start}: {NOT_UTF8}"
+    return None
+
+
 def _csv_rows(manifest: Path) -> Iterator[Row]:
     base = manifest.parent
-    with manifest.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh, strict=True)
+    # surrogateescape: a byte that is not UTF-8 spoils its own row, not the stream.
+    with manifest.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+        lines = _Lines(fh)
+        reader = csv.reader(lines, strict=True)
         try:
             header = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
             yield Row(1, "", "", "", {}, f"line 1: the header row cannot be read ({exc})")
+            return
+        problem = _values_problem(header, lines, 1, reader.line_num)
+        if problem is not None:
+            if header and header[0].startswith(("\udcff\udcfe", "\udcfe\udcff")):
+                problem = f"line 1: the manifest is UTF-16; {NOT_UTF8}"
+            yield Row(1, "", "", "", {}, f"{problem}: the header row")
             return
         header = [h.strip() for h in header]
         for required in ("client_id", "path"):
@@ -75,13 +182,21 @@ def _csv_rows(manifest: Path) -> Iterator[Row]:
             except csv.Error as exc:
                 yield Row(start, "", "", "", {}, f"line {start}: malformed CSV ({exc})")
                 continue
+            problem = _values_problem(values, lines, start, reader.line_num)
+            if problem is not None:
+                partial = dict(zip(header, values, strict=False))
+                raw_path = printable(partial.get("path", "").strip().replace("\x00", ""))
+                yield Row(start, printable(partial.get("client_id", "").strip()),
+                          str(base / raw_path) if raw_path else "", "", {}, problem)
+                continue
             if not any(v.strip() for v in values):
                 continue  # a blank line is not a row
             if len(values) != len(header):
                 partial = dict(zip(header, values, strict=False))
                 yield Row(
-                    start, str(partial.get("client_id", "")).strip(),
-                    str(base / partial["path"]) if partial.get("path") else "",
+                    start, partial.get("client_id", "").strip().replace("\x00", ""),
+                    str(base / partial["path"].replace("\x00", ""))
+                    if partial.get("path") else "",
                     "", {},
                     f"line {start}: {len(values)} fields, the header has {len(header)}",
                 )
@@ -89,16 +204,38 @@ def _csv_rows(manifest: Path) -> Iterator[Row]:
             yield _row_from_mapping(start, dict(zip(header, values, strict=True)), base)
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _jsonl_rows(manifest: Path) -> Iterator[Row]:
     base = manifest.parent
-    with manifest.open(encoding="utf-8-sig") as fh:
-        for number, text in enumerate(fh, start=1):
+    with manifest.open(encoding="utf-8-sig", errors="surrogateescape") as fh:
+        number = 0
+        while text := fh.readline(MAX_LINE_CHARS):
+            number += 1
+            if len(text) == MAX_LINE_CHARS and not text.endswith("\n"):
+                while (rest := fh.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
+                    pass
+                yield Row(number, "", "", "", {},
+                          f"line {number}: longer than {MAX_LINE_CHARS:,} characters")
+                continue
             if not text.strip():
                 continue
+            if has_surrogates(text):
+                yield Row(number, "", "", "", {}, f"line {number}: {NOT_UTF8}")
+                continue
             try:
-                data = json.loads(text)
+                data = json.loads(text, parse_constant=_no_constants)
+                # an escaped lone surrogate ("\\ud800") parses, but cannot be stored
+                json.dumps(data, ensure_ascii=False).encode("utf-8")
             except json.JSONDecodeError as exc:
                 yield Row(number, "", "", "", {}, f"line {number}: not valid JSON ({exc.msg})")
+                continue
+            except (ValueError, RecursionError) as exc:  # huge numbers, NaN, deep nesting
+                reason = "nested too deeply" if isinstance(exc, RecursionError) else (
+                    "an unpaired surrogate escape" if isinstance(exc, UnicodeError) else exc)
+                yield Row(number, "", "", "", {}, f"line {number}: not valid JSON ({reason})")
                 continue
             if not isinstance(data, dict):
                 yield Row(number, "", "", "", {}, f"line {number}: expected a JSON object")
@@ -106,20 +243,19 @@ def _jsonl_rows(manifest: Path) -> Iterator[Row]:
             yield _row_from_mapping(number, data, base)
 
 
-def _dir_rows(root: Path) -> Iterator[Row]:
+def _dir_rows(root: Path, follow_symlinks: bool) -> Iterator[Row]:
     """`<root>/<client_id>/<any depth>/<file>`, hidden files and folders skipped."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = Path(dirpath).relative_to(root)
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            full = Path(dirpath) / name
-            if not rel.parts:
-                yield Row(0, "", str(full), name, {},
-                          "file is not inside a <client_id> folder of the source directory")
-                continue
-            yield Row(0, rel.parts[0], str(full), name)
+    for entry in walk(root, follow_symlinks=follow_symlinks):
+        name = printable(entry.parts[-1]) if entry.parts else ""
+        client_id = printable(entry.parts[0]) if len(entry.parts) > 1 else ""
+        path = printable(str(entry.path))
+        if entry.problem is not None:
+            yield Row(0, client_id, path, name, {}, entry.problem)
+        elif len(entry.parts) < 2:
+            yield Row(0, "", path, name, {},
+                      "file is not inside a <client_id> folder of the source directory")
+        else:
+            yield Row(0, client_id, path, name)
 
 
 def file_name_problem(file_name: str) -> str | None:
@@ -138,7 +274,7 @@ def hash_file(path: Path) -> tuple[int, str]:
     """(bytes read, sha256 hex), reading in 1 MiB chunks. Blocking: run in a thread."""
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:
         while chunk := fh.read(HASH_CHUNK):
             digest.update(chunk)
             size += len(chunk)
@@ -167,13 +303,18 @@ async def check_local(row: Row) -> LocalFile | str:
         return "file not readable (permission denied on a parent folder)"
     except OSError as exc:
         return f"cannot stat file: {exc.strerror}"
-    if not stat.S_ISREG(st.st_mode):
-        return "not a regular file"
+    except ValueError:  # a NUL byte that got this far
+        return "path contains a NUL byte"
+    kind = special_kind(st.st_mode)
+    if kind is not None:
+        return f"not a regular file ({kind}); not opened"
     if st.st_size > MAX_FILE_BYTES:
         return (f"file is {st.st_size:,} bytes; PracSuite accepts at most "
                 f"{MAX_FILE_BYTES:,} bytes (100 MB)")
     try:
         size, sha = await asyncio.to_thread(hash_file, path)
+    except NotRegularFile as exc:  # swapped for a FIFO or a device since the stat
+        return f"{exc.strerror}; not read"
     except PermissionError:
         return "file not readable (permission denied)"
     except OSError as exc:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
-import mimetypes
 import os
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
@@ -22,6 +22,9 @@ from pracsuite_ingest.errors import (
     Throttled,
     describe_s3_error,
 )
+from pracsuite_ingest.formbody import content_type_of, form_body
+from pracsuite_ingest.guards import SMALL_BODY_LIMIT, BodyTooLarge, read_capped
+from pracsuite_ingest.localfs import open_regular
 from pracsuite_ingest.models import Presigned
 
 RETRYABLE_S3_CODES = frozenset(
@@ -81,8 +84,7 @@ def build_form(presigned: Presigned, file: object, file_name: str) -> aiohttp.Fo
     form = aiohttp.FormData(quote_fields=False)
     for name, value in presigned.fields:
         form.add_field(name, value)
-    content_type = mimetypes.guess_type(file_name)[0] or "application/octet-stream"
-    form.add_field("file", file, filename=file_name, content_type=content_type)
+    form.add_field("file", file, filename=file_name, content_type=content_type_of(file_name))
     return form
 
 
@@ -104,13 +106,20 @@ async def upload_file(
     if is_expired(presigned, datetime.now(UTC)):
         raise PolicyExpired("the presigned POST's policy expired before the upload started")
     try:
-        fh = await asyncio.to_thread(path.open, "rb")
+        fh = await asyncio.to_thread(open_regular, path)  # never blocks on a swapped-in FIFO
     except OSError as exc:
         raise Permanent(f"cannot open the file for upload: {exc.strerror}") from None
     try:
-        form = build_form(presigned, fh, file_name)
-        async with session.post(presigned.url, data=form, timeout=timeout) as resp:
-            body = await resp.read() if resp.status not in (200, 201, 204) else b""
+        # The same bytes as build_form's, but the fields in one write (FormData makes
+        # one per part and line break).
+        form = form_body(presigned.fields, fh, file_name)
+        # No redirects: the body is a patient's file, and it goes where PracSuite said only.
+        async with session.post(presigned.url, data=form, timeout=timeout,
+                                allow_redirects=False) as resp:
+            body = b""
+            if resp.status not in (200, 201, 204):
+                with contextlib.suppress(BodyTooLarge):  # S3's error document is short
+                    body = await read_capped(resp, SMALL_BODY_LIMIT)
             code, message = parse_s3_error(body)
             error = classify_s3_answer(resp.status, code, message)
     except aiohttp.ClientConnectorError as exc:

@@ -1,0 +1,224 @@
+"""Folders and files that other people filled, read without being led astray; and the
+worker's own files, kept private.
+
+- `walk`: every entry below a source folder, in sorted order, hidden ones skipped. A
+  symbolic link is refused, or (when allowed) followed only while it stays inside the
+  folder; a special file (FIFO, socket, device) or an unreadable folder comes back as
+  an entry with a problem, never opened and never silently dropped.
+- `open_regular`: open a file only if it is a regular file, without blocking on a
+  FIFO; the check is made on the open descriptor, so a file swapped after a `stat`
+  is still caught.
+- `private_dir` / `private_file`: folders the worker creates are 0700, its files 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+FOLLOW_HINT = "set input.follow_symlinks = true to follow links that stay inside the folder"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One file found below the root (or a problem where one was expected).
+
+    `parts` are the names below the root as found (a followed link keeps its own
+    name); `path` is what to read: for a followed link, the resolved target.
+    """
+
+    path: Path
+    parts: tuple[str, ...]
+    problem: str | None = None
+
+
+class NotRegularFile(OSError):
+    """The path is a folder, FIFO, socket or device: it is not opened for reading."""
+
+
+def special_kind(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link"))
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether `text` holds bytes that were not UTF-8 (decoded with surrogateescape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def printable(text: str) -> str:
+    """`text` with undecodable bytes shown as U+FFFD: safe to store, log and report."""
+    if not has_surrogates(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+@dataclass(frozen=True, slots=True)
+class _Folder:
+    path: Path  # what to scan (a followed link: its resolved target)
+    parts: tuple[str, ...]
+    link: Path | None = None  # the link it was reached through, if any
+
+
+def walk(root: Path, *, follow_symlinks: bool = False) -> Iterator[Entry]:
+    """Every file below `root`, depth first, names sorted, hidden entries skipped.
+
+    Never opens a file; inspects entries without following links (`d_type`, `lstat`).
+    With `follow_symlinks`, a folder reached twice (a loop, or two links to it) is
+    scanned once, where it is first met, and the other way in is reported. An
+    explicit stack, not recursion: a hostile depth cannot exhaust the interpreter.
+    """
+    try:
+        real_root = Path(os.path.realpath(root))
+        root_st = real_root.stat()
+    except (OSError, ValueError) as exc:
+        reason = _reason(exc) if isinstance(exc, OSError) else str(exc)
+        yield Entry(root, (), f"source folder cannot be read ({reason})")
+        return
+    if not stat.S_ISDIR(root_st.st_mode):
+        yield Entry(root, (), "source folder is not a folder")
+        return
+    seen: set[tuple[int, int]] = set()
+    stack = [_Folder(root, ())]
+    while stack:
+        folder = stack.pop()
+        if follow_symlinks:
+            problem = _scanned_before(folder, seen)
+            if problem is not None:
+                yield Entry(folder.link or folder.path, folder.parts, problem)
+                continue
+        try:
+            with os.scandir(folder.path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            yield Entry(folder.link or folder.path, folder.parts,
+                        f"folder not readable ({_reason(exc)}); the files in it were not scanned")
+            continue
+        subdirs: list[_Folder] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            here = (*folder.parts, entry.name)
+            if has_surrogates(entry.name):
+                yield Entry(Path(entry.path), here, "name is not valid UTF-8; rename it to send it")
+                continue
+            try:
+                found = _inspect(entry, here, real_root, follow_symlinks)
+            except OSError as exc:
+                found = Entry(Path(entry.path), here, f"cannot inspect ({_reason(exc)})")
+            if isinstance(found, Entry):
+                yield found
+            else:
+                subdirs.append(found)
+        stack.extend(reversed(subdirs))
+
+
+def _scanned_before(folder: _Folder, seen: set[tuple[int, int]]) -> str | None:
+    """Why `folder` is not scanned again, or None (and it is marked as scanned)."""
+    try:
+        st = folder.path.stat()
+    except OSError:
+        return None  # scandir will say what is wrong with it
+    ident = (st.st_dev, st.st_ino)
+    if ident not in seen:
+        seen.add(ident)
+        return None
+    if folder.link is not None:
+        return "symbolic link to a folder that is scanned already; not scanned twice"
+    return "folder scanned already through a symbolic link; not scanned twice"
+
+
+def _inspect(entry: os.DirEntry[str], parts: tuple[str, ...], real_root: Path,
+             follow: bool) -> Entry | _Folder:
+    """A file (or a problem) to report, or a folder to descend into."""
+    path = Path(entry.path)
+    if entry.is_symlink():
+        if not follow:
+            return Entry(path, parts, f"symbolic link not followed ({FOLLOW_HINT})")
+        target = Path(os.path.realpath(path))
+        if not _inside(target, real_root):
+            return Entry(path, parts, "symbolic link leads outside the source folder; "
+                                      "not followed")
+        mode = target.stat().st_mode
+        if stat.S_ISDIR(mode):
+            return _Folder(target, parts, link=path)
+        path = target
+    elif entry.is_dir(follow_symlinks=False):  # d_type: no system call on Linux
+        return _Folder(path, parts)
+    elif entry.is_file(follow_symlinks=False):
+        return Entry(path, parts)
+    else:
+        mode = entry.stat(follow_symlinks=False).st_mode
+    kind = special_kind(mode)
+    if kind is not None:
+        return Entry(path, parts, f"not a regular file ({kind}); not opened")
+    return Entry(path, parts)
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open `path` for reading if it is a regular file; `NotRegularFile` otherwise.
+
+    O_NONBLOCK: opening a FIFO never waits for a writer; O_NOCTTY: a terminal
+    never becomes ours. The type is checked on the descriptor itself.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        kind = special_kind(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if kind is not None:
+        os.close(fd)
+        raise NotRegularFile(0, f"not a regular file ({kind})", str(path))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` and any missing parents as 0700; folders already there are left be."""
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty as 0600 if it is missing, in a 0700 folder if that is missing;
+    a file of ours that is readable by others is tightened to 0600."""
+    private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
+                path.chmod(0o600)
+        return
+    os.close(fd)

@@ -1,0 +1,235 @@
+"""Untrusted manifests: whatever the bytes, the readers never crash, every row is
+accounted for, and the CSV report never hands a spreadsheet a formula."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path, PurePath
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from manifest_invariants import check_rows, physical_lines
+from pracsuite_ingest.report import csv_cell, to_csv
+from pracsuite_ingest.scan import MAX_LINE_CHARS, read_rows
+
+FUZZ = settings(max_examples=150, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+CELL = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
+FORMULAS = st.sampled_from(["=cmd|' /C calc'!A0", "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"])
+
+
+def rows_of(tmp_path: Path, name: str, data: bytes) -> list[Any]:
+    manifest = tmp_path / name
+    manifest.write_bytes(data)
+    return check_rows(read_rows(manifest, None), physical_lines(data))
+
+
+# ---------------------------------------------------------------- fuzz: arbitrary bytes
+@FUZZ
+@given(st.binary(max_size=600))
+def test_csv_reader_survives_any_bytes(tmp_path: Path, data: bytes) -> None:
+    rows_of(tmp_path, "m.csv", b"client_id,path,file_name\n" + data)
+    rows_of(tmp_path, "raw.csv", data)
+
+
+@FUZZ
+@given(st.binary(max_size=600))
+def test_jsonl_reader_gives_one_row_per_non_blank_line(tmp_path: Path, data: bytes) -> None:
+    rows = rows_of(tmp_path, "m.jsonl", data)
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", errors="surrogateescape")
+    assert len(rows) == sum(1 for line in text if line.strip())
+
+
+# ------------------------------------------------------- fuzz: well-formed, hostile cells
+@FUZZ
+@given(records=st.lists(st.tuples(CELL | FORMULAS, CELL | FORMULAS, CELL | FORMULAS),
+                        max_size=8),
+       bom=st.booleans(), terminator=st.sampled_from(["\r\n", "\n"]),
+       bad_utf8_at=st.integers(min_value=0, max_value=8))
+def test_csv_rows_round_trip_and_a_bad_byte_spoils_only_its_row(
+        tmp_path: Path, records: list[tuple[str, str, str]], bom: bool, terminator: str,
+        bad_utf8_at: int) -> None:
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, lineterminator=terminator)
+    writer.writerow(["client_id", "path", "note"])
+    chunks = [buf.getvalue().encode()]
+    marker = "\ue000BAD"
+    for i, rec in enumerate(records):
+        if i == bad_utf8_at:
+            rec = (rec[0], rec[1], marker)
+        buf = io.StringIO(newline="")
+        # csv.writer leaves a lone \r unquoted under a "\n" terminator: quote every cell
+        quoting = csv.QUOTE_MINIMAL if terminator == "\r\n" else csv.QUOTE_ALL
+        csv.writer(buf, lineterminator=terminator, quoting=quoting).writerow(rec)
+        line = buf.getvalue().encode()
+        if i == bad_utf8_at:  # invalid UTF-8 in the note cell
+            line = line.replace(marker.encode(), b"\xff\xfe")
+        chunks.append(line)
+    data = (b"\xef\xbb\xbf" if bom else b"") + b"".join(chunks)
+    rows = rows_of(tmp_path, "m.csv", data)
+    expected = [(i, rec) for i, rec in enumerate(records)
+                if i == bad_utf8_at or any(v.strip() for v in rec)]
+    assert len(rows) == len(expected)
+    for row, (i, (client_id, path, note)) in zip(rows, expected, strict=True):
+        if i == bad_utf8_at:
+            assert row.problem is not None and "not valid UTF-8" in row.problem
+        elif "\x00" in client_id + path:
+            assert row.problem is not None and "NUL byte" in row.problem
+        elif not client_id.strip() or not path.strip():
+            assert row.problem is not None and "missing" in row.problem
+        else:
+            assert row.problem is None
+            assert row.client_id == client_id.strip()
+            assert row.path == str(tmp_path / path.strip())
+            assert row.file_name == PurePath(path.strip().replace("\\", "/")).name
+            assert row.extra == {"note": note}
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | CELL,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(CELL, inner, max_size=3),
+    max_leaves=8)
+
+
+@FUZZ
+@given(st.lists(st.dictionaries(st.sampled_from(["client_id", "path", "file_name", "x"]),
+                                JSON_VALUES, max_size=4), max_size=6))
+def test_jsonl_objects_of_any_shape_each_give_one_row(
+        tmp_path: Path, objects: list[dict[str, Any]]) -> None:
+    data = "".join(json.dumps(o) + "\n" for o in objects).encode()
+    rows = rows_of(tmp_path, "m.jsonl", data)
+    assert [r.line for r in rows] == list(range(1, len(objects) + 1))
+    for row, obj in zip(rows, objects, strict=True):
+        ok_id = (isinstance(obj.get("client_id"), str) and obj["client_id"].strip()) or (
+            isinstance(obj.get("client_id"), int) and not isinstance(obj["client_id"], bool))
+        ok_path = isinstance(obj.get("path"), str) and obj["path"].strip()
+        ok_name = obj.get("file_name") is None or isinstance(obj.get("file_name"), str)
+        text = json.dumps([obj.get("client_id"), obj.get("path"), obj.get("file_name")])
+        if ok_id and ok_path and ok_name and "\\u0000" not in text:
+            assert row.problem is None and row.extra == {k: v for k, v in obj.items()
+                                                        if k == "x"}
+        else:
+            assert row.problem is not None
+
+
+# ------------------------------------------------------------------- the named cases
+def test_invalid_utf8_mid_stream_is_one_invalid_row_and_the_rest_go_on(tmp_path: Path) -> None:
+    data = b"client_id,path\n1,a.pdf\n2,caf\xe9.pdf\n3,c.pdf\n"
+    rows = rows_of(tmp_path, "m.csv", data)
+    assert [(r.line, r.problem is None) for r in rows] == [(2, True), (3, False), (4, True)]
+    assert "line 3: not valid UTF-8" in (rows[1].problem or "")
+    assert rows[1].path == str(tmp_path / "caf\ufffd.pdf")  # what could be read
+    jsonl = rows_of(tmp_path, "m.jsonl",
+                    b'{"client_id": "1", "path": "a.pdf"}\n{"client_id": "\xff", "path": "b"}\n'
+                    b'{"client_id": "3", "path": "c.pdf"}\n')
+    assert [r.problem is None for r in jsonl] == [True, False, True]
+
+
+def test_a_utf16_manifest_says_so(tmp_path: Path) -> None:
+    rows = rows_of(tmp_path, "m.csv", "client_id,path\n1,a.pdf\n".encode("utf-16"))
+    assert len(rows) == 1 and "UTF-16" in (rows[0].problem or "")
+
+
+def test_bom_nul_and_missing_columns(tmp_path: Path) -> None:
+    rows = rows_of(tmp_path, "m.csv", b"\xef\xbb\xbfclient_id,path\n1,a\x00.pdf\n2\n3,c.pdf\n")
+    assert [r.line for r in rows] == [2, 3, 4]
+    assert "NUL byte" in (rows[0].problem or "")
+    assert "1 fields, the header has 2" in (rows[1].problem or "")
+    assert rows[2].problem is None and rows[2].client_id == "3"
+    assert "no 'path' column" in (rows_of(tmp_path, "n.csv", b"client_id\n1\n")[0].problem or "")
+
+
+def test_huge_fields_and_lines_are_rows_not_memory(tmp_path: Path) -> None:
+    field = b"x" * 200_000  # past csv's field limit
+    line = b"," * (MAX_LINE_CHARS + 10)  # a million tiny fields on one line
+    data = b"client_id,path\n1," + field + b"\n2," + line + b"\n3,c.pdf\n"
+    rows = rows_of(tmp_path, "m.csv", data)
+    assert [r.line for r in rows] == [2, 3, 4]
+    assert "field larger than field limit" in (rows[0].problem or "")
+    assert f"longer than {MAX_LINE_CHARS:,}" in (rows[1].problem or "")
+    assert rows[2].problem is None
+    jsonl = rows_of(tmp_path, "m.jsonl", b'{"client_id": "1", "path": "' + b"y" * MAX_LINE_CHARS
+                    + b'"}\n{"client_id": "2", "path": "b.pdf"}\n')
+    assert [r.problem is None for r in jsonl] == [False, True]
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    (b'{"client_id": "1", "path": "a.pdf", "n": NaN}', "NaN"),
+    (b'{"client_id": "1", "path": "a.pdf", "n": ' + b"9" * 5000 + b"}", "digits"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"client_id": "1", "path": "\\ud800.pdf"}', "unpaired surrogate"),
+    (b'{"client_id": true, "path": "a.pdf"}', "must be text or a whole number"),
+    (b'{"client_id": "1", "path": ["a.pdf"]}', "must be text"),
+    (b'{"client_id": "1", "path": "a.pdf", "file_name": 7}', "must be text"),
+    (b'{"client_id": "1", "path": "a\\u0000.pdf"}', "NUL byte"),
+])
+def test_hostile_json_lines(tmp_path: Path, line: bytes, reason: str) -> None:
+    (row,) = rows_of(tmp_path, "m.jsonl", line + b"\n")
+    assert row.problem is not None and reason in row.problem
+
+
+def test_formula_cells_are_escaped_in_the_csv_report() -> None:
+    item = {"client_id": "=1+2", "path": "/x/+evil.pdf", "file_name": "@SUM(A1).pdf",
+            "size": -1, "sha256": "-", "status": "invalid", "attachment_id": None,
+            "key": "\tx", "error": "=cmd|' /C calc'!A0", "attempts": 0,
+            "extra": {"note": "=HYPERLINK(\"http://x\")"}}
+    row = next(csv.DictReader(io.StringIO(to_csv([item]))))
+    assert row["client_id"] == "'=1+2"
+    assert row["file_name"] == "'@SUM(A1).pdf" and row["sha256"] == "'-"
+    assert row["key"] == "'\tx" and row["error"].startswith("'=")
+    assert row["path"] == "/x/+evil.pdf"  # only a leading character is dangerous
+    assert row["size"] == "-1"  # a number is a number
+    assert json.loads(row["extra"]) == item["extra"]  # JSON starts with {: left as it is
+    assert csv_cell("\r=1") == "'\r=1" and csv_cell("ok") == "ok"
+
+
+async def test_a_hostile_manifest_runs_to_a_report(tmp_path: Path) -> None:
+    """The whole worker (dry run) on such a manifest: every row reported, exit 1."""
+    from e2e import run_cli
+
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "ok.pdf").write_bytes(b"%PDF")
+    data = (b"\xef\xbb\xbfclient_id,path,note\n1,1/ok.pdf,=cmd|' /C calc'!A0\n"
+            b"2,caf\xe9.pdf,x\n3,a\x00.pdf,x\n4,\"unterminated\n")
+    (tmp_path / "m.csv").write_bytes(data)
+    result = await run_cli("run", "--dry-run", "--manifest", str(tmp_path / "m.csv"),
+                           "--state", str(tmp_path / "s.db"), "--report-dir",
+                           str(tmp_path / "r"), "--log-format", "json", cwd=tmp_path)
+    assert result.code == 1, result.stderr[-2000:]
+    report = result.report(tmp_path / "r")
+    assert report["summary"]["total"] == 4 and report["summary"]["pending"] == 1
+    lines = list(csv.reader(io.StringIO((tmp_path / "r" / "latest.csv").read_text())))
+    assert len(lines) == 5  # the header and one line per row
+    assert "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- atheris
+ATHERIS_RUNS = 10_000
+
+
+def test_atheris_fuzzes_both_readers_without_a_crash(tmp_path: Path) -> None:
+    try:
+        import atheris  # noqa: F401
+    except ImportError:
+        reason = ("atheris is not installed (its wheels are for Linux x86_64, Python < 3.13;"
+                  " pyproject's dev extra installs it there)")
+        if os.environ.get("CI") and sys.platform == "linux" and os.uname().machine == "x86_64" \
+                and sys.version_info < (3, 13):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    harness = Path(__file__).parent / "fuzz_manifest.py"
+    proc = subprocess.run(
+        [sys.executable, str(harness), f"-runs={ATHERIS_RUNS}", "-max_len=2048", "-seed=1",
+         f"-artifact_prefix={tmp_path}/"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)}, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"Done {ATHERIS_RUNS} runs" in proc.stderr
