@@ -27,7 +27,7 @@ def test_a_row_repeated_in_the_run_is_a_duplicate() -> None:
     (Stage.UPLOADED, False, Action.RECONCILE),
     (Stage.UPLOADING, False, Action.RECONCILE),  # killed mid-upload: may still become a record
     (Stage.MISSING, False, Action.RECONCILE),    # S3 said 204: PracSuite may be slow
-    (Stage.MISSING, True, Action.SEND),          # answer lost, no record by the deadline
+    (Stage.MISSING, True, Action.RECONCILE),     # answer lost: ask PracSuite first, again
     (Stage.FAILED, False, Action.SEND),
 ])
 def test_what_an_earlier_run_left_decides(stage: Stage, unknown: bool, action: Action) -> None:

@@ -29,9 +29,9 @@ def admit(same_in_run: ItemRecord | None, earlier: ItemRecord | None) -> Admissi
     - an earlier row of this run with the same client, name and content: skip this one;
     - an earlier run validated it: skip, carrying its record id;
     - an earlier run's upload reached S3, or may have (stage `uploading` after a crash,
-      or `uploaded`, or `missing` after a confirmed 204): reconcile it, do not re-send;
-    - an earlier run's upload whose answer was lost and that got no record by its
-      deadline (`missing` with `outcome_unknown`): send again;
+      `uploaded`, or `missing`, whether after a 204 or with its answer lost): reconcile
+      it first; this run sends it again only if PracSuite shows no record by the
+      deadline (the resend rounds of `Run.execute`);
     - otherwise: send.
     """
     if same_in_run is not None:
@@ -44,8 +44,6 @@ def admit(same_in_run: ItemRecord | None, earlier: ItemRecord | None) -> Admissi
         return Admission(Action.SKIP, earlier,
                          f"already validated by run {earlier.run_id} "
                          f"(attachment {earlier.attachment_id})")
-    if earlier.stage is Stage.MISSING and earlier.outcome_unknown:
-        return Admission(Action.SEND, earlier)
     if earlier.stage in (Stage.UPLOADING, Stage.UPLOADED, Stage.MISSING):
         return Admission(Action.RECONCILE, earlier)
     return Admission(Action.SEND, earlier)
