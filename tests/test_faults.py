@@ -177,3 +177,34 @@ async def test_a_second_signal_stops_at_once_and_state_stays_consistent(
     assert code2 == 0, err2[-3000:]
     assert stats["records_created_total"] == rows
     assert max(records_per_key(stats).values()) == 1
+
+
+async def test_a_lost_upload_is_not_sent_again_while_pracsuite_cannot_be_asked(
+        tmp_path: Path) -> None:
+    from pracsuite_ingest.sandbox.faults import FaultPlan
+
+    # Every S3 answer is lost (the objects are stored), then the API goes down: the
+    # worker cannot know whether records exist, so it must not upload anything again.
+    opts = SandboxOptions(validation_delay_s=0.1, s3_drop_after_rate=1.0, seed=2)
+    rows = 6
+    async with Sandbox(opts) as sb:
+        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["4"]))
+        cfg = config(tmp_path, sb, reconcile={"deadline_s": 1, "poll_interval_s": 0.2},
+                     api={"max_attempts": 2, "timeout_s": 2})
+        proc = await run_cli_proc("run", "--config", str(cfg), "--manifest", str(manifest),
+                                  cwd=tmp_path)
+        while sb.stats()["uploads_stored"] < rows:  # noqa: ASYNC110 - polling another program
+            await asyncio.sleep(0.01)
+        sb.set_faults(FaultPlan(fail_rate_500=1.0))
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        first = json.loads((tmp_path / "reports" / "latest.json").read_text())
+        stored_after_first = sb.stats()["uploads_stored"]
+        sb.set_faults(FaultPlan())
+        code2, _, err2 = await run_to_end(cfg, manifest, tmp_path)
+        stats = sb.stats()
+    assert proc.returncode == 1, err.decode()[-2000:]
+    assert first["summary"]["missing"] == rows
+    assert all("could not be asked" in it["error"] for it in first["items"])
+    assert stored_after_first == rows  # nothing was sent twice
+    assert code2 == 0, err2[-3000:]  # the next run asks first, and finds every record
+    assert stats["uploads_stored"] == rows and stats["records_created_total"] == rows
