@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import sys
 import time
 from pathlib import Path
@@ -61,4 +62,4 @@ async def count(session: aiohttp.ClientSession, base_url: str, client: str,
 
 if __name__ == "__main__":
     base, vendor, practice, manifest = sys.argv[1:5]
-    print(asyncio.run(naive(base, vendor, practice, Path(manifest))))
+    print(json.dumps(asyncio.run(naive(base, vendor, practice, Path(manifest)))))

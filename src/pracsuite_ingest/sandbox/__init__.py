@@ -7,6 +7,8 @@ worker never imports it. Modules, in the order data flows:
 - `ledger`: clients, presigns, records, and the API's rules (pure).
 - `faults`: the fault knobs and their seeded draws.
 - `store`: objects on disk; `ObjectLookup` is all validation needs from storage.
+- `external`: presign for a real S3 instead (`SandboxOptions.external_s3`), find the
+  uploads there by signed HEAD, validate from it.
 - `s3`, `api`: the two aiohttp apps; `validation`: records after upload.
 - `options`: every knob and its CLI flag; `server`: `Sandbox` and `serve_forever`.
 
@@ -24,6 +26,9 @@ worker never imports it. Modules, in the order data flows:
      "validation_failures": [{"client_id": "7", "file_name": "b.pdf", "key": "...",
                               "size": 0, "reason": "the file is empty"}],
      "validations_pending": 0, "validation_errors": []}
+
+plus, against an external S3 only, ``"external_s3": {"url": ..., "watching": 2,
+"found": 3, "errors": []}`` (keys still looked for, uploads found, failed HEADs).
 """
 
 from .faults import FaultPlan, ThrottleStyle

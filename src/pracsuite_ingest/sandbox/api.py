@@ -75,6 +75,8 @@ class ApiContext:
     faults: Faults
     stats: Stats
     admin_stats: Callable[[], dict[str, Any]]
+    on_presigned: Callable[[str], None] = lambda key: None
+    """Called with each key handed out (external mode watches it on the S3)."""
 
 
 class ApiError(Exception):
@@ -216,6 +218,8 @@ async def _presign(request: web.Request) -> web.StreamResponse:
     now = datetime.now(UTC)
     pending = context.ledger.presign(client_id, body["file_name"], now=now)
     url, fields = context.target.presign(pending.key, now)
+    context.on_presigned(pending.key)
+    context.stats.note_issued(fields)
     return web.json_response({"url": url, "fields": dict(fields)})
 
 

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .external import ExternalS3
 from .faults import FaultPlan, ThrottleStyle
 from .ledger import DescriptionMode
+from .sigv4 import Credentials
 
 MAX_FILE_BYTES = 104_857_600  # PracSuite's limit; the same number as the worker's
 DEFAULT_CLIENTS = (*(str(n) for n in range(1, 51)), "1001")
 DEFAULT_API_PORT = 8700
+SECRET_ENV = "SANDBOX_EXTERNAL_S3_SECRET_KEY"  # noqa: S105 - a variable's name
+TOKEN_ENV = "SANDBOX_EXTERNAL_S3_SESSION_TOKEN"  # noqa: S105 - a variable's name
 
 
 def _token() -> str:
@@ -28,6 +34,8 @@ class SandboxOptions:
     Ports 0 are ephemeral. `data_dir` None means a temp dir removed on exit. Keys
     and S3 secrets are random unless given. `session_token` None presigns without
     `x-amz-security-token` (PracSuite always sends one, so the default has one).
+    `external_s3` set: no S3 of its own; presign for, and validate from, that S3
+    (`bucket`, `region`, the S3 keys and the S3 fault knobs then do not apply).
     """
 
     host: str = "127.0.0.1"
@@ -60,6 +68,7 @@ class SandboxOptions:
     s3_drop_before_rate: float = 0.0
     s3_drop_after_rate: float = 0.0
     latency_ms: tuple[int, int] | None = None
+    external_s3: ExternalS3 | None = None
 
     def fault_plan(self) -> FaultPlan:
         """The fault knobs, validated (ValueError when out of range)."""
@@ -161,6 +170,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--s3-drop-before", type=_rate, default=0.0, metavar="RATE")
     add("--s3-drop-after", type=_rate, default=0.0, metavar="RATE")
     add("--latency-ms", type=parse_latency, default=None, metavar="MIN,MAX")
+    ext = parser.add_argument_group(
+        "external S3", "presign for a real S3 (e.g. Ceph radosgw) instead of the sandbox's own; "
+        "uploads are validated by HEAD on it. The secret and token may also come from the "
+        f"environment: {SECRET_ENV}, {TOKEN_ENV}.")
+    ext.add_argument("--external-s3-url", default=None, metavar="URL",
+                     help="endpoint root, e.g. http://127.0.0.1:7480")
+    ext.add_argument("--external-s3-bucket", default=None, metavar="BUCKET")
+    ext.add_argument("--external-s3-region", default="us-east-1", metavar="REGION",
+                     help="region to sign for (default %(default)s)")
+    ext.add_argument("--external-s3-access-key", default=None, metavar="KEY")
+    ext.add_argument("--external-s3-secret-key", default=None, metavar="SECRET")
+    ext.add_argument("--external-s3-session-token", default=None, metavar="TOKEN",
+                     help="STS session token of temporary credentials (optional)")
+
+
+def external_from_args(ns: argparse.Namespace,
+                       environ: Mapping[str, str] | None = None) -> ExternalS3 | None:
+    """The external S3 from the flags (secret and token may come from `environ`)."""
+    env = os.environ if environ is None else environ
+    if not ns.external_s3_url:
+        return None
+    secret = ns.external_s3_secret_key or env.get(SECRET_ENV)
+    missing = [flag for flag, value in (("--external-s3-bucket", ns.external_s3_bucket),
+                                        ("--external-s3-access-key", ns.external_s3_access_key),
+                                        ("--external-s3-secret-key", secret)) if not value]
+    if missing or secret is None:
+        raise ValueError(f"--external-s3-url also needs {', '.join(missing)}")
+    token = ns.external_s3_session_token or env.get(TOKEN_ENV) or None
+    return ExternalS3(url=ns.external_s3_url.rstrip("/"), bucket=ns.external_s3_bucket,
+                      region=ns.external_s3_region,
+                      credentials=Credentials(ns.external_s3_access_key, secret, token))
 
 
 def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
@@ -189,6 +229,7 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         s3_drop_before_rate=ns.s3_drop_before,
         s3_drop_after_rate=ns.s3_drop_after,
         latency_ms=ns.latency_ms,
+        external_s3=external_from_args(ns),
     )
     if ns.vendor_key:
         options.vendor_key = ns.vendor_key

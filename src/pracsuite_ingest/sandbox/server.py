@@ -2,7 +2,9 @@
 
 `Sandbox` is an async context manager for tests and the demo; `serve_forever` is
 the `sandbox` command. The two servers are separate so that a client that sends its
-API keys to S3, or S3 fields to the API, fails as it would in production.
+API keys to S3, or S3 fields to the API, fails as it would in production. With
+`options.external_s3` set only the API runs: presigns point at that S3, and
+`external.StoreWatcher` finds the uploads there (HEAD) for validation.
 """
 
 from __future__ import annotations
@@ -11,21 +13,24 @@ import asyncio
 import json
 import random
 import tempfile
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import aiohttp
 from aiohttp import web
 
 from .api import ApiContext, PresignTarget, build_api_app
+from .external import HeadLookup, SeenSizes, StoreWatcher
 from .faults import FaultPlan, Faults
 from .ledger import Ledger
 from .options import SandboxOptions
 from .s3 import S3Context, build_s3_app
 from .sigv4 import Credentials
 from .stats import Stats
-from .store import LocalStore
+from .store import LocalStore, ObjectLookup
 from .validation import Validator
 
 _ANY_ADDRESS = ("", "0.0.0.0", "::")  # noqa: S104 -- recognised, not bound
@@ -45,7 +50,7 @@ class Sandbox:
     """The S3 endpoint's root (the POST URL handed out is `<s3_url>/<bucket>`)."""
     admin_url: str
     """`<api root>/_sandbox`: GET stats, POST reset-faults."""
-    _store: LocalStore
+    _store: LocalStore | None
 
     def __init__(self, options: SandboxOptions | None = None) -> None:
         self.options = options if options is not None else SandboxOptions()
@@ -55,6 +60,9 @@ class Sandbox:
         self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
         self._validator: Validator | None = None
         self._ledger: Ledger | None = None
+        self._store = None
+        self._watcher: StoreWatcher | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     @property
     def vendor_key(self) -> str:
@@ -66,26 +74,39 @@ class Sandbox:
 
     @property
     def bucket(self) -> str:
-        return self.options.bucket
+        external = self.options.external_s3
+        return external.bucket if external is not None else self.options.bucket
 
     @property
     def s3_credentials(self) -> Credentials:
-        """The keys the sandbox's S3 accepts (for tests that presign by hand)."""
+        """The keys presigns are signed with (for tests that presign by hand)."""
         o = self.options
+        if o.external_s3 is not None:
+            return o.external_s3.credentials
         return Credentials(o.s3_access_key, o.s3_secret_key, o.session_token)
 
     @property
     def data_dir(self) -> Path:
-        """Where objects are stored: `<data_dir>/<bucket>/<key>`."""
+        """Where objects are stored: `<data_dir>/<bucket>/<key>` (not in external mode)."""
+        if self._store is None:
+            raise RuntimeError("no local S3: the sandbox runs against an external S3")
         return self._store.root
 
     def stats(self) -> dict[str, Any]:
         """The same JSON as GET /_sandbox/stats, as a dict."""
         if self._ledger is None or self._validator is None:
             raise RuntimeError("the sandbox is not running")
-        return self.stats_counters.snapshot(
+        snapshot = self.stats_counters.snapshot(
             self._ledger, validations_pending=self._validator.pending_count
         )
+        if self._watcher is not None:
+            snapshot["external_s3"] = {
+                "url": self.s3_url,
+                "watching": self._watcher.watching,
+                "found": self._watcher.found,
+                "errors": list(self._watcher.errors),
+            }
+        return snapshot
 
     def set_faults(self, plan: FaultPlan) -> None:
         """Replace the fault knobs while running (the RNG keeps its state)."""
@@ -112,12 +133,6 @@ class Sandbox:
 
     async def _start(self) -> None:
         o = self.options
-        if o.data_dir is None:
-            self._temp_dir = tempfile.TemporaryDirectory(prefix="pracsuite-sandbox-")
-            root = Path(self._temp_dir.name)
-        else:
-            root = o.data_dir
-        self._store = LocalStore(root)
         ledger = Ledger(
             clients=o.clients,
             tenant_id=o.tenant_id,
@@ -128,37 +143,32 @@ class Sandbox:
         seeded = ledger.seed_existing(
             o.existing_records_per_client, random.Random(o.seed), date.today()
         )
-        for record in seeded:
-            self._store.put_bytes(o.bucket, record.key, b"%PDF-1.4\n% pre-existing\n")
+        lookup: ObjectLookup
+        if o.external_s3 is not None:
+            # Pre-existing records have no object there: nothing reads their content.
+            self._session = aiohttp.ClientSession()
+            lookup = SeenSizes(HeadLookup(o.external_s3, self._session))
+        else:
+            self._store = self._open_store()
+            for record in seeded:
+                self._store.put_bytes(o.bucket, record.key, b"%PDF-1.4\n% pre-existing\n")
+            lookup = self._store
         self._validator = Validator(
             ledger=ledger,
-            lookup=self._store,
-            bucket=o.bucket,
+            lookup=lookup,
+            bucket=self.bucket,
             stats=self.stats_counters,
             delay_s=o.validation_delay_s,
             max_bytes=o.max_file_bytes,
             reject_names=o.reject_pattern(),
         )
+        on_presigned = await self._start_s3(lookup)
         creds = self.s3_credentials
-        s3_app = build_s3_app(
-            S3Context(
-                store=self._store,
-                buckets=frozenset({o.bucket}),
-                secrets_by_access_key={creds.access_key: creds.secret_key},
-                session_tokens={creds.access_key: creds.session_token}
-                if creds.session_token is not None
-                else {},
-                faults=self.faults,
-                stats=self.stats_counters,
-                on_stored=self._validator.object_stored,
-            )
-        )
-        self.s3_url = await self._serve(s3_app, o.s3_port)
         target = PresignTarget(
-            url=f"{self.s3_url}/{o.bucket}",
-            object_url=f"{self.s3_url}/{o.bucket}",
-            bucket=o.bucket,
-            region=o.region,
+            url=f"{self.s3_url}/{self.bucket}",
+            object_url=f"{self.s3_url}/{self.bucket}",
+            bucket=self.bucket,
+            region=o.external_s3.region if o.external_s3 is not None else o.region,
             credentials=creds,
             lifetime_s=o.policy_lifetime_s,
             max_bytes=o.max_file_bytes,
@@ -173,11 +183,55 @@ class Sandbox:
                 faults=self.faults,
                 stats=self.stats_counters,
                 admin_stats=self.stats,
+                on_presigned=on_presigned,
             )
         )
         api_root = await self._serve(api_app, o.api_port)
         self.base_url = f"{api_root}/v1"
         self.admin_url = f"{api_root}/_sandbox"
+
+    def _open_store(self) -> LocalStore:
+        if self.options.data_dir is None:
+            self._temp_dir = tempfile.TemporaryDirectory(prefix="pracsuite-sandbox-")
+            return LocalStore(Path(self._temp_dir.name))
+        return LocalStore(self.options.data_dir)
+
+    async def _start_s3(self, lookup: ObjectLookup) -> Callable[[str], None]:
+        """Serve the local S3, or watch the external one; what to call on each presign."""
+        o = self.options
+        assert self._validator is not None
+        validator = self._validator
+        if o.external_s3 is not None:
+            assert isinstance(lookup, SeenSizes)
+            seen = lookup
+            self.s3_url = o.external_s3.url
+
+            def found(bucket: str, key: str, size: int) -> None:
+                self.stats_counters.uploads_stored += 1
+                seen.saw(bucket, key, size)
+                validator.object_stored(bucket, key, size)
+
+            self._watcher = StoreWatcher(o.external_s3, seen.head,
+                                         lifetime_s=o.policy_lifetime_s, on_stored=found)
+            self._watcher.start()
+            return self._watcher.watch
+        assert self._store is not None
+        creds = self.s3_credentials
+        s3_app = build_s3_app(
+            S3Context(
+                store=self._store,
+                buckets=frozenset({o.bucket}),
+                secrets_by_access_key={creds.access_key: creds.secret_key},
+                session_tokens={creds.access_key: creds.session_token}
+                if creds.session_token is not None
+                else {},
+                faults=self.faults,
+                stats=self.stats_counters,
+                on_stored=validator.object_stored,
+            )
+        )
+        self.s3_url = await self._serve(s3_app, o.s3_port)
+        return lambda key: None
 
     async def _serve(self, app: web.Application, port: int) -> str:
         # access_log None: the worker's tests read stderr, and a line per request is noise.
@@ -200,8 +254,13 @@ class Sandbox:
             self._runners.clear()
         finally:
             try:
+                if self._watcher is not None:
+                    await self._watcher.aclose()
                 if self._validator is not None:
                     await self._validator.aclose()
+                if self._session is not None:
+                    await self._session.close()
+                    self._session = None
             finally:
                 if self._temp_dir is not None:
                     self._temp_dir.cleanup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ ENDPOINT_KINDS = (
     "s3_head",
 )
 DROPPED = "dropped"  # the status recorded for a connection closed unanswered
+SECRET_FIELDS = frozenset(
+    {"policy", "x-amz-signature", "x-amz-credential", "x-amz-security-token"})
 
 
 @dataclass
@@ -33,6 +36,12 @@ class Stats:
     uploads_stored: int = 0
     validation_failures: list[dict[str, Any]] = field(default_factory=list)
     validation_errors: list[str] = field(default_factory=list)
+    issued_secrets: list[str] = field(default_factory=list, repr=False)
+    """Every Policy, signature, credential and token handed out (for leak tests only;
+    never in `snapshot`)."""
+
+    def note_issued(self, fields: Iterable[tuple[str, str]]) -> None:
+        self.issued_secrets.extend(v for k, v in fields if k.lower() in SECRET_FIELDS)
 
     def count(self, kind: str, status: int | str) -> None:
         """One request of `kind` answered with `status` (or DROPPED)."""

@@ -1,0 +1,98 @@
+"""Measuring a child process (wall, CPU, peak RSS) and a running daemon's CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Measured:
+    """One child process: its exit code, wall seconds, CPU seconds, peak RSS in MB."""
+
+    code: int
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    stdout: str
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        del out["stdout"]
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
+# Started through this small launcher: a child's ru_maxrss counts the memory of the
+# process it was forked from (until exec), and the benchmark itself holds hundreds of MB
+# at times. Forked from an 8 MB interpreter instead, the floor is 8 MB.
+_LAUNCHER = """
+import json, os, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.posix_spawn(argv[0], argv, os.environ)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - started
+with open(out, "w") as fh:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "wall_s": wall,
+               "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024}, fh)
+"""
+
+
+def run_measured(argv: list[str], *, env: dict[str, str] | None = None,
+                 cwd: Path | None = None, log: Path | None = None,
+                 wrap: list[str] | None = None) -> Measured:
+    """Run `argv` to completion; wall time, CPU and peak RSS of exactly that process.
+
+    `os.wait4` gives the rusage of the one child (RUSAGE_CHILDREN would add up every
+    child reaped so far). `wrap` (e.g. a profiler) is put in front and then the
+    figures are the wrapper's. `argv[0]` must be a path.
+    """
+    full = [*(wrap or []), *argv]
+    with tempfile.NamedTemporaryFile(suffix=".json") as figures:
+        stderr = log.open("wb") if log is not None else subprocess.DEVNULL
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-S", "-c", _LAUNCHER, figures.name, *full], env=env,
+                cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, check=False)
+        finally:
+            if not isinstance(stderr, int):
+                stderr.close()
+        data = json.loads(Path(figures.name).read_text() or "{}")
+    if not data:
+        raise RuntimeError(f"could not run {full[0]} (exit {proc.returncode})")
+    return Measured(stdout=proc.stdout.decode(errors="replace"), **data)
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds used so far by these running processes (threads included)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    return total
+
+
+class CpuMeter:
+    """CPU used by some daemons between `start` and `stop` (the servers, per case)."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._start = {name: cpu_of(p) for name, p in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        return {name: round(cpu_of(p) - self._start.get(name, 0.0), 2)
+                for name, p in self.pids.items()}
