@@ -65,7 +65,8 @@ def test_record_without_any_id_is_ignored() -> None:
     assert view({"description": "a.pdf"}) is None
 
 
-def test_poll_interval_grows_to_a_cap() -> None:
-    assert next_poll_interval(1.0, 10.0) == 10.0
+def test_poll_interval_grows_by_half_to_a_cap() -> None:
+    assert next_poll_interval(1.0, 10.0) == 1.5
     assert next_poll_interval(10.0, 10.0) == 15.0
     assert next_poll_interval(50.0, 10.0) == 60.0
+    assert next_poll_interval(100.0, 120.0) == 120.0

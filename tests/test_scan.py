@@ -77,7 +77,8 @@ def test_rows_are_a_stream_not_a_list(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "ok"), [
     ("a.pdf", True), ("scan 1, \"final\".PDF", True), ("Ünïcode.docx", True),
-    ("noext", False), (".pdf", False), ("trailing.", False), ("a/b.pdf", False), ("", False)])
+    ("noext", False), ("line\nbreak.pdf", False), ("tab\there.pdf", False), (".pdf", False),
+    ("trailing.", False), ("a/b.pdf", False), ("", False)])
 def test_file_name_needs_an_extension_and_no_folder(name: str, ok: bool) -> None:
     assert (file_name_problem(name) is None) is ok
 

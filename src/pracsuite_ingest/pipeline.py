@@ -22,7 +22,7 @@ import aiohttp
 from pracsuite_ingest import reconcile as rc
 from pracsuite_ingest.admission import Action, admit
 from pracsuite_ingest.api import PracSuiteClient, RateGate
-from pracsuite_ingest.errors import OutcomeUnknown, Permanent, PolicyExpired, Retryable
+from pracsuite_ingest.errors import Fatal, OutcomeUnknown, Permanent, PolicyExpired, Retryable
 from pracsuite_ingest.filters import NO_FILTER
 from pracsuite_ingest.guards import tls_context
 from pracsuite_ingest.logs import bind_context, get_logger
@@ -308,7 +308,6 @@ class Run:
             now = time.time()
             self.state.set_stage(item_id, Stage.UPLOADED, uploaded_at=now, error=None,
                                  outcome_unknown=False)
-            self.state.mark_last_upload(self.run_id, now)
             self.counters.bytes_sent += local.size
             self.counters.tally(Stage.UPLOADED)
             log.debug("item uploaded", stage="upload", attempts=attempts,
@@ -323,6 +322,22 @@ class Run:
             self.counters.tally(Stage.FAILED)
             log.warning("item failed", stage="upload", error=str(exc),
                         file_name=local.row.file_name)
+        except Fatal:
+            raise
+        except Exception as exc:  # a bug in one file's path must not stop the others
+            self._record_unexpected(item_id, exc, log)
+
+    def _record_unexpected(self, item_id: int, exc: Exception, log: Any) -> None:
+        what = f"unexpected error ({type(exc).__name__}); please report it"
+        current = self.state.item(item_id)
+        if current is not None and current.stage is Stage.UPLOADING:
+            # The body may have gone out: reconcile before anything is sent again.
+            self.state.set_stage(item_id, Stage.UPLOADING, outcome_unknown=True,
+                                 error=f"{what}; reconciling before any re-send")
+        elif current is not None and current.stage in (Stage.SEEN, Stage.PRESIGNED):
+            self.state.set_stage(item_id, Stage.FAILED, error=what)
+            self.counters.tally(Stage.FAILED)
+        log.error("unexpected error", stage="upload", error_type=type(exc).__name__)
 
     # ------------------------------------------------------------ reconcile phase
     async def execute(self) -> None:
@@ -331,7 +346,9 @@ class Run:
         An upload whose S3 answer was lost is sent again only after a reconcile
         pass found no record for it by the deadline (SPEC.md guarantees).
         """
-        if not await self.upload_all():
+        finished = await self.upload_all()
+        self.state.mark_last_upload(self.run_id, time.time())
+        if not finished:
             return
         for resend_round in range(MAX_RESEND_ROUNDS + 1):
             absent = await reconcile_run(self.state, self.api, self.settings, self.run_id,
@@ -420,7 +437,7 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
             out.setdefault(item.client_id, []).append(item)
         return out
 
-    interval = min(settings.reconcile.poll_interval_s, 1.0)
+    interval = settings.reconcile.poll_interval_s  # SPEC: the first interval; then x1.5
     while True:
         awaiting = state.awaiting(run_id)
         c.awaiting = len(awaiting)

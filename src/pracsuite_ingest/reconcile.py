@@ -213,8 +213,9 @@ def needs_name(records: Iterable[RecordView], excluded: set[str], matched: Itera
 
 
 def next_poll_interval(current: float, first: float, cap: float = 60.0) -> float:
-    """The wait grows by half each poll, from `first` up to `cap`."""
-    return min(cap, max(first, current * 1.5))
+    """The wait grows by half each poll from `first` (`reconcile.poll_interval_s`), up
+    to `cap` (or `first` if that is larger). The first poll happens at once."""
+    return min(max(cap, first), current * 1.5)
 
 
 class RecordSource(Protocol):

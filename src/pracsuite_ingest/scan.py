@@ -264,6 +264,8 @@ def file_name_problem(file_name: str) -> str | None:
         return "no file name"
     if "/" in file_name or "\\" in file_name:
         return "file_name must not contain a folder separator"
+    if any(ord(c) < 32 or ord(c) == 127 for c in file_name):
+        return "file_name contains a control character (e.g. a line break); rename the file"
     stem, dot, ext = file_name.rpartition(".")
     if not dot or not stem or not ext.strip():
         return "file name has no extension (PracSuite requires one, e.g. .pdf)"
