@@ -12,7 +12,6 @@ import random
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,22 @@ import aiohttp
 from pracsuite_ingest import reconcile as rc
 from pracsuite_ingest.admission import Action, admit
 from pracsuite_ingest.api import PracSuiteClient, RateGate
+from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.errors import Fatal, OutcomeUnknown, Permanent, PolicyExpired, Retryable
 from pracsuite_ingest.filters import NO_FILTER
 from pracsuite_ingest.guards import tls_context
 from pracsuite_ingest.logs import bind_context, get_logger
 from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
+from pracsuite_ingest.polling import reconcile_run
 from pracsuite_ingest.retry import PolicyRetrier, retrying
 from pracsuite_ingest.scan import check_local, read_rows
 from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.shard import Shard, only_mine
 from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.upload import upload_file
+
+__all__ = ["Counters", "Run", "make_client", "make_session", "new_run_id", "reconcile_run",
+           "upload_timeout", "utc_now"]
 
 MAX_PRESIGN_ROUNDS = 5
 MAX_RESEND_ROUNDS = 4  # uploads whose answer was lost and that got no record: send again
@@ -59,24 +63,6 @@ def new_run_id(now: datetime) -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-@dataclass
-class Counters:
-    """Live numbers for the summary and the progress display."""
-
-    rows: int = 0
-    bytes_sent: int = 0
-    in_flight: int = 0
-    retries: int = 0
-    by_stage: dict[str, int] = field(default_factory=dict)  # where items ended each phase
-    presigning: int = 0
-    bytes_to_send: int = 0  # sizes of the files admitted for upload so far
-    awaiting: int = 0  # during reconcile: uploads not yet shown by PracSuite
-    reconcile_until: float = 0.0  # wall-clock deadline of the reconcile phase (0: not yet)
-
-    def tally(self, stage: str, n: int = 1) -> None:
-        self.by_stage[stage] = self.by_stage.get(stage, 0) + n
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
@@ -378,105 +364,3 @@ class Run:
             await self._send(item.id, local, log, attempts=item.attempts)
         finally:
             self._slots.release()
-
-
-def _upload_of(item: ItemRecord) -> rc.Upload:
-    return rc.Upload(item.id, item.client_id, item.file_name, item.size, item.key or "")
-
-
-async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Settings,
-                        run_id: str, deadline_s: float, shutdown: asyncio.Event,
-                        log: Any, counters: Counters | None = None) -> set[int]:
-    """Poll until every awaiting upload of the run has a record, or the deadline passes.
-
-    Returns the ids of uploads whose S3 answer was lost and that PracSuite is *known*
-    not to hold: a complete poll of their client after the deadline found no record.
-    Only those may be sent again (SPEC.md guarantees); a lost upload whose client
-    could not be asked stays unknown, and the next run asks again before sending.
-    """
-    assert api is not None
-    started = time.monotonic()
-    deadline = started + deadline_s
-    c = counters or Counters()
-    c.reconcile_until = time.time() + deadline_s
-
-    def on_retry(exc: BaseException, attempt: int, delay: float) -> None:
-        c.retries += 1
-        log.warning("retrying", stage="reconcile", error=str(exc), attempt=attempt,
-                    delay_s=round(delay, 2))
-
-    names: dict[str, str] = {}
-    call = PolicyRetrier(settings.api.max_attempts, random.Random(), on_retry)
-
-    async def poll(client_id: str, items: list[ItemRecord], limit_s: float) -> bool:
-        """One complete look at the client's records; False if PracSuite could not be asked."""
-        excluded = set(state.claimed(client_id))
-        for snap_run in {i.snapshot_run or run_id for i in items}:
-            excluded |= state.snapshot(snap_run, client_id) or set()
-        uploads = [_upload_of(i) for i in items]
-        try:
-            async with asyncio.timeout(limit_s):
-                found = await rc.match_client(api, client_id, uploads, excluded, names, call)
-        except (Permanent, Retryable, TimeoutError) as exc:
-            log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
-                        error=str(exc) or type(exc).__name__)
-            return False
-        by_id = {i.id: i for i in items}
-        for item_id, record in found.items():
-            state.set_stage(item_id, Stage.VALIDATED, attachment_id=record, error=None)
-            c.tally(Stage.VALIDATED)
-            c.awaiting -= 1
-            log.info("item validated", stage="reconcile", client_id=client_id,
-                     item=by_id[item_id].seq, attachment_id=record,
-                     file_name=by_id[item_id].file_name)
-        return True
-
-    def by_client(items: list[ItemRecord]) -> dict[str, list[ItemRecord]]:
-        out: dict[str, list[ItemRecord]] = {}
-        for item in items:
-            out.setdefault(item.client_id, []).append(item)
-        return out
-
-    interval = settings.reconcile.poll_interval_s  # SPEC: the first interval; then x1.5
-    while True:
-        awaiting = state.awaiting(run_id)
-        c.awaiting = len(awaiting)
-        for client_id, items in by_client(awaiting).items():
-            if shutdown.is_set():
-                return set()
-            # Each call is retried on its own; the poll stops at the deadline (with a
-            # few seconds' grace so that a late poll can still finish).
-            await poll(client_id, items, max(deadline - time.monotonic(), 5.0))
-        if not state.awaiting(run_id):
-            return set()
-        if shutdown.is_set() or not await rc.sleep_until_next_poll(interval, deadline):
-            break
-        interval = rc.next_poll_interval(interval, settings.reconcile.poll_interval_s)
-    if shutdown.is_set():
-        return set()
-    # The deadline passed. Before anything lost is declared absent, look once more,
-    # completely, at each client that has one (bounded by the retry policy only).
-    lost = [i for i in state.awaiting(run_id) if i.outcome_unknown or i.stage is Stage.UPLOADING]
-    asked: set[str] = set()
-    for client_id, items in by_client(lost).items():
-        limit = settings.api.timeout_s * settings.api.max_attempts + 60.0
-        if await poll(client_id, items, limit):
-            asked.add(client_id)
-    waited = time.monotonic() - started
-    absent: set[int] = set()
-    for item in state.awaiting(run_id):
-        if item.outcome_unknown or item.stage is Stage.UPLOADING:
-            if item.client_id in asked:
-                error = (f"S3's answer to the upload was lost and no PracSuite record "
-                         f"appeared within {waited:.0f}s; sending it again")
-                absent.add(item.id)
-            else:
-                error = ("S3's answer to the upload was lost and PracSuite could not be "
-                         "asked whether it holds a record; the next run asks again "
-                         "before sending it")
-            state.set_stage(item.id, Stage.MISSING, error=error, outcome_unknown=True)
-        else:
-            error = (f"S3 accepted the upload but no PracSuite record appeared within "
-                     f"{waited:.0f}s; run `pracsuite-ingest reconcile` later to look again")
-            state.set_stage(item.id, Stage.MISSING, error=error)
-    return absent

@@ -1,0 +1,23 @@
+"""Live numbers of a run, for the summary, the progress display and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Counters:
+    """Live numbers for the summary and the progress display."""
+
+    rows: int = 0
+    bytes_sent: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    by_stage: dict[str, int] = field(default_factory=dict)  # where items ended each phase
+    presigning: int = 0
+    bytes_to_send: int = 0  # sizes of the files admitted for upload so far
+    awaiting: int = 0  # during reconcile: uploads not yet shown by PracSuite
+    reconcile_until: float = 0.0  # wall-clock deadline of the reconcile phase (0: not yet)
+
+    def tally(self, stage: str, n: int = 1) -> None:
+        self.by_stage[stage] = self.by_stage.get(stage, 0) + n
