@@ -98,12 +98,14 @@ async def test_all_faults_at_once_every_row_validated_exactly_once(
 
 
 async def test_expiring_policies_are_presigned_again(tmp_path: Path) -> None:
-    # Policies live 2 s, S3 answers after 0.5-2.3 s: some uploads arrive expired.
-    opts = SandboxOptions(validation_delay_s=0.1, policy_lifetime_s=2, latency_ms=(500, 2300),
+    # Policies live 2 s, S3 answers after 0.4-2.3 s: about one upload in seven arrives
+    # expired (more on a loaded machine); 40 rows make at least one expiry near certain.
+    opts = SandboxOptions(validation_delay_s=0.1, policy_lifetime_s=2, latency_ms=(400, 2300),
                           seed=5)
     async with Sandbox(opts) as sb:
-        manifest = write_manifest(tmp_path, make_files(tmp_path, 16, ["6"]))
-        cfg = config(tmp_path, sb, **FAST)
+        manifest = write_manifest(tmp_path, make_files(tmp_path, 40, ["6"]))
+        cfg = config(tmp_path, sb, upload={"concurrency": 16, "presign_concurrency": 16},
+                     **FAST)
         code, _, err = await run_to_end(cfg, manifest, tmp_path)
         stats = sb.stats()
     assert code == 0, err[-3000:]

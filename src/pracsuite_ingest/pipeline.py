@@ -38,7 +38,7 @@ from pracsuite_ingest.upload import upload_file
 __all__ = ["Counters", "Run", "make_client", "make_session", "new_run_id", "reconcile_run",
            "upload_timeout", "utc_now"]
 
-MAX_PRESIGN_ROUNDS = 5
+MAX_PRESIGN_ROUNDS = 8  # a policy that keeps expiring: slow link or clock skew
 MAX_RESEND_ROUNDS = 4  # uploads whose answer was lost and that got no record: send again
 
 
