@@ -166,7 +166,11 @@ class Run:
     async def _one(self, seq: int, row: Row) -> None:
         try:
             bind_context(client_id=row.client_id, item=seq, stage="scan")  # this task only
-            local = await check_local(row)
+            try:
+                local: LocalFile | str = await check_local(row)
+            except Exception as exc:  # a bug on one odd file must not stop the others
+                local = (f"unexpected error while checking the file ({type(exc).__name__}); "
+                         "please report it")
             log = self.log.bind(client_id=row.client_id, item=seq)
             if isinstance(local, str):
                 self.state.add_item(self.run_id, seq, row, None, Stage.INVALID, error=local)
