@@ -82,3 +82,8 @@ async def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
     out, err = await asyncio.wait_for(proc.communicate(), limit_s)
     assert proc.returncode is not None
     return CliResult(proc.returncode, out.decode(), err.decode())
+
+
+def api_keys(sb: Sandbox) -> dict[str, str]:
+    """Both PracSuite key headers for the sandbox `sb`."""
+    return {"x-api-key": sb.vendor_key, "a-api-key": sb.practice_key}

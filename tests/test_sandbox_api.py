@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from e2e import api_keys as _keys
 from pracsuite_ingest.sandbox import (
     DescriptionMode,
     Sandbox,
@@ -22,16 +23,6 @@ from pracsuite_ingest.sandbox import (
     options_from_args,
     serve_forever,
 )
-
-
-def _keys(sb: Sandbox) -> dict[str, str]:
-    return {"x-api-key": sb.vendor_key, "a-api-key": sb.practice_key}
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from e2e import api_keys as _keys
 from pracsuite_ingest.sandbox import FaultPlan, Sandbox, SandboxOptions, ThrottleStyle
 from pracsuite_ingest.sandbox.faults import Faults
 
@@ -21,16 +21,6 @@ BASE: dict[str, Any] = {
     "validation_delay_s": 0.02,
     "seed": 7,
 }
-
-
-def _keys(sb: Sandbox) -> dict[str, str]:
-    return {"x-api-key": sb.vendor_key, "a-api-key": sb.practice_key}
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def _list(sb: Sandbox, session: aiohttp.ClientSession) -> tuple[int, Any, Any]:

@@ -15,19 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from e2e import api_keys as _keys
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions, presign_post
 
 FAST = {"clients": ("1", "2", "42"), "existing_records_per_client": 1, "validation_delay_s": 0.05}
-
-
-def _keys(sb: Sandbox) -> dict[str, str]:
-    return {"x-api-key": sb.vendor_key, "a-api-key": sb.practice_key}
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 @pytest.fixture
