@@ -336,9 +336,10 @@ def test_run_help_explains_the_trial_run_filters(capsys: pytest.CaptureFixture[s
     assert "--quiet" in text
 
 
-def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("argv", [["--version"], ["check", "--version"]])
+def test_version(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["--version"])
+        main(argv)
     assert exit_info.value.code == 0
     assert re.fullmatch(r"pracsuite-ingest \d+\.\d+\.\d+\S*\n", capsys.readouterr().out)
 

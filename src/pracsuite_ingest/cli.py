@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--report-dir", help="report folder (report.dir)")
         sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
         sp.add_argument("--log-format", choices=["auto", "console", "json"])
+        sp.add_argument("--version", action="version",
+                        version=f"pracsuite-ingest {__version__}")  # SPEC: `check --version`
         return sp
 
     run = with_config(sub.add_parser(
