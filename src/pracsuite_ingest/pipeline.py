@@ -111,6 +111,7 @@ class Run:
         self._presign_slots = asyncio.Semaphore(settings.upload.presign_concurrency)
         self._snap_locks: dict[str, asyncio.Lock] = {}
         self._snap_refused: dict[str, str] = {}
+        self._snapshotted: set[str] = set()
         self._upload_cap_s = settings.upload.timeout_s
 
     # ---------------------------------------------------------------- the scan phase
@@ -226,12 +227,15 @@ class Run:
     # ------------------------------------------------------- presign and upload phase
     async def _snapshot(self, client_id: str) -> None:
         """Before the first upload for a client, remember the records it already has."""
+        if client_id in self._snapshotted:  # every later file of the client: no I/O at all
+            return
         lock = self._snap_locks.setdefault(client_id, asyncio.Lock())
         async with lock:
             bind_context(stage="snapshot")
             if client_id in self._snap_refused:
                 raise Permanent(self._snap_refused[client_id])
-            if self.state.snapshot(self.run_id, client_id) is not None:
+            if self.state.has_snapshot(self.run_id, client_id):
+                self._snapshotted.add(client_id)
                 return
             assert self.api is not None
             api = self.api
@@ -242,6 +246,7 @@ class Run:
                 self._snap_refused[client_id] = str(exc)
                 raise
             self.state.save_snapshot(self.run_id, client_id, (r.record_id for r in records))
+            self._snapshotted.add(client_id)
 
     def _on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
         self.counters.retries += 1

@@ -324,11 +324,14 @@ class State:
             self._write("INSERT OR IGNORE INTO snapshot_done VALUES (?, ?)",
                         (run_id, client_id))
 
+    def has_snapshot(self, run_id: str, client_id: str) -> bool:
+        """Whether `run_id` took the client's snapshot (one cheap look-up)."""
+        return self._db.execute("SELECT 1 FROM snapshot_done WHERE run_id = ? AND client_id = ?",
+                                (run_id, client_id)).fetchone() is not None
+
     def snapshot(self, run_id: str, client_id: str) -> set[str] | None:
         """Record ids the client had before `run_id` uploaded for it; None if never taken."""
-        done = self._db.execute("SELECT 1 FROM snapshot_done WHERE run_id = ? AND client_id = ?",
-                                (run_id, client_id)).fetchone()
-        if done is None:
+        if not self.has_snapshot(run_id, client_id):
             return None
         rows = self._db.execute(
             "SELECT record_id FROM snapshots WHERE run_id = ? AND client_id = ?",
