@@ -65,6 +65,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+QUIET_HELP = "no progress display on a terminal (logs and summary unchanged)"
+
+
+def _command(parent: Any, name: str, help_text: str, example: str = "", *,
+             epilog: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with an example (or the given epilog)."""
+    parser: argparse.ArgumentParser = parent.add_parser(
+        name, help=help_text, epilog=epilog or f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pracsuite-ingest",
@@ -85,9 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                         version=f"pracsuite-ingest {__version__}")  # SPEC: `check --version`
         return sp
 
-    run = with_config(sub.add_parser(
-        "run", help="scan, presign, upload, reconcile, report", epilog=EPILOG_RUN,
-        formatter_class=argparse.RawDescriptionHelpFormatter))
+    run = with_config(_command(sub, "run", "scan, presign, upload, reconcile, report",
+                               epilog=EPILOG_RUN))
     src = run.add_mutually_exclusive_group()
     src.add_argument("--manifest", help="CSV or .jsonl manifest (input.manifest)")
     src.add_argument("--source-dir", help="folder of <client_id>/... (input.source_dir)")
@@ -103,48 +114,36 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=_positive_int, metavar="N",
                      help="trial run: only the first N rows (after --client); the rows "
                           "after them are not read and not in the report")
-    run.add_argument("--quiet", action="store_true",
-                     help="no progress display on a terminal (logs and summary unchanged)")
+    run.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
-    rec = with_config(sub.add_parser(
-        "reconcile", help="poll again for a run's unconfirmed uploads and rewrite its report",
-        epilog="example:\n  pracsuite-ingest reconcile --config practice.toml",
-        formatter_class=argparse.RawDescriptionHelpFormatter))
+    rec = with_config(_command(
+        sub, "reconcile", "poll again for a run's unconfirmed uploads and rewrite its report",
+        "pracsuite-ingest reconcile --config practice.toml"))
     rec.add_argument("--run-id", help="the run to reconcile (default: the latest)")
     rec.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
-    rec.add_argument("--quiet", action="store_true",
-                     help="no progress display on a terminal (logs and summary unchanged)")
-    status = with_config(sub.add_parser(
-        "status", help="runs and items per status in the state file",
-        epilog="example:\n  pracsuite-ingest status --state ingest.db",
-        formatter_class=argparse.RawDescriptionHelpFormatter))
+    rec.add_argument("--quiet", action="store_true", help=QUIET_HELP)
+    status = with_config(_command(sub, "status", "runs and items per status in the state file",
+                                  "pracsuite-ingest status --state ingest.db"))
     status.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
-    with_config(sub.add_parser(
-        "check", help="configuration, writable paths, and one API call proving both keys",
-        epilog="example:\n  pracsuite-ingest check --config practice.toml",
-        formatter_class=argparse.RawDescriptionHelpFormatter))
+    with_config(_command(
+        sub, "check", "configuration, writable paths, and one API call proving both keys",
+        "pracsuite-ingest check --config practice.toml"))
 
-    sb = sub.add_parser("sandbox", help="start the local PracSuite + S3 stand-in",
-                        epilog="example:\n  pracsuite-ingest sandbox --port 8700 --fail-429 0.2",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sb = _command(sub, "sandbox", "start the local PracSuite + S3 stand-in",
+                  "pracsuite-ingest sandbox --port 8700 --fail-429 0.2")
     from pracsuite_ingest.sandbox import add_arguments
 
     add_arguments(sb)
-    demo = sub.add_parser("demo", help="a full migration against the built-in sandbox",
-                          epilog="example:\n  pracsuite-ingest demo --files 200",
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo = _command(sub, "demo", "a full migration against the built-in sandbox",
+                    "pracsuite-ingest demo --files 200")
     demo.add_argument("--files", type=int, default=60, help="how many sample files (60)")
     demo.add_argument("--out", type=Path, default=Path("demo-out"),
                       help="folder for samples, state and reports (./demo-out)")
-    report = sub.add_parser(
-        "report", help="work with reports: `report merge`",
-        epilog="example:\n  pracsuite-ingest report merge reports/*/shard-* --out reports/all",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    report = _command(sub, "report", "work with reports: `report merge`",
+                      "pracsuite-ingest report merge reports/*/shard-* --out reports/all")
     report_sub = report.add_subparsers(dest="report_command", required=True, metavar="ACTION")
-    merge = report_sub.add_parser(
-        "merge", help="combine shard and practice reports into one",
-        epilog="example:\n  pracsuite-ingest report merge reports/*/shard-* --out reports/all",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    merge = _command(report_sub, "merge", "combine shard and practice reports into one",
+                     "pracsuite-ingest report merge reports/*/shard-* --out reports/all")
     merge.add_argument("report_dirs", nargs="+", type=Path, metavar="REPORT_DIR",
                        help="folders holding a latest.json")
     merge.add_argument("--out", type=Path, required=True, help="folder for the merged report")
