@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from aiohttp.abc import AbstractStreamWriter
 
-from pracsuite_ingest.formbody import CHUNK_BYTES, form_body
+from pracsuite_ingest.formbody import CHUNK_BYTES, form_body, open_with_first_chunk
 from pracsuite_ingest.models import Presigned
 from pracsuite_ingest.upload import build_form
 
@@ -62,13 +62,51 @@ async def test_the_body_is_byte_for_byte_what_formdata_sends(tmp_path: Path, siz
     with path.open("rb") as fh:
         body = form_body(PRESIGNED.fields, fh, NAME)
         out = Writes()
+        assert not body.handed_on
         await body.write(out)
-        assert fh.tell() == size  # the whole file was read: the upload knows it was sent
+        assert body.handed_on  # the whole body went to the connection: S3 may have it
     sent = b"".join(out.chunks)
     ours = body.content_type.split("boundary=", 1)[1]
     assert sent.replace(ours.encode(), their_boundary.encode()) == expected
     assert body.size == len(sent)
     assert len(out.chunks) == max(1, -(-size // CHUNK_BYTES))  # the fields ride with the file
+
+
+@pytest.mark.parametrize("size", [0, 16 * 1024, CHUNK_BYTES + 1, 2 * CHUNK_BYTES + 3])
+async def test_a_first_chunk_read_at_open_gives_the_same_bytes(tmp_path: Path,
+                                                               size: int) -> None:
+    path = tmp_path / "f.pdf"
+    path.write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+    expected, their_boundary = await formdata_bytes(path)
+    fh, first = open_with_first_chunk(path)
+    with fh:
+        assert len(first) == min(size, CHUNK_BYTES)
+        body = form_body(PRESIGNED.fields, fh, NAME, first=first)
+        out = Writes()
+        await body.write(out)
+    sent = b"".join(out.chunks)
+    ours = body.content_type.split("boundary=", 1)[1]
+    assert sent.replace(ours.encode(), their_boundary.encode()) == expected
+    assert body.size == len(sent)
+    assert len(out.chunks) == max(1, -(-size // CHUNK_BYTES))
+
+
+class FailsOnSecondWrite(Writes):
+    async def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self.chunks:
+            raise ConnectionResetError("cut")
+        await super().write(chunk)
+
+
+async def test_a_body_cut_before_its_last_chunk_was_not_handed_on(tmp_path: Path) -> None:
+    path = tmp_path / "f.pdf"
+    path.write_bytes(b"x" * (2 * CHUNK_BYTES + 3))
+    fh, first = open_with_first_chunk(path)
+    with fh:
+        body = form_body(PRESIGNED.fields, fh, NAME, first=first)
+        with pytest.raises(ConnectionResetError):
+            await body.write(FailsOnSecondWrite())
+    assert not body.handed_on  # the upload is sent again at once, not reconciled first
 
 
 async def test_a_file_that_shrinks_while_sent_stops_the_body(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pracsuite_ingest import localfs, scan
+from pracsuite_ingest import localfs
 from pracsuite_ingest.localfs import NotRegularFile, open_regular, private_dir, private_file
 from pracsuite_ingest.models import LocalFile, Row
 from pracsuite_ingest.scan import check_local, read_rows
@@ -127,15 +127,9 @@ async def test_hashing_refuses_a_file_swapped_for_a_fifo(tmp_path: Path,
             os.mkfifo(path)
         return result
 
-    monkeypatch.setattr(scan.aiofiles.os, "stat", _async(stat_then_swap))
+    monkeypatch.setattr(os, "stat", stat_then_swap)  # Path.stat, in the check's thread
     result = await check_local(Row(1, "1", str(path), "a.pdf"))
     assert result == "not a regular file (a FIFO (named pipe)); not read"
-
-
-def _async(fn: object) -> object:
-    async def wrapper(*args: object, **kwargs: object) -> object:
-        return fn(*args, **kwargs)  # type: ignore[operator]
-    return wrapper
 
 
 def _deny(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:

@@ -6,7 +6,9 @@ object per field: together about a fifth of the worker's event-loop time in the
 benchmark's profile. `form_body` lays out the same multipart/form-data bytes as
 `FormData(quote_fields=False)` does (tests/test_formbody.py holds it to that, byte for
 byte), sends the fields with the file's first chunk and streams the rest of the file
-from disk in chunks read in a worker thread. A small file goes out in a single write.
+from disk in chunks read in a worker thread. The first chunk is read where the file is
+opened (`open_with_first_chunk`, one thread hand-off for both), so a small file costs
+one hand-off and goes out in a single write.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import mimetypes
 import os
 import secrets
 from collections.abc import Iterable
+from pathlib import Path
 from typing import BinaryIO
 
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
+
+from pracsuite_ingest.localfs import open_regular
 
 CHUNK_BYTES = 256 * 1024  # as aiohttp reads files; bigger chunks only hold more in memory
 
@@ -37,13 +42,20 @@ def _quoted(value: str) -> str:
 
 
 class FormBody(Payload):
-    """`head`, then `size` bytes of `fh` from where it stands, then `tail`."""
+    """`head`, then `size` bytes of `fh` (`first`, already read, then the rest from
+    where `fh` stands), then `tail`.
+
+    `handed_on` turns true once the last of the body is handed to the connection: from
+    then on S3 may have the whole file, whatever happens to the answer.
+    """
 
     def __init__(self, head: bytes, fh: BinaryIO, size: int, tail: bytes,
-                 content_type: str) -> None:
+                 content_type: str, first: bytes = b"") -> None:
         super().__init__(fh, content_type=content_type)
         self._head, self._fh, self._file_size, self._tail = head, fh, size, tail
+        self._first = first
         self._size = len(head) + size + len(tail)
+        self.handed_on = False
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("a file upload body is not text")
@@ -51,17 +63,20 @@ class FormBody(Payload):
     async def write(self, writer: AbstractStreamWriter) -> None:
         pending = self._head
         left = self._file_size
+        first, self._first = self._first, b""
         while left > 0:
-            chunk = await asyncio.to_thread(self._fh.read, min(CHUNK_BYTES, left))
+            chunk = first or await asyncio.to_thread(self._fh.read, min(CHUNK_BYTES, left))
+            first = b""
             if not chunk:
-                # The Content-Length promised more: stop rather than send a short body.
                 raise OSError(errno.EIO, "the file shrank while it was being sent")
             left -= len(chunk)
             if pending or left == 0:
                 chunk = b"".join((pending, chunk, self._tail if left == 0 else b""))
                 pending = b""
+            self.handed_on = left == 0
             await writer.write(chunk)
         if self._file_size == 0:
+            self.handed_on = True
             await writer.write(pending + self._tail)
 
     async def write_with_length(self, writer: AbstractStreamWriter,
@@ -69,14 +84,26 @@ class FormBody(Payload):
         await self.write(writer)
 
 
-def form_body(fields: Iterable[tuple[str, str]], fh: BinaryIO, file_name: str,
-              size: int | None = None) -> FormBody:
-    """Every field in the order and spelling given, then `fh` as the `file` part.
+def open_with_first_chunk(path: Path) -> tuple[BinaryIO, bytes]:
+    """`path` opened (a regular file only) and its first chunk read. Blocking: one
+    thread hand-off for both."""
+    fh = open_regular(path)
+    try:
+        return fh, fh.read(CHUNK_BYTES)
+    except BaseException:
+        fh.close()
+        raise
 
-    `size` defaults to what is left of `fh` from its position.
+
+def form_body(fields: Iterable[tuple[str, str]], fh: BinaryIO, file_name: str,
+              size: int | None = None, first: bytes = b"") -> FormBody:
+    """Every field in the order and spelling given, then the `file` part: `first`
+    (bytes already read from `fh`), then `fh` from its position.
+
+    `size`, the file part's length, defaults to `first` plus what is left of `fh`.
     """
     if size is None:
-        size = os.fstat(fh.fileno()).st_size - fh.tell()
+        size = len(first) + os.fstat(fh.fileno()).st_size - fh.tell()
     boundary = secrets.token_hex(16)
     parts = [
         f"--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -88,4 +115,4 @@ def form_body(fields: Iterable[tuple[str, str]], fh: BinaryIO, file_name: str,
         f"Content-Disposition: form-data; name=\"file\"; filename={_quoted(file_name)}"
         "\r\n\r\n")
     return FormBody("".join(parts).encode(), fh, size, f"\r\n--{boundary}--\r\n".encode(),
-                    f"multipart/form-data; boundary={boundary}")
+                    f"multipart/form-data; boundary={boundary}", first)

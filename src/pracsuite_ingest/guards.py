@@ -13,11 +13,14 @@ and how much of an answer is read.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import aiohttp
+if TYPE_CHECKING:  # settings.py imports this module: `status` needs no aiohttp
+    import aiohttp
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 LIST_BODY_LIMIT = 10 * 1024 * 1024  # one page of at most 100 records is a few hundred KB
@@ -67,6 +70,7 @@ def describe_origin(url: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+@functools.lru_cache(maxsize=256)  # every presign names the same bucket URL: decided once
 def cleartext_problem(url: str, what: str) -> str | None:
     """Why `url` must not be used for `what`, or None: https, or http to a loopback host."""
     found = origin(url)

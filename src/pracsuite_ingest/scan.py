@@ -13,7 +13,6 @@ every path.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import hashlib
 import json
@@ -283,22 +282,14 @@ def hash_file(path: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-async def check_local(row: Row) -> LocalFile | str:
-    """The row's file, checked and hashed; or the reason it cannot be sent.
+def inspect_file(row: Row, path: Path) -> LocalFile | str:
+    """stat, the type and size checks, then sha256: blocking, so it runs in a thread.
 
-    `stat` goes through aiofiles so that a slow network share does not stall the
-    event loop; hashing runs in a worker thread (hashlib releases the GIL).
+    One thread hand-off per file instead of two (stat, then hash): at a few hundred
+    files a second the hand-offs themselves are a tenth of the worker's CPU.
     """
-    if row.problem:
-        return row.problem
-    if not row.client_id:
-        return "empty client_id"
-    problem = file_name_problem(row.file_name)
-    if problem:
-        return problem
-    path = Path(row.path)
     try:
-        st = await aiofiles.os.stat(path)
+        st = path.stat()
     except FileNotFoundError:
         return "file not found"
     except PermissionError:
@@ -314,7 +305,7 @@ async def check_local(row: Row) -> LocalFile | str:
         return (f"file is {st.st_size:,} bytes; PracSuite accepts at most "
                 f"{MAX_FILE_BYTES:,} bytes (100 MB)")
     try:
-        size, sha = await asyncio.to_thread(hash_file, path)
+        size, sha = hash_file(path)
     except NotRegularFile as exc:  # swapped for a FIFO or a device since the stat
         return f"{exc.strerror}; not read"
     except PermissionError:
@@ -324,3 +315,24 @@ async def check_local(row: Row) -> LocalFile | str:
     if size != st.st_size:
         return "file changed while being read; run again once it is complete"
     return LocalFile(row=row, path=path, size=size, sha256=sha)
+
+
+_inspect_file = aiofiles.os.wrap(inspect_file)  # in the loop's default executor
+
+
+async def check_local(row: Row) -> LocalFile | str:
+    """The row's file, checked and hashed; or the reason it cannot be sent.
+
+    The file system is touched only in a worker thread (`inspect_file`, through
+    aiofiles), so a slow network share does not stall the event loop; hashlib
+    releases the GIL while it hashes.
+    """
+    if row.problem:
+        return row.problem
+    if not row.client_id:
+        return "empty client_id"
+    problem = file_name_problem(row.file_name)
+    if problem:
+        return problem
+    result: LocalFile | str = await _inspect_file(row, Path(row.path))
+    return result

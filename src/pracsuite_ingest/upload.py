@@ -6,11 +6,9 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
 
 import aiohttp
 
@@ -22,9 +20,8 @@ from pracsuite_ingest.errors import (
     Throttled,
     describe_s3_error,
 )
-from pracsuite_ingest.formbody import content_type_of, form_body
+from pracsuite_ingest.formbody import content_type_of, form_body, open_with_first_chunk
 from pracsuite_ingest.guards import SMALL_BODY_LIMIT, BodyTooLarge, read_capped
-from pracsuite_ingest.localfs import open_regular
 from pracsuite_ingest.models import Presigned
 
 RETRYABLE_S3_CODES = frozenset(
@@ -71,14 +68,6 @@ def is_expired(presigned: Presigned, now: datetime) -> bool:
     return expiry is not None and expiry <= now
 
 
-def body_fully_sent(fh: BinaryIO) -> bool:
-    """Whether aiohttp has read the file to its end (so the whole body was handed on)."""
-    try:
-        return fh.tell() >= os.fstat(fh.fileno()).st_size
-    except (OSError, ValueError):
-        return True  # cannot tell: assume the worst (it may have been stored)
-
-
 def build_form(presigned: Presigned, file: object, file_name: str) -> aiohttp.FormData:
     """Every field in the order and spelling returned, then the file part last."""
     form = aiohttp.FormData(quote_fields=False)
@@ -106,27 +95,30 @@ async def upload_file(
     if is_expired(presigned, datetime.now(UTC)):
         raise PolicyExpired("the presigned POST's policy expired before the upload started")
     try:
-        fh = await asyncio.to_thread(open_regular, path)  # never blocks on a swapped-in FIFO
+        # Opened and the first chunk read in one thread hand-off; never blocks on a
+        # swapped-in FIFO.
+        fh, first = await asyncio.to_thread(open_with_first_chunk, path)
     except OSError as exc:
         raise Permanent(f"cannot open the file for upload: {exc.strerror}") from None
     try:
         # The same bytes as build_form's, but the fields in one write (FormData makes
         # one per part and line break).
-        form = form_body(presigned.fields, fh, file_name)
+        form = form_body(presigned.fields, fh, file_name, first=first)
         # No redirects: the body is a patient's file, and it goes where PracSuite said only.
         async with session.post(presigned.url, data=form, timeout=timeout,
                                 allow_redirects=False) as resp:
-            body = b""
+            code = message = ""
             if resp.status not in (200, 201, 204):
+                body = b""
                 with contextlib.suppress(BodyTooLarge):  # S3's error document is short
                     body = await read_capped(resp, SMALL_BODY_LIMIT)
-            code, message = parse_s3_error(body)
+                code, message = parse_s3_error(body)
             error = classify_s3_answer(resp.status, code, message)
     except aiohttp.ClientConnectorError as exc:
         # Nothing reached S3: safe to send again.
         raise Retryable(f"cannot connect to S3: {type(exc).__name__}") from None
     except (aiohttp.ClientError, TimeoutError) as exc:
-        if not body_fully_sent(fh):
+        if not form.handed_on:
             # S3 stores nothing from an incomplete body: a stalled or cut upload is
             # safe to send again at once.
             raise Retryable(f"upload cut before the file was sent ({type(exc).__name__})"
