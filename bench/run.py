@@ -178,6 +178,8 @@ class Bench:
                     "list": sum(req["list"].values()),
                     "presign_url": sum(req["presign_url"].values()),
                     "records_new": stats["records_created_total"]},
+            # The stand-in's own load on radosgw (it checks each presigned key by HEAD).
+            "sandbox_s3_heads": stats.get("external_s3", {}).get("heads"),
             "server_cpu_s": servers,
         }
 
@@ -262,6 +264,7 @@ def transfer_case(bench: Bench, name: str, manifest: Path, files: int, nbytes: i
                                                                lag=True))
     if args.profile:
         bench.worker(f"{name}-profile", manifest, profile=True)
+    case["cpu_budget"] = cpu_budget(case, os.cpu_count() or 1)
     return case
 
 
@@ -368,6 +371,28 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def cpu_budget(case: dict[str, Any], cpus: int) -> dict[str, Any]:
+    """CPU milliseconds per file of each process in each tool's run, and the files/s
+    the machine's cores allow at that cost (all processes share them on loopback).
+
+    `ceiling_files_per_s` = cores / (CPU per file, all processes): a tool at its
+    ceiling is CPU-bound, and only less CPU per file (anyone's) makes it faster.
+    """
+    files = case["files"]
+    out: dict[str, Any] = {}
+    for tool, r in case.items():
+        if not isinstance(r, dict) or "cpu_s" not in r or "server_cpu_s" not in r:
+            continue
+        ms = {"self": r["cpu_s"] / files * 1000,
+              **{k: v / files * 1000 for k, v in r["server_cpu_s"].items()}}
+        total = sum(ms.values())
+        out[tool] = {"ms_per_file": {k: round(v, 3) for k, v in ms.items()},
+                     "total_ms_per_file": round(total, 3),
+                     "ceiling_files_per_s": round(cpus * 1000 / total, 1),
+                     "upload_files_per_s": r.get("upload_files_per_s")}
+    return out
+
+
 def print_table(res: dict[str, Any]) -> None:
     head = (f"{'case/tool':<22}{'total s':>9}{'files/s':>9}{'upl s':>8}{'upl f/s':>9}"
             f"{'MB/s':>8}{'CPU s':>8}{'RSS MB':>8}  worker÷tool (upload, total)")
@@ -393,9 +418,18 @@ def print_table(res: dict[str, Any]) -> None:
                   f"{_f(r.get('peak_rss_mb')):>8}  {ratio}")
         if "worker_loop_lag" in data:
             print(f"worker event-loop lag: {data['worker_loop_lag']}")
-        print(f"worker API calls: {w['api']}")
+        print(f"worker API calls: {w['api']}; the sandbox's HEADs on radosgw: "
+              f"{w.get('sandbox_s3_heads')}")
         print("server CPU s: " + "; ".join(f"{tool} {r['server_cpu_s']}" for tool, r in data.items()
                                           if isinstance(r, dict) and "server_cpu_s" in r))
+        budget = data.get("cpu_budget", {})
+        if budget:
+            print(f"CPU ms per file, every process of the run ({os.cpu_count()} cores shared):")
+            for tool, b in budget.items():
+                parts = ", ".join(f"{k} {v:.2f}" for k, v in b["ms_per_file"].items())
+                print(f"  {tool:<10} {parts}; total {b['total_ms_per_file']:.2f} -> at most "
+                      f"{b['ceiling_files_per_s']:.0f} files/s on these cores "
+                      f"(upload phase ran at {b['upload_files_per_s']})")
     many = res.get("manifests")
     if many:
         print("\nmanifests (--dry-run):")

@@ -28,7 +28,8 @@ worker never imports it. Modules, in the order data flows:
      "validations_pending": 0, "validation_errors": []}
 
 plus, against an external S3 only, ``"external_s3": {"url": ..., "watching": 2,
-"found": 3, "errors": []}`` (keys still looked for, uploads found, failed HEADs).
+"found": 3, "heads": 4, "errors": []}`` (keys still looked for, uploads found, HEADs
+sent, failed HEADs).
 """
 
 from .faults import FaultPlan, ThrottleStyle

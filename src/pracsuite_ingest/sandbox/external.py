@@ -156,6 +156,7 @@ class StoreWatcher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.found = 0
+        self.heads = 0  # HEADs sent: the S3 server's CPU this stand-in spends
         self.errors: list[str] = []
 
     @property
@@ -192,6 +193,7 @@ class StoreWatcher:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
     async def _check(self, presigned_at: float, key: str) -> None:
+        self.heads += 1
         try:
             size = await self._lookup.size_of(self._s3.bucket, key)
         except (HeadError, aiohttp.ClientError, TimeoutError) as exc:

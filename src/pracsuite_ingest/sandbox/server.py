@@ -104,6 +104,7 @@ class Sandbox:
                 "url": self.s3_url,
                 "watching": self._watcher.watching,
                 "found": self._watcher.found,
+                "heads": self._watcher.heads,
                 "errors": list(self._watcher.errors),
             }
         return snapshot
