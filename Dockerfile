@@ -28,7 +28,7 @@ RUN pip wheel --no-deps -w /wheels . \
 # -------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
 
-# Keep in step with pyproject.toml's version (label only): --build-arg VERSION=...
+# Keep in step with pracsuite_ingest.__version__ (label only): --build-arg VERSION=...
 ARG VERSION=0.1.0
 ARG PYTHON_IMAGE
 LABEL org.opencontainers.image.title="pracsuite-ingest" \

@@ -18,7 +18,7 @@ import pytest
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from pracsuite_ingest import metrics, progress
+from pracsuite_ingest import metrics, progress, progress_live
 from pracsuite_ingest.cli import build_parser, main
 from pracsuite_ingest.filters import RowFilter
 from pracsuite_ingest.logs import add_request_id, configure, get_logger
@@ -122,7 +122,7 @@ def test_the_display_renders_from_counters_without_a_terminal() -> None:
     count = progress.RowCount(lambda: iter(rows("1", "2", "3", "4", "5")))
     count._thread.join(5)
     out = io.StringIO()
-    Console(file=out, width=120, color_system=None).print(progress._View(c, count))
+    Console(file=out, width=120, color_system=None).print(progress_live._View(c, count))
     text = out.getvalue()
     assert "4/5" in text and "bytes" in text and "awaiting validation 3" in text
 

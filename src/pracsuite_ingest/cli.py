@@ -1,9 +1,8 @@
-"""Commands and exit codes (SPEC.md). Settings are built before asyncio.run."""
+"""Commands and exit codes (SPEC.md). Settings are built before the loop starts (aio.run)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import signal
@@ -11,30 +10,21 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import structlog
+from typing import TYPE_CHECKING, Any
 
 from pracsuite_ingest import __version__
-from pracsuite_ingest import report as rpt
-from pracsuite_ingest import shard as sharding
 from pracsuite_ingest.errors import ConfigError, Fatal, Retryable
-from pracsuite_ingest.filters import RowFilter
-from pracsuite_ingest.localfs import private_dir
-from pracsuite_ingest.logs import bind_context, configure, get_logger, register_secret, scrub
-from pracsuite_ingest.pipeline import (
-    Run,
-    make_client,
-    make_session,
-    new_run_id,
-    reconcile_run,
-    utc_now,
-)
-from pracsuite_ingest.plan import plan_text
-from pracsuite_ingest.progress import TerminalProgress
-from pracsuite_ingest.settings import Settings, load_settings
-from pracsuite_ingest.state import State
-from pracsuite_ingest.watch import Watch
+
+# Every process starts here, so each command imports what it uses where it branches
+# off: `--version` loads no library, `status` no aiohttp, a `run` no sandbox, no
+# metrics library unless metrics are on (watch.py), no rich.progress off a terminal.
+if TYPE_CHECKING:
+    import asyncio
+
+    from pracsuite_ingest import shard as sharding
+    from pracsuite_ingest.settings import Settings
+    from pracsuite_ingest.state import State
+    from pracsuite_ingest.watch import Watch
 
 EXIT_OK, EXIT_ITEMS, EXIT_CONFIG, EXIT_FATAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -77,7 +67,9 @@ def _command(parent: Any, name: str, help_text: str, example: str = "", *,
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; with `sandbox=False` the `sandbox` command takes no
+    flags (so the sandbox's modules are not imported): for an argv without it."""
     p = argparse.ArgumentParser(
         prog="pracsuite-ingest",
         description="Upload a practice's documents to PracSuite as Patient Attachments "
@@ -131,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sb = _command(sub, "sandbox", "start the local PracSuite + S3 stand-in",
                   "pracsuite-ingest sandbox --port 8700 --fail-429 0.2")
-    from pracsuite_ingest.sandbox import add_arguments
+    if sandbox:
+        from pracsuite_ingest.sandbox import add_arguments
 
-    add_arguments(sb)
+        add_arguments(sb)
     demo = _command(sub, "demo", "a full migration against the built-in sandbox",
                     "pracsuite-ingest demo --files 200")
     demo.add_argument("--files", type=int, default=60, help="how many sample files (60)")
@@ -176,8 +169,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(sandbox="sandbox" in argv).parse_args(argv)
     if args.command == "sandbox":
+        from pracsuite_ingest import aio
         from pracsuite_ingest.sandbox import options_from_args, serve_forever
 
         try:
@@ -186,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pracsuite-ingest sandbox: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         try:
-            asyncio.run(serve_forever(options))
+            aio.run(serve_forever(options))
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
         return EXIT_OK
@@ -199,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pracsuite_ingest.merge import merge_command
 
         return merge_command(args.report_dirs, args.out)
+    from pracsuite_ingest.logs import configure, register_secret, scrub
+    from pracsuite_ingest.settings import load_settings
+
     needs = {"run": (not args.dry_run if args.command == "run" else True, True),
              "reconcile": (True, False), "status": (False, False), "check": (True, False)}
     require_keys, require_input = needs[args.command]
@@ -226,6 +224,9 @@ def _sharded(args: argparse.Namespace,
     """The shard of this process (`--shard`, or the Indexed Job's environment) and its
     settings; refuses a `run` whose shard count differs from the state files' already
     there (their clients' earlier uploads would be unknown to it: sent again)."""
+    from pracsuite_ingest import shard as sharding
+    from pracsuite_ingest.logs import bind_context
+
     if args.command not in ("run", "reconcile", "status"):
         return settings, None
     shard = sharding.resolve(getattr(args, "shard", None), os.environ)
@@ -236,7 +237,7 @@ def _sharded(args: argparse.Namespace,
             raise ConfigError(conflict)
     if shard is None:
         return settings, None
-    structlog.contextvars.bind_contextvars(shard=shard.label)
+    bind_context(shard=shard.label)
     return sharding.apply(settings, shard), shard
 
 
@@ -250,19 +251,25 @@ def _leaves(group: BaseExceptionGroup[Fatal]) -> list[BaseException]:
 
 def _dispatch(args: argparse.Namespace, settings: Settings,
               shard: sharding.Shard | None = None) -> int:
+    from pracsuite_ingest import aio
+
     if args.command == "status":
         return cmd_status(settings)
     if args.command == "check":
-        return asyncio.run(cmd_check(settings))
+        return aio.run(cmd_check(settings))
     watch = _watch_for(args, settings, shard)
     if args.command == "reconcile":
-        return asyncio.run(cmd_reconcile(settings, args.run_id, watch=watch))
-    return asyncio.run(cmd_run(settings, dry_run=args.dry_run, shard=shard, watch=watch))
+        return aio.run(cmd_reconcile(settings, args.run_id, watch=watch))
+    return aio.run(cmd_run(settings, dry_run=args.dry_run, shard=shard, watch=watch))
 
 
 def _watch_for(args: argparse.Namespace, settings: Settings,
                shard: sharding.Shard | None) -> Watch:
     """The trial-run filter, the progress display and the metrics of this command."""
+    from pracsuite_ingest.filters import RowFilter
+    from pracsuite_ingest.progress import TerminalProgress
+    from pracsuite_ingest.watch import Watch
+
     return Watch(
         row_filter=RowFilter(frozenset(getattr(args, "client", None) or ()),
                              getattr(args, "limit", None) or 0),
@@ -273,6 +280,8 @@ def _watch_for(args: argparse.Namespace, settings: Settings,
 
 def _install_signal_handlers(shutdown: asyncio.Event) -> None:
     """First SIGINT/SIGTERM: stop taking files, finish what is in flight. Second: stop now."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     main_task = asyncio.current_task()
 
@@ -287,6 +296,13 @@ def _install_signal_handlers(shutdown: asyncio.Event) -> None:
 
 async def cmd_run(settings: Settings, *, dry_run: bool,
                   shard: sharding.Shard | None = None, watch: Watch | None = None) -> int:
+    import asyncio
+
+    from pracsuite_ingest.logs import bind_context, get_logger
+    from pracsuite_ingest.pipeline import Run, make_client, make_session, new_run_id, utc_now
+    from pracsuite_ingest.state import State
+    from pracsuite_ingest.watch import Watch
+
     watch = watch or Watch()
     shutdown = asyncio.Event()
     _install_signal_handlers(shutdown)
@@ -329,6 +345,11 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
 
 def _write_report(state: State, settings: Settings, run_id: str, *, interrupted: bool,
                   dry_run: bool = False, watch: Watch | None = None, fatal: bool = False) -> int:
+    from pracsuite_ingest import report as rpt
+    from pracsuite_ingest.logs import get_logger
+    from pracsuite_ingest.plan import plan_text
+    from pracsuite_ingest.watch import Watch
+
     watch = watch or Watch()
     watch.stop_display()  # stdout is the summary's from here on
     doc = rpt.build(state, run_id)
@@ -354,6 +375,13 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
 
 async def cmd_reconcile(settings: Settings, run_id: str | None,
                         watch: Watch | None = None) -> int:
+    import asyncio
+
+    from pracsuite_ingest.logs import bind_context, get_logger
+    from pracsuite_ingest.pipeline import make_client, make_session, reconcile_run
+    from pracsuite_ingest.state import State
+    from pracsuite_ingest.watch import Watch
+
     watch = watch or Watch()
     shutdown = asyncio.Event()
     _install_signal_handlers(shutdown)
@@ -378,6 +406,8 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
 
 
 def cmd_status(settings: Settings) -> int:
+    from pracsuite_ingest.state import State
+
     path = Path(settings.state.path)
     if not path.exists():
         print(f"no state file at {path}: nothing has run yet")
@@ -391,6 +421,9 @@ def cmd_status(settings: Settings) -> int:
 
 
 async def cmd_check(settings: Settings) -> int:
+    from pracsuite_ingest.localfs import private_dir
+    from pracsuite_ingest.pipeline import make_client, make_session
+
     problems = []
     for label, folder in (("state.path", Path(settings.state.path).parent),
                           ("report.dir", Path(settings.report.dir))):

@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from pracsuite_ingest import MAX_FILE_BYTES
+from pracsuite_ingest import MAX_FILE_BYTES, aio
 from pracsuite_ingest.logs import configure
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.settings import load_settings
@@ -110,4 +110,4 @@ async def _demo(count: int, out: Path) -> int:
 
 
 def run_demo(count: int, out: Path) -> int:
-    return asyncio.run(_demo(count, out))
+    return aio.run(_demo(count, out))

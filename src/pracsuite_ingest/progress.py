@@ -6,7 +6,8 @@ ints the pipeline bumps) from rich's refresh thread four times a second, so the
 pipeline never waits for it; while it is shown, log lines print above it (rich
 redirects stderr, and `logs.configure` writes to whatever `sys.stderr` is).
 
-The numbers themselves are decided by the pure functions at the top.
+The numbers themselves are decided by the pure functions at the top; what rich draws
+is in progress_live.py, imported only when the display is on.
 """
 
 from __future__ import annotations
@@ -14,29 +15,15 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-from rich import filesize
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from pracsuite_ingest.models import Row, Stage
 
 if TYPE_CHECKING:
+    from rich.live import Live
+
     from pracsuite_ingest.pipeline import Counters
 
 # Where an item ends the send phase; each one is a file done for the progress bar.
@@ -89,24 +76,6 @@ def reconcile_line(c: Counters, now: float) -> str | None:
             f"{until} ({minutes}m {seconds:02d}s left)")
 
 
-class _Rate(ProgressColumn):
-    """The recent rate, or the average over the whole task once samples run out."""
-
-    def __init__(self, unit: str) -> None:
-        super().__init__()
-        self.unit = unit
-
-    def render(self, task: Task) -> Text:
-        speed = task.speed
-        if not speed and task.elapsed:
-            speed = task.completed / task.elapsed
-        if not speed:
-            return Text("")
-        text = (f"{filesize.decimal(int(speed))}/s" if self.unit == "bytes"
-                else f"{speed:.1f} {self.unit}/s")
-        return Text(text, style="progress.data.speed")
-
-
 class RowCount:
     """Counts the input rows in a daemon thread, so the bar can show a total.
 
@@ -136,38 +105,6 @@ class RowCount:
         self._stop.set()
 
 
-class _View:
-    """What rich renders on each refresh: two progress rows and two status lines."""
-
-    def __init__(self, counters: Counters, count: RowCount | None) -> None:
-        self.c = counters
-        self.count = count
-        self.files = Progress(
-            TextColumn("[bold]files[/]"), BarColumn(), MofNCompleteColumn(), _Rate("files"),
-            TextColumn("eta"), TimeRemainingColumn(), auto_refresh=False)
-        self.bytes = Progress(
-            TextColumn("[bold]bytes[/]"), DownloadColumn(), TextColumn("sent"),
-            _Rate("bytes"), auto_refresh=False)
-        self._files_task = self.files.add_task("files", total=None)
-        self._bytes_task = self.bytes.add_task("bytes", total=None)
-
-    def __rich__(self) -> Group:
-        c = self.c
-        total = self.count.total if self.count is not None else None
-        self.files.update(self._files_task, completed=files_done(c), total=total)
-        # Bytes still to come are known only once every row has been checked.
-        scanned = total is not None and files_done(c) >= total
-        self.bytes.update(self._bytes_task, completed=c.bytes_sent,
-                          total=c.bytes_to_send if scanned else None)
-        lines: list[Any] = [Text(status_line(c), style="cyan")]
-        if self.count is not None:  # a `reconcile` command has no files to send
-            lines[:0] = [self.files, self.bytes]
-        rec = reconcile_line(c, time.time())
-        if rec is not None:
-            lines.append(Text(rec, style="yellow"))
-        return Group(*lines)
-
-
 class TerminalProgress:
     """The display for one command; every method is a no-op when it is off."""
 
@@ -187,11 +124,10 @@ class TerminalProgress:
         """Start showing `counters`; `rows` (the run's row stream) gives the total."""
         if not self.enabled or self._live is not None:
             return
+        from pracsuite_ingest.progress_live import start_live
+
         self._count = RowCount(rows) if rows is not None else None
-        console = Console(stderr=True)
-        self._live = Live(_View(counters, self._count), console=console,
-                          refresh_per_second=4, redirect_stdout=False, redirect_stderr=True)
-        self._live.start()
+        self._live = start_live(counters, self._count)
 
     def close(self) -> None:
         """Draw the last state and stop; stdout is free for the summary after this."""

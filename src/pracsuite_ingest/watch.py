@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pracsuite_ingest import metrics
 from pracsuite_ingest.filters import NO_FILTER, RowFilter
 from pracsuite_ingest.pipeline import Counters, Run
 from pracsuite_ingest.progress import TerminalProgress
@@ -57,6 +56,8 @@ class Watch:
         m = settings.metrics
         if not (m.textfile or m.pushgateway_url):
             return
+        from pracsuite_ingest import metrics  # prometheus_client: only when metrics are on
+
         outcome = metrics.outcome_of(
             doc, exit_code=exit_code, bytes_uploaded=self.counters.bytes_sent,
             retries=self.counters.retries, duration_s=time.monotonic() - self.started,
