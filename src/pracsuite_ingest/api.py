@@ -220,6 +220,7 @@ class PracSuiteClient:
         self._session = session
         self._base = base_url.rstrip("/")
         self._origin = origin(self._base)  # the only place the keys may go
+        self._own_prefix = self._base + "/"  # URLs this client builds itself start so
         self._headers = {"x-api-key": vendor_api_key, "a-api-key": practice_api_key,
                          "Accept": "application/json"}
         self._gate = gate
@@ -233,7 +234,8 @@ class PracSuiteClient:
 
     async def _request(self, method: str, url: str, body: dict[str, str] | None = None, *,
                        limit: int = SMALL_BODY_LIMIT) -> Any:
-        if not same_origin(url, self._origin):  # e.g. a links.next pointing elsewhere
+        if not url.startswith(self._own_prefix) and not same_origin(url, self._origin):
+            # e.g. a links.next pointing elsewhere
             raise Permanent(f"refusing to send the API keys to {describe_origin(url)}: it is "
                             f"not api.base_url's host ({describe_origin(self._base)})")
         async with self._gate:
