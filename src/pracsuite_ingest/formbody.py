@@ -68,6 +68,7 @@ class FormBody(Payload):
             chunk = first or await asyncio.to_thread(self._fh.read, min(CHUNK_BYTES, left))
             first = b""
             if not chunk:
+                # The Content-Length promised more: stop rather than send a short body.
                 raise OSError(errno.EIO, "the file shrank while it was being sent")
             left -= len(chunk)
             if pending or left == 0:
