@@ -70,6 +70,7 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
             log.info("item validated", stage="reconcile", client_id=client_id,
                      item=by_id[item_id].seq, attachment_id=record,
                      file_name=by_id[item_id].file_name)
+        state.commit()  # one commit per poll, not per record
         return True
 
     def by_client(items: list[ItemRecord]) -> dict[str, list[ItemRecord]]:
@@ -120,4 +121,5 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
             error = (f"S3 accepted the upload but no PracSuite record appeared within "
                      f"{waited:.0f}s; run `pracsuite-ingest reconcile` later to look again")
             state.set_stage(item.id, Stage.MISSING, error=error)
+    state.commit()
     return absent

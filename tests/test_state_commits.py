@@ -1,0 +1,99 @@
+"""When the state file commits: at once before an upload, otherwise in batches.
+
+Another process (a second connection here) sees only what is committed; a crash loses
+only what it does not see, so these tests read through a second connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pracsuite_ingest import state as state_mod
+from pracsuite_ingest.models import LocalFile, Row, Stage
+from pracsuite_ingest.state import State
+
+
+def seen_by_another_process(path: Path) -> dict[int, tuple[str, str | None]]:
+    con = sqlite3.connect(path)
+    try:
+        return {i: (stage, key) for i, stage, key in
+                con.execute("SELECT id, stage, key FROM items").fetchall()}
+    finally:
+        con.close()
+
+
+def new_item(state: State, seq: int) -> int:
+    row = Row(seq, "7", f"/f/{seq}.pdf", f"{seq}.pdf")
+    return state.add_item("r", seq, row, LocalFile(row, Path(row.path), 1, f"{seq:064x}"),
+                          Stage.SEEN, snapshot_run="r")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[tuple[State, Path]]:
+    path = tmp_path / "s.db"
+    state = State.open(path)
+    state.new_run("r", "t")
+    yield state, path
+    state.close()
+
+
+def test_uploading_is_on_disk_before_the_upload_with_its_key(
+        db: tuple[State, Path]) -> None:
+    state, path = db
+    item = new_item(state, 1)
+    state.set_stage(item, Stage.PRESIGNED, key="temp/1")
+    assert seen_by_another_process(path) == {}  # nothing sent yet: nothing to lose
+    state.set_stage(item, Stage.UPLOADING, attempts=1)
+    assert seen_by_another_process(path) == {item: ("uploading", "temp/1")}
+
+
+def test_what_follows_the_upload_waits_for_the_next_commit(db: tuple[State, Path]) -> None:
+    state, path = db
+    first, second = new_item(state, 1), new_item(state, 2)
+    for item in (first, second):
+        state.set_stage(item, Stage.PRESIGNED, key=f"temp/{item}")
+    state.set_stage(first, Stage.UPLOADING)
+    state.set_stage(first, Stage.UPLOADED)
+    # A crash now leaves `first` uploading: reconciled before anything is sent again.
+    assert seen_by_another_process(path)[first][0] == "uploading"
+    state.set_stage(second, Stage.UPLOADING)  # the next commit takes it along
+    assert seen_by_another_process(path)[first][0] == "uploaded"
+    state.set_stage(first, Stage.VALIDATED, attachment_id="9")
+    state.commit()
+    assert seen_by_another_process(path)[first][0] == "validated"
+
+
+def test_close_commits_what_is_pending(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    state = State.open(path)
+    state.new_run("r", "t")
+    item = new_item(state, 1)
+    state.close()
+    assert seen_by_another_process(path) == {item: ("seen", None)}
+
+
+def test_a_pending_write_is_committed_within_the_interval(
+        db: tuple[State, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    state, path = db
+    monkeypatch.setattr(state_mod, "COMMIT_EVERY_S", 0.0)
+    item = new_item(state, 1)
+    assert seen_by_another_process(path) == {item: ("seen", None)}
+
+
+def test_a_rolled_back_snapshot_keeps_the_writes_pending_before_it(
+        db: tuple[State, Path]) -> None:
+    state, path = db
+    item = new_item(state, 1)
+
+    def records() -> Iterator[str]:
+        yield "a"
+        raise RuntimeError("listing broke")
+
+    with pytest.raises(RuntimeError):
+        state.save_snapshot("r", "7", records())
+    assert state.snapshot("r", "7") is None  # all of the snapshot or none of it
+    assert seen_by_another_process(path) == {item: ("seen", None)}
