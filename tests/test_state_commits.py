@@ -1,4 +1,4 @@
-"""When the state file commits: at once before an upload, otherwise in batches.
+"""When the state file commits: before an upload and at S3's answer, otherwise in batches.
 
 Another process (a second connection here) sees only what is committed; a crash loses
 only what it does not see, so these tests read through a second connection.
@@ -51,20 +51,29 @@ def test_uploading_is_on_disk_before_the_upload_with_its_key(
     assert seen_by_another_process(path) == {item: ("uploading", "temp/1")}
 
 
-def test_what_follows_the_upload_waits_for_the_next_commit(db: tuple[State, Path]) -> None:
+def test_s3s_answer_is_on_disk_as_soon_as_it_is_known(db: tuple[State, Path]) -> None:
+    # Lost, a 204 would look like a lost answer to the next run: after its deadline
+    # it would send the file again, and a slow validation would make two records.
     state, path = db
-    first, second = new_item(state, 1), new_item(state, 2)
-    for item in (first, second):
+    accepted, refused = new_item(state, 1), new_item(state, 2)
+    for item in (accepted, refused):
         state.set_stage(item, Stage.PRESIGNED, key=f"temp/{item}")
-    state.set_stage(first, Stage.UPLOADING)
-    state.set_stage(first, Stage.UPLOADED)
-    # A crash now leaves `first` uploading: reconciled before anything is sent again.
-    assert seen_by_another_process(path)[first][0] == "uploading"
-    state.set_stage(second, Stage.UPLOADING)  # the next commit takes it along
-    assert seen_by_another_process(path)[first][0] == "uploaded"
-    state.set_stage(first, Stage.VALIDATED, attachment_id="9")
-    state.commit()
-    assert seen_by_another_process(path)[first][0] == "validated"
+        state.set_stage(item, Stage.UPLOADING)
+    state.set_stage(accepted, Stage.UPLOADED)
+    assert seen_by_another_process(path)[accepted][0] == "uploaded"
+    state.set_stage(refused, Stage.FAILED, error="403 AccessDenied")
+    assert seen_by_another_process(path)[refused][0] == "failed"
+
+
+def test_a_polls_findings_wait_for_its_commit(db: tuple[State, Path]) -> None:
+    state, path = db
+    item = new_item(state, 1)
+    for stage in (Stage.PRESIGNED, Stage.UPLOADING, Stage.UPLOADED):
+        state.set_stage(item, stage, key="temp/1")
+    state.set_stage(item, Stage.VALIDATED, attachment_id="9")
+    assert seen_by_another_process(path)[item][0] == "uploaded"
+    state.commit()  # as polling.py does after each poll
+    assert seen_by_another_process(path)[item][0] == "validated"
 
 
 def test_close_commits_what_is_pending(tmp_path: Path) -> None:

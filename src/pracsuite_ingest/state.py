@@ -1,14 +1,15 @@
 """Every SQLite statement of the worker: runs, items, stage changes, snapshots.
 
 The state file is the worker's memory and audit trail. Each stage change is written
-when it happens; it is committed at once where a crash must find it (the move to
-`uploading`, before the file leaves the machine; runs and snapshots), and otherwise
-with the next such commit, after each reconcile poll, at `commit`/`close`, or within
-`COMMIT_EVERY_S`. A write lost to a crash is one the next run redoes safely: an item
-still `seen`/`presigned` was never sent, one still `uploading` is reconciled before it
-is sent again. A commit costs about three times the statement (bench/state_writes.py),
-so this saves ~4 of 5 per file. A second process on the same state file is refused by
-an exclusive lock.
+when it happens. What a crash must find is committed at once: the move to `uploading`
+(with the presigned key, before the file leaves the machine), S3's answer (`uploaded`,
+or `failed` after a refusal: lost, either would turn a known outcome back into an
+unknown one), runs and snapshots; each reconcile poll commits its findings. The rest
+(`seen`, `presigned`, `skipped`, `invalid`) rides along with the next commit, with any
+write `COMMIT_EVERY_S` after it, or at `commit`/`close`: lost to a crash, such an item
+was never sent, and the next run simply does it again. A commit costs about three
+times the statement (bench/state_writes.py). A second process on the same state file
+is refused by an exclusive lock.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pracsuite_ingest.localfs import private_file
 from pracsuite_ingest.models import LocalFile, Row, Stage
 from pracsuite_ingest.transitions import IllegalTransition, predecessors
 
-COMMIT_EVERY_S = 1.0  # the longest a write waits for its commit (what `status` lags by)
-DURABLE_AT_ONCE = frozenset({Stage.UPLOADING})  # on disk before the upload's first byte
+COMMIT_EVERY_S = 1.0  # while rows keep coming, what `status` (another process) lags by
+# On disk before the upload's first byte, and S3's answer as soon as it is known.
+DURABLE_AT_ONCE = frozenset({Stage.UPLOADING, Stage.UPLOADED, Stage.FAILED})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
