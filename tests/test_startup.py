@@ -88,6 +88,16 @@ def test_a_run_off_a_terminal_without_metrics_loads_no_sandbox_metrics_or_displa
     assert loaded(modules, NOT_FOR_A_PLAIN_RUN) == []
 
 
+def test_a_run_goes_on_uvloop_where_it_is_installed(tmp_path: Path) -> None:
+    # A dependency on every platform but Windows (pyproject.toml), so here it must be.
+    (tmp_path / "m.csv").write_text("client_id,path\n", encoding="utf-8")
+    code, modules, stdout = cli_in_new_process(
+        tmp_path, "run", "--manifest", "m.csv", "--dry-run", "--state", "s.db",
+        "--report-dir", "reports")
+    assert code == 0, stdout
+    assert "uvloop" in modules
+
+
 def test_the_sandbox_command_still_has_its_flags(tmp_path: Path) -> None:
     code, modules, stdout = cli_in_new_process(tmp_path, "sandbox", "--help")
     assert code == 0
