@@ -246,14 +246,18 @@ def rates(result: dict[str, Any], files: int, nbytes: int) -> dict[str, Any]:
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median upload-phase rate (a failed run only if all failed)."""
+    """The run with the median upload-phase rate (a failed run only if all failed), with
+    every round's figures and the median CPU over the rounds."""
     ok = sorted((r for r in runs if "error" not in r),
                 key=lambda r: r.get("upload_files_per_s") or 0)
     if not ok:
         return runs[0]
+    cpu = sorted(r["cpu_s"] for r in ok if r.get("cpu_s") is not None)
     return {**ok[(len(ok) - 1) // 2], "rounds": [
         {k: r.get(k) for k in ("wall_s", "upload_s", "files_per_s", "upload_files_per_s",
-                               "upload_mb_per_s", "cpu_s")} for r in runs]}
+                               "upload_mb_per_s", "cpu_s")} for r in runs],
+        # CPU is a target of its own: its median over the rounds, not the fastest's CPU
+        **({"cpu_s_median": cpu[(len(cpu) - 1) // 2]} if cpu else {})}
 
 
 def transfer_case(bench: Bench, name: str, manifest: Path, files: int, nbytes: int,
@@ -374,7 +378,8 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         if "files_per_s" in lim:
             add("small: worker upload / limit files/s, same concurrency",
                 w["upload_files_per_s"] / lim["files_per_s"], ">= 0.70", lambda v: v >= 0.7)
-        add("small: worker CPU s per 1,000 files", w["cpu_s"] / small["files"] * 1000,
+        add("small: worker CPU s per 1,000 files (median round)",
+            w.get("cpu_s_median", w["cpu_s"]) / small["files"] * 1000,
             "<= 1.5", lambda v: v <= 1.5)
     large = res.get("large", {})
     if "worker" in large:
@@ -407,7 +412,7 @@ def cpu_budget(case: dict[str, Any], cpus: int) -> dict[str, Any]:
     for tool, r in case.items():
         if not isinstance(r, dict) or "cpu_s" not in r or "server_cpu_s" not in r:
             continue
-        ms = {"self": r["cpu_s"] / files * 1000,
+        ms = {"self": r.get("cpu_s_median", r["cpu_s"]) / files * 1000,
               **{k: v / files * 1000 for k, v in r["server_cpu_s"].items()}}
         total = sum(ms.values())
         out[tool] = {"ms_per_file": {k: round(v, 3) for k, v in ms.items()},

@@ -101,6 +101,12 @@ def radosgw() -> Radosgw:
             subprocess.run(["bash", script, "install"], check=True)  # no-op when installed
             subprocess.run(["bash", script, "start", str(workdir)],
                            env={**os.environ, **BENCH_RGW_ENV, "PYTHON": PYTHON}, check=True)
+        if was_running:
+            # A long-lived gateway has seen every earlier run's objects come and go, and
+            # got slower for it here (the limit: 906 files/s after an hour of runs, 1,056 fresh).
+            print(f"bench: reusing the radosgw already running from {workdir}; for figures "
+                  "comparable with bench/results, stop it first (.ci/radosgw.sh stop "
+                  f"{workdir} with this file's BENCH_RGW_ENV)", flush=True)
         values = _env_file(env_file)
         started = not was_running
     rgw = Radosgw(values["RADOSGW_ENDPOINT"], values["RADOSGW_ACCESS_KEY"],
