@@ -187,6 +187,8 @@ class State:
         after the pending ones began, `commit` or `close` commits it."""
         try:
             if not self._db.in_transaction:
+                if durable:  # nothing pending: autocommit is the same, in one statement
+                    return self._db.execute(sql, tuple(params))
                 self._db.execute("BEGIN")
                 self._opened_at = time.monotonic()
             cur = self._db.execute(sql, tuple(params))
