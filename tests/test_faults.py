@@ -43,6 +43,15 @@ async def run_cli_proc(*args: str, cwd: Path) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
+async def run_until_stored(sb: Sandbox, cfg: Path, manifest: Path, cwd: Path, stored: int,
+                           poll_s: float) -> asyncio.subprocess.Process:
+    """Start a run; return once the sandbox's S3 has stored `stored` of its uploads."""
+    proc = await run_cli_proc("run", "--config", str(cfg), "--manifest", str(manifest), cwd=cwd)
+    while sb.stats()["uploads_stored"] < stored:  # noqa: ASYNC110 - polling another program
+        await asyncio.sleep(poll_s)
+    return proc
+
+
 async def run_to_end(cfg: Path, manifest: Path, cwd: Path) -> tuple[int, str, str]:
     proc = await run_cli_proc("run", "--config", str(cfg), "--manifest", str(manifest), cwd=cwd)
     out, err = await asyncio.wait_for(proc.communicate(), 240)
@@ -134,10 +143,7 @@ async def test_sigterm_mid_run_exits_130_and_the_next_run_finishes_without_dupli
     async with Sandbox(opts) as sb:
         manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["7", "8"]))
         cfg = config(tmp_path, sb, upload={"concurrency": 3, "grace_s": 5}, **FAST)
-        proc = await run_cli_proc("run", "--config", str(cfg), "--manifest", str(manifest),
-                                  cwd=tmp_path)
-        while sb.stats()["uploads_stored"] < 10:  # noqa: ASYNC110 - polling another program
-            await asyncio.sleep(0.05)
+        proc = await run_until_stored(sb, cfg, manifest, tmp_path, 10, 0.05)
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         first = json.loads((tmp_path / "reports" / "latest.json").read_text())
@@ -163,10 +169,7 @@ async def test_a_second_signal_stops_at_once_and_state_stays_consistent(
         manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["9"]))
         # a grace period far longer than the test: only the second signal can end it
         cfg = config(tmp_path, sb, upload={"concurrency": 4, "grace_s": 600}, **FAST)
-        proc = await run_cli_proc("run", "--config", str(cfg), "--manifest", str(manifest),
-                                  cwd=tmp_path)
-        while sb.stats()["uploads_stored"] < 3:  # noqa: ASYNC110 - polling another program
-            await asyncio.sleep(0.02)
+        proc = await run_until_stored(sb, cfg, manifest, tmp_path, 3, 0.02)
         proc.send_signal(signal.SIGINT)
         await asyncio.sleep(0.1)
         proc.send_signal(signal.SIGINT)
@@ -193,10 +196,7 @@ async def test_a_lost_upload_is_not_sent_again_while_pracsuite_cannot_be_asked(
         manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["4"]))
         cfg = config(tmp_path, sb, reconcile={"deadline_s": 1, "poll_interval_s": 0.2},
                      api={"max_attempts": 2, "timeout_s": 2})
-        proc = await run_cli_proc("run", "--config", str(cfg), "--manifest", str(manifest),
-                                  cwd=tmp_path)
-        while sb.stats()["uploads_stored"] < rows:  # noqa: ASYNC110 - polling another program
-            await asyncio.sleep(0.01)
+        proc = await run_until_stored(sb, cfg, manifest, tmp_path, rows, 0.01)
         sb.set_faults(FaultPlan(fail_rate_500=1.0))
         _, err = await asyncio.wait_for(proc.communicate(), 120)
         first = json.loads((tmp_path / "reports" / "latest.json").read_text())
