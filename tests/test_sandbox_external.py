@@ -14,7 +14,7 @@ import pytest
 from e2e import config, make_files, run_cli, write_manifest
 from pracsuite_ingest.models import Presigned
 from pracsuite_ingest.sandbox import Credentials, Sandbox, SandboxOptions, add_arguments
-from pracsuite_ingest.sandbox.external import ExternalS3, next_check
+from pracsuite_ingest.sandbox.external import ExternalS3, StoreWatcher, next_check
 from pracsuite_ingest.sandbox.options import external_from_args
 from pracsuite_ingest.upload import upload_file
 from radosgw import RadosgwTarget, require_radosgw, s3_client, session_credentials
@@ -147,3 +147,34 @@ def test_a_presigned_key_is_looked_for_often_at_first_then_less_often() -> None:
     intervals = [next_check(age) for age in (0.0, 0.1, 1.0, 4.0, 60.0, 3600.0)]
     assert intervals == sorted(intervals)
     assert intervals[0] < 0.1 and intervals[-1] <= 2.0
+
+
+async def test_a_key_whose_head_is_on_the_wire_still_counts_as_watched() -> None:
+    # The stats are read while the watcher's HEAD for a key is in flight: that key was
+    # taken off the queue, but it is still looked for (this read 0 before, at random).
+    on_the_wire = asyncio.Event()
+    answer = asyncio.Event()
+
+    class SlowLookup:
+        async def size_of(self, bucket: str, key: str) -> int | None:
+            on_the_wire.set()
+            await answer.wait()
+            return None
+
+    ext = ExternalS3("http://127.0.0.1:1", "b", "us-east-1", Credentials("AK", "s"))
+    watcher = StoreWatcher(ext, SlowLookup(), lifetime_s=60.0,  # type: ignore[arg-type]
+                           on_stored=lambda *_: None)
+    watcher.start()
+    try:
+        watcher.watch("temp/1/never-sent.pdf")
+        assert watcher.watching == 1
+        await asyncio.wait_for(on_the_wire.wait(), 5)
+        during = watcher.watching
+        answer.set()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        after = watcher.watching
+    finally:
+        await watcher.aclose()
+    assert during == 1
+    assert after == 1

@@ -153,6 +153,7 @@ class StoreWatcher:
         self._on_stored = on_stored
         self._clock = clock
         self._due: list[tuple[float, float, str]] = []  # (due, presigned at, key)
+        self._checking = 0  # keys taken off `_due` whose HEAD is in flight
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.found = 0
@@ -161,7 +162,8 @@ class StoreWatcher:
 
     @property
     def watching(self) -> int:
-        return len(self._due)
+        """Keys still looked for: those waiting for their next HEAD and those in one."""
+        return len(self._due) + self._checking
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="external S3 watcher")
@@ -184,6 +186,9 @@ class StoreWatcher:
             while self._due and self._due[0][0] <= now:
                 batch.append(heapq.heappop(self._due))
             if batch:
+                # Each key counts as `_checking` until its check has found it or put it
+                # back, so that `watching` never dips while its HEAD is on the wire.
+                self._checking += len(batch)
                 await asyncio.gather(*(self._check(presigned_at, key)
                                        for _, presigned_at, key in batch))
                 continue
@@ -202,6 +207,7 @@ class StoreWatcher:
             _log.warning("external S3 HEAD failed: %s", exc)
             size = None
         now = self._clock()
+        self._checking -= 1
         if size is not None:
             self.found += 1
             self._on_stored(self._s3.bucket, key, size)
