@@ -166,7 +166,8 @@ async def test_a_second_signal_stops_at_once_and_state_stays_consistent(
     opts = SandboxOptions(validation_delay_s=0.1, latency_ms=(150, 300), seed=4)
     rows = 40
     async with Sandbox(opts) as sb:
-        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["9"]))
+        files = make_files(tmp_path, rows, ["9"])
+        manifest = write_manifest(tmp_path, files)
         # a grace period far longer than the test: only the second signal can end it
         cfg = config(tmp_path, sb, upload={"concurrency": 4, "grace_s": 600}, **FAST)
         proc = await run_until_stored(sb, cfg, manifest, tmp_path, 3, 0.02)
@@ -178,7 +179,11 @@ async def test_a_second_signal_stops_at_once_and_state_stays_consistent(
         code2, _, err2 = await run_to_end(cfg, manifest, tmp_path)
         stats = sb.stats()
     assert proc.returncode == 130
+    # every input row has exactly one item, those not read before the stop `pending`
+    # (a second signal while the intake waited for a slot left them out of the report)
     assert first["summary"]["pending"] > 0 and first["summary"]["total"] == rows
+    assert sorted(Path(it["path"]).name for it in first["items"]) == \
+        sorted(Path(f["path"]).name for f in files)
     assert code2 == 0, err2[-3000:]
     assert stats["records_created_total"] == rows
     assert max(records_per_key(stats).values()) == 1

@@ -311,23 +311,29 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
     bind_context(run_id=run_id)  # every log line of this run, whichever module writes it
     log = get_logger(run_id=run_id)
     interrupted = False
+    run: Run | None = None
     try:
         state.new_run(run_id, utc_now())
         log.info("run started", dry_run=dry_run)
         try:
             if dry_run:
-                await watch(Run(settings, state, None, None, dry_run=True, shutdown=shutdown,
-                                run_id=run_id, shard=shard)).upload_all()
+                run = watch(Run(settings, state, None, None, dry_run=True, shutdown=shutdown,
+                                run_id=run_id, shard=shard))
+                await run.upload_all()
             else:
                 async with make_session(settings) as session:
                     api = make_client(settings, session)
-                    await watch(Run(settings, state, api, session, dry_run=False,
-                                    shutdown=shutdown, run_id=run_id, shard=shard)).execute()
+                    run = watch(Run(settings, state, api, session, dry_run=False,
+                                    shutdown=shutdown, run_id=run_id, shard=shard))
+                    await run.execute()
             interrupted = shutdown.is_set()
         except asyncio.CancelledError:
             # A second signal: stop at once. Every stage written so far stands; an
             # upload cut mid-way stays `uploading` and is reconciled by the next run.
+            # The rows not read yet are recorded `pending`, so each row has its status.
             interrupted = True
+            if run is not None:
+                run.record_unread()
     except* Fatal:
         # Stop early, but leave the report of what was done: state is saved.
         state.finish_run(run_id, utc_now(), "stopped")

@@ -160,6 +160,28 @@ class Run:
         for task in list(in_flight):
             task.cancel()
 
+    def record_unread(self) -> int:
+        """After a stop at once: each row this run has no item for becomes `pending`.
+
+        Reads the input again (rows only: no file is opened, nothing is sent) so that
+        every row ends with exactly one status, as SPEC.md says of rows not yet read.
+        Returns how many rows it recorded.
+        """
+        recorded = self.state.seqs(self.run_id)
+        added = 0
+        try:
+            for seq, row in enumerate(self.rows(), start=1):
+                if seq not in recorded:
+                    self._not_started(seq, row)
+                    added += 1
+        except OSError as exc:  # the input went away meanwhile: say so, keep what is saved
+            self.log.warning("could not read the input again to record unread rows",
+                             error=exc.strerror or type(exc).__name__)
+        if added:
+            self.log.warning("stopped at once: rows not started recorded as pending",
+                             count=added)
+        return added
+
     def _not_started(self, seq: int, row: Row) -> None:
         self.state.add_item(self.run_id, seq, row, None, Stage.SEEN,
                             error="not started: the run was interrupted; the next run sends it")

@@ -341,6 +341,11 @@ class State:
                                (item_id,)).fetchone()
         return _item(row) if row else None
 
+    def seqs(self, run_id: str) -> set[int]:
+        """The row numbers (`seq`) this run has an item for."""
+        cur = self._db.execute("SELECT seq FROM items WHERE run_id = ?", (run_id,))
+        return {int(seq) for (seq,) in cur}
+
     def items(self, run_id: str) -> Iterator[ItemRecord]:
         cur = self._db.execute(
             f"SELECT {_COLUMNS} FROM items WHERE run_id = ? ORDER BY seq", (run_id,))  # noqa: S608
