@@ -22,8 +22,11 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
+# Tests run on every core (pytest-xdist); worksteal evens out the long end-to-end runs.
+# PYTEST_WORKERS=0 runs them in this process, one after the other.
+PYTEST_WORKERS ?= auto
 test: $(VENV)/.installed
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
