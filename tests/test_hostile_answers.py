@@ -17,10 +17,11 @@ import pytest
 from aiohttp import web
 
 from e2e import run_cli
-from pracsuite_ingest.api import PracSuiteClient, RateGate
+from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.errors import Permanent, Retryable
 from pracsuite_ingest.guards import LIST_BODY_LIMIT, SMALL_BODY_LIMIT
 from pracsuite_ingest.pipeline import make_client, make_session
+from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.settings import load_settings
 from pracsuite_ingest.upload import upload_file
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from pathlib import Path
 
-from pracsuite_ingest.api import RateGate, recovered_interval, slowed_interval
+import pytest
+
+from e2e import config, make_files, run_cli, write_manifest
+from pracsuite_ingest.rate_gate import AutoRate, RateGate, recovered_interval, slowed_interval
+from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
+from pracsuite_ingest.sandbox.faults import ThrottleStyle
 
 
 def test_a_429_widens_the_spacing_and_successes_narrow_it_back() -> None:
@@ -41,3 +48,125 @@ async def test_a_server_asked_pause_holds_every_caller() -> None:
     waits = await asyncio.gather(*(one() for _ in range(5)))
     assert min(waits) >= 0.29  # nobody went before the pause ended
     assert gate.throttled == 1
+
+
+# ---------------------------------------------------------------- "auto" (rate_gate.AutoRate)
+# PracSuite's limit is played by a token bucket of `budget` requests/s holding `capacity`
+# tokens; time is simulated (every call is spaced as the policy says), so these are
+# exact, repeatable figures of the policy, not timings of this machine.
+
+def bucket_run(budget: float, capacity: float, calls: int,
+               gates: list[AutoRate]) -> tuple[float, float]:
+    """(share of the budget used, share of calls throttled) over `calls` accepted calls,
+    the `gates` (one per shard) sending in turn to one bucket."""
+    tokens, filled, ok, refused = capacity, 0.0, 0, 0
+    next_at = [0.0 for _ in gates]
+    t = 0.0
+    while ok < calls:
+        i = min(range(len(gates)), key=lambda k: next_at[k])
+        t = next_at[i]
+        tokens, filled = min(capacity, tokens + (t - filled) * budget), t
+        sent_at = gates[i].rate
+        if tokens >= 1:
+            tokens -= 1
+            ok += 1
+            gates[i].succeeded(t)
+        else:
+            refused += 1
+            gates[i].throttled_at(t, sent_at)
+        next_at[i] = t + gates[i].interval_s
+    return ok / t / budget, refused / (ok + refused)
+
+
+@pytest.mark.parametrize("budget", [5.0, 20.0])
+@pytest.mark.parametrize("burst", ["one call", "one second"])
+def test_auto_uses_most_of_an_unknown_budget_and_is_rarely_throttled(
+        budget: float, burst: str) -> None:
+    # 600 files: a presign, a presign_url and a share of the list calls each: 1,800 calls
+    capacity = 1.0 if burst == "one call" else budget
+    used, throttled = bucket_run(budget, capacity, 1800, [AutoRate(ceiling=100.0)])
+    assert used >= 0.8, f"used {used:.0%} of {budget}/s"
+    assert throttled <= 0.05, f"{throttled:.1%} of calls throttled"
+
+
+def test_auto_never_goes_above_the_maximum() -> None:
+    gate = AutoRate(ceiling=20.0)
+    for second in range(60):  # a minute without a single 429
+        gate.succeeded(float(second))
+    assert gate.rate == 20.0
+    used, throttled = bucket_run(1000.0, 1000.0, 600, [AutoRate(ceiling=20.0)])
+    assert used * 1000.0 <= 20.0 and throttled == 0
+
+
+def test_auto_starts_at_three_per_second_and_a_burst_of_429s_is_one_step_back() -> None:
+    gate = AutoRate(ceiling=50.0)
+    assert gate.rate == 3.0
+    for second in range(1, 6):
+        gate.succeeded(float(second))
+    sent_at = gate.rate
+    gate.throttled_at(6.0, sent_at)
+    lowered = gate.rate
+    # the calls that were in flight at the old rate come back 429 too: no further step
+    for _ in range(5):
+        gate.throttled_at(6.1, sent_at)
+    assert lowered == pytest.approx(0.75 * sent_at)
+    assert gate.rate == lowered and gate.decreases == 1 and gate.throttled == 6
+    # a call sent at the lowered rate that is refused again: the limit is lower still
+    gate.throttled_at(6.5, gate.rate)
+    assert gate.rate < lowered and gate.decreases == 2
+
+
+def test_shards_adapting_on_their_own_stay_under_the_limit_together() -> None:
+    # two shards, each with half the maximum (shard.apply), one PracSuite limit of 10/s
+    gates = [AutoRate(ceiling=10.0), AutoRate(ceiling=10.0)]
+    used, throttled = bucket_run(10.0, 10.0, 1800, gates)
+    # never more than PracSuite allows (beyond the bucket's initial second of burst)
+    assert 0.8 <= used <= 1.0 + 10.0 / 1800, f"used {used:.1%}"
+    assert throttled <= 0.05, f"{throttled:.1%} throttled"
+
+
+async def test_the_auto_gate_hands_the_rate_a_call_was_sent_at_back_with_its_429() -> None:
+    gate = RateGate.for_setting("auto", 20.0)
+    assert gate.auto is not None and gate.rate == 3.0
+    async with gate as sent_at:
+        pass
+    gate.throttle(None, sent_at)
+    assert sent_at == 3.0
+    assert gate.auto.decreases == 1 and gate.rate == pytest.approx(2.25)
+
+
+@pytest.mark.slow
+async def test_an_auto_run_against_a_rate_limit_climbs_backs_off_and_loses_nothing(
+        tmp_path: Path) -> None:
+    # PracSuite played with a limit of 15 requests/s (429 above it, API Gateway's bare
+    # answer); "auto" starts at 3/s, must climb past it, meet 429s, and end with every
+    # row validated once, its pace in the log, the summary and the report.
+    opts = SandboxOptions(validation_delay_s=0.1, rate_budget=15.0,
+                          throttle_style=ThrottleStyle.GATEWAY, seed=3)
+    rows = 36
+    async with Sandbox(opts) as sb:
+        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["1", "2", "3"]))
+        cfg = config(tmp_path, sb, api={"requests_per_second": "auto",
+                                        "max_requests_per_second": 40.0, "max_attempts": 10})
+        result = await run_cli("run", "--config", str(cfg), "--manifest", str(manifest),
+                               cwd=tmp_path)
+        stats = sb.stats()
+    assert result.code == 0, result.stderr[-3000:]
+    report = result.report(tmp_path / "reports")
+    assert report["summary"]["validated"] == rows
+    assert stats["records_created_total"] == rows
+    pace = report["api"]
+    assert pace["mode"] == "auto" and 3.0 < pace["requests_per_second"] <= 40.0
+    assert pace["throttled"] == stats["faults"].get("api_429", 0) > 0  # it met the limit
+    assert "auto rate settled at" in result.stdout, result.stdout
+    logged = [json.loads(line) for line in result.stderr.splitlines() if '"api pace"' in line]
+    assert logged and logged[-1]["mode"] == "auto"
+
+
+def test_auto_does_not_climb_on_a_rate_nobody_used() -> None:
+    gate = AutoRate(ceiling=40.0)
+    for second in range(30):  # half a minute of answers, but callers never waited
+        gate.succeeded(float(second), busy=False)
+    assert gate.rate == 3.0
+    gate.succeeded(30.5, busy=True)
+    assert gate.rate > 3.0

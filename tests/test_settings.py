@@ -55,6 +55,9 @@ def test_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     (GOOD.replace("[input]", '[input]\nsource_dir = "d"'), {}, "input.source_dir"),
     (GOOD.replace("[api]", '[api]\nbase_url = "ftp://x"'), {}, "api.base_url"),
     (GOOD + "[log]\nlevel = \"loud\"\n", {}, "log.level"),
+    (GOOD.replace("[api]", '[api]\nrequests_per_second = "fast"'), {},
+     "api.requests_per_second"),
+    (GOOD, {"PRACSUITE_INGEST_API__REQUESTS_PER_SECOND": "0"}, "api.requests_per_second"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str,
                                   env: dict[str, str], named: str) -> None:
@@ -76,3 +79,15 @@ def test_keys_from_env_names_and_files_never_show_in_repr(
     assert s.api.vendor_api_key.get_secret_value() == "from-file"
     assert s.api.practice_api_key.get_secret_value() == "from-env"
     assert "from-file" not in repr(s) and "from-env" not in repr(s)
+
+
+def test_the_rate_is_a_number_or_auto_from_the_file_or_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(cfg(tmp_path)).api.requests_per_second == 3.0
+    auto = load_settings(cfg(tmp_path, GOOD.replace(
+        "[api]", '[api]\nrequests_per_second = "auto"\nmax_requests_per_second = 12')))
+    assert auto.api.requests_per_second == "auto" and auto.api.max_requests_per_second == 12
+    monkeypatch.setenv("PRACSUITE_INGEST_API__REQUESTS_PER_SECOND", "auto")
+    assert load_settings(cfg(tmp_path)).api.requests_per_second == "auto"
+    monkeypatch.setenv("PRACSUITE_INGEST_API__REQUESTS_PER_SECOND", "7.5")
+    assert load_settings(cfg(tmp_path)).api.requests_per_second == 7.5

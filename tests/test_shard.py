@@ -94,6 +94,14 @@ def test_a_shard_has_its_own_state_and_reports_and_its_share_of_the_rate() -> No
     assert mine.upload == base.upload and base.state.path == "/data/state/a.db"
 
 
+def test_an_auto_shard_adapts_within_its_share_of_the_maximum() -> None:
+    base = Settings(api={"requests_per_second": "auto",  # type: ignore[arg-type]
+                         "max_requests_per_second": 30.0})
+    mine = apply(base, Shard(1, 3))
+    assert mine.api.requests_per_second == "auto"
+    assert mine.api.max_requests_per_second == pytest.approx(10.0)
+
+
 def test_a_run_with_another_shard_layout_than_the_state_files_is_refused(
         tmp_path: Path) -> None:
     base = str(tmp_path / "a.db")

@@ -7,7 +7,6 @@ errors of `errors.py`; key values never reach a message.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ from typing import Any
 from urllib.parse import quote, urljoin
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 
 from pracsuite_ingest.errors import (
     CredentialsRefused,
@@ -36,70 +34,10 @@ from pracsuite_ingest.guards import (
     same_origin,
 )
 from pracsuite_ingest.models import Presigned
+from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.retry import retry_after_s
 
 LIST_KEYS = ("patient_attachments", "attachment_clients", "attachments", "items", "data", "results")
-
-
-def slowed_interval(current: float, base: float) -> float:
-    """After a 429: half as fast again (at least twice the configured spacing), at most 5 s.
-
-    With `recovered_interval` this settles near the configured rate when 429s are rare
-    and backs off steeply when they persist (x1.5 per 429 against x0.8 per success:
-    the spacing grows only while more than ~1 in 3 answers is a 429).
-    """
-    return min(5.0, max(current * 1.5, base * 2, 0.02))
-
-
-def recovered_interval(current: float, base: float) -> float:
-    """After a success: a fifth closer to the configured spacing."""
-    return max(base, current * 0.8)
-
-
-class RateGate:
-    """A process-wide limit on PracSuite calls that a 429 slows for everybody.
-
-    `requests_per_second` is the ceiling (aiolimiter's leaky bucket). A 429 pauses
-    every caller for what the server asked (`Retry-After`), and widens the spacing
-    between calls (`slowed_interval`); successes narrow it back (`recovered_interval`).
-    """
-
-    def __init__(self, requests_per_second: float) -> None:
-        burst = max(1.0, requests_per_second)
-        self._limiter = AsyncLimiter(burst, burst / requests_per_second)
-        self._base = 1.0 / requests_per_second
-        self._interval = self._base
-        self._next_at = 0.0
-        self._paused_until = 0.0
-        self.throttled = 0
-
-    @property
-    def interval_s(self) -> float:
-        return self._interval
-
-    def throttle(self, retry_after_s: float | None) -> None:
-        self.throttled += 1
-        self._interval = slowed_interval(self._interval, self._base)
-        pause = retry_after_s if retry_after_s is not None else self._interval
-        self._paused_until = max(self._paused_until, time.monotonic() + pause)
-
-    def succeeded(self) -> None:
-        self._interval = recovered_interval(self._interval, self._base)
-
-    async def __aenter__(self) -> None:
-        # A later 429 may extend the pause while we sleep: check again after each wait.
-        while True:
-            now = time.monotonic()
-            wait = max(self._paused_until, self._next_at) - now
-            if wait <= 0:
-                break
-            await asyncio.sleep(wait)
-        if self._interval > self._base:
-            self._next_at = time.monotonic() + self._interval
-        await self._limiter.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def parse_api_error(status: int, body: bytes) -> tuple[str, str, str]:
@@ -227,7 +165,15 @@ class PracSuiteClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10))
         self._list_key = list_key
         self._page_size = page_size
-        self.calls = 0
+
+    @property
+    def calls(self) -> int:
+        """API calls made through this client's gate (shared by the whole process)."""
+        return self._gate.calls
+
+    @property
+    def gate(self) -> RateGate:
+        return self._gate
 
     def _client_url(self, client_id: str) -> str:
         return f"{self._base}/patient/{quote(client_id, safe='')}/patient_attachment"
@@ -238,8 +184,7 @@ class PracSuiteClient:
             # e.g. a links.next pointing elsewhere
             raise Permanent(f"refusing to send the API keys to {describe_origin(url)}: it is "
                             f"not api.base_url's host ({describe_origin(self._base)})")
-        async with self._gate:
-            self.calls += 1
+        async with self._gate as sent_at_rate:
             try:
                 async with self._session.request(
                     method, url, json=body, headers=self._headers, timeout=self._timeout,
@@ -262,7 +207,7 @@ class PracSuiteClient:
                 raise Retryable(f"PracSuite unreachable ({type(exc).__name__})") from None
         if error is not None:
             if isinstance(error, Throttled):
-                self._gate.throttle(error.retry_after)
+                self._gate.throttle(error.retry_after, sent_at_rate)
             raise error
         self._gate.succeeded()
         try:

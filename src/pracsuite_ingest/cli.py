@@ -359,6 +359,9 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
     watch = watch or Watch()
     watch.stop_display()  # stdout is the summary's from here on
     doc = rpt.build(state, run_id)
+    pace = watch.counters.pace() if watch.counters.pace is not None else None
+    if pace is not None:  # how this command used the API (not kept in the state file)
+        doc["api"] = pace.as_dict()
     try:
         path = rpt.write(doc, Path(settings.report.dir))
     except OSError as exc:
@@ -370,6 +373,8 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
     if watch.note():
         print(watch.note())
     print(rpt.summary_text(doc, path))
+    if pace is not None:
+        print(pace.text())
     log = get_logger(run_id=run_id)
     log.info("run finished", **doc["summary"])
     code = EXIT_FATAL if fatal else rpt.exit_code(doc["summary"], interrupted=interrupted,
@@ -402,8 +407,11 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
         bind_context(run_id=run_id)
         async with make_session(settings) as session:
             api = make_client(settings, session)
+            counters = watch.reconciling()
+            counters.pace = api.gate.pace
             await reconcile_run(state, api, settings, run_id, settings.reconcile.deadline_s,
-                                shutdown, get_logger(run_id=run_id), watch.reconciling())
+                                shutdown, get_logger(run_id=run_id), counters)
+            get_logger(run_id=run_id).info("api pace", **api.gate.pace().as_dict())
         return _write_report(state, settings, run_id, interrupted=shutdown.is_set(),
                              watch=watch)
     finally:

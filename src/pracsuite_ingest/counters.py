@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pracsuite_ingest.rate_gate import Pace
 
 
 @dataclass
@@ -18,6 +23,7 @@ class Counters:
     bytes_to_send: int = 0  # sizes of the files admitted for upload so far
     awaiting: int = 0  # during reconcile: uploads not yet shown by PracSuite
     reconcile_until: float = 0.0  # wall-clock deadline of the reconcile phase (0: not yet)
+    pace: Callable[[], Pace] | None = None  # the API's calls, 429s and rate, read live
 
     def tally(self, stage: str, n: int = 1) -> None:
         self.by_stage[stage] = self.by_stage.get(stage, 0) + n

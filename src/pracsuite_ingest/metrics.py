@@ -40,14 +40,16 @@ class Outcome:
     retries: int
     duration_s: float
     finished_at: float  # unix time
+    api: Mapping[str, Any] | None = None  # rate_gate.Pace.as_dict() of the command
 
 
 def outcome_of(doc: Mapping[str, Any], *, exit_code: int, bytes_uploaded: int, retries: int,
                duration_s: float, finished_at: float) -> Outcome:
+    """What the report `doc` and the command's numbers say (the API's pace: `doc["api"]`)."""
     validated = sum(int(it.get("size") or 0) for it in doc["items"]
                     if it["status"] == Status.VALIDATED)
     return Outcome(doc["summary"], exit_code, bytes_uploaded, validated, retries, duration_s,
-                   finished_at)
+                   finished_at, doc.get("api"))
 
 
 def registry_for(o: Outcome, *, labels: Mapping[str, str],
@@ -72,6 +74,12 @@ def registry_for(o: Outcome, *, labels: Mapping[str, str],
     gauge("exit_code", "Exit code of the last command (0 ok, 1 some item not validated, "
           "3 stopped, 130 interrupted)", o.exit_code)
     gauge("last_run_timestamp_seconds", "When the last command finished", o.finished_at)
+    if o.api is not None:
+        gauge("api_requests_per_second", "The API rate the last command ended at (with "
+              "requests_per_second = \"auto\": where it settled)", o.api["requests_per_second"])
+        gauge("api_calls", "PracSuite API calls made by the last command", o.api["calls"])
+        gauge("api_throttled", "PracSuite API calls answered 429 in the last command",
+              o.api["throttled"])
     success = o.finished_at if o.exit_code == 0 else previous_success
     if success is not None:
         gauge("last_success_timestamp_seconds",

@@ -20,7 +20,7 @@ import aiohttp
 
 from pracsuite_ingest import reconcile as rc
 from pracsuite_ingest.admission import Action, admit
-from pracsuite_ingest.api import PracSuiteClient, RateGate
+from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.errors import Fatal, OutcomeUnknown, Permanent, PolicyExpired, Retryable
 from pracsuite_ingest.filters import NO_FILTER
@@ -28,6 +28,7 @@ from pracsuite_ingest.guards import tls_context
 from pracsuite_ingest.logs import bind_context, get_logger
 from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
 from pracsuite_ingest.polling import reconcile_run
+from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.retry import PolicyRetrier, retrying
 from pracsuite_ingest.scan import check_local, read_rows
 from pracsuite_ingest.settings import Settings
@@ -82,7 +83,8 @@ def make_client(settings: Settings, session: aiohttp.ClientSession) -> PracSuite
         settings.api.base_url,
         settings.api.vendor_api_key.get_secret_value(),
         settings.api.practice_api_key.get_secret_value(),
-        RateGate(settings.api.requests_per_second),
+        RateGate.for_setting(settings.api.requests_per_second,
+                             settings.api.max_requests_per_second),
         timeout_s=settings.api.timeout_s,
         list_key=settings.api.list_key,
         page_size=settings.api.page_size,
@@ -363,6 +365,15 @@ class Run:
         An upload whose S3 answer was lost is sent again only after a reconcile
         pass found no record for it by the deadline (SPEC.md guarantees).
         """
+        if self.api is not None:
+            self.counters.pace = self.api.gate.pace
+        try:
+            await self._upload_and_reconcile()
+        finally:
+            if self.api is not None:
+                self.log.info("api pace", **self.api.gate.pace().as_dict())
+
+    async def _upload_and_reconcile(self) -> None:
         finished = await self.upload_all()
         self.state.mark_last_upload(self.run_id, time.time())
         if not finished:

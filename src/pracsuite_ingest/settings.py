@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from pracsuite_ingest.errors import ConfigError
 from pracsuite_ingest.guards import cleartext_problem, tls_context
+from pracsuite_ingest.rate_gate import DEFAULT_MAX_RPS
 
 DEFAULT_CONFIG = Path("pracsuite-ingest.toml")
 ENV_PREFIX = "PRACSUITE_INGEST_"
@@ -37,7 +38,9 @@ class ApiSettings(_Section):
     practice_api_key: SecretStr = SecretStr("")
     vendor_api_key_file: str = ""
     practice_api_key_file: str = ""
-    requests_per_second: float = Field(default=3.0, gt=0, le=1000)
+    # A number, or "auto" (rate_gate.py): find PracSuite's unpublished limit while running
+    requests_per_second: Annotated[float, Field(gt=0, le=1000)] | Literal["auto"] = 3.0
+    max_requests_per_second: float = Field(default=DEFAULT_MAX_RPS, gt=0, le=1000)
     timeout_s: float = Field(default=30.0, gt=0)
     list_key: str = ""
     page_size: int = Field(default=100, ge=1, le=100)

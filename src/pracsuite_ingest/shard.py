@@ -118,9 +118,17 @@ def apply(settings: Settings, shard: Shard) -> Settings:
                                                                       shard)}),
         "report": settings.report.model_copy(
             update={"dir": str(Path(settings.report.dir) / shard.label)}),
-        "api": settings.api.model_copy(
-            update={"requests_per_second": settings.api.requests_per_second / shard.count}),
+        "api": settings.api.model_copy(update=_shard_rate(settings, shard.count)),
     })
+
+
+def _shard_rate(settings: Settings, count: int) -> dict[str, object]:
+    """A shard's share of the rate: 1/N of a fixed one; "auto" adapts within 1/N of the
+    maximum (each shard finds its own pace; together they stay under PracSuite's)."""
+    rps = settings.api.requests_per_second
+    if isinstance(rps, str):
+        return {"max_requests_per_second": settings.api.max_requests_per_second / count}
+    return {"requests_per_second": rps / count}
 
 
 def layout_conflict(base: str, shard: Shard | None, existing: Iterable[Path]) -> str | None:

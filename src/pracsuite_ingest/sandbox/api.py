@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ async def _guarded(
                 f"{header} refused",
                 f"The {header} header ({label}) is not valid.",
             )
-    fault = context.faults.api_fault()
+    fault = context.faults.api_fault(time.monotonic())
     if fault is not None:
         context.stats.faults[fault.value] += 1
     if fault is ApiFault.THROTTLED:

@@ -46,8 +46,13 @@ class FaultPlan:
     s3_drop_before_rate: float = 0.0
     s3_drop_after_rate: float = 0.0
     latency_ms: tuple[int, int] | None = None
+    # PracSuite's unpublished rate limit, played: requests/s accepted (a token bucket
+    # holding one second's worth), 429 above it in `throttle_style`; 0 = no limit
+    rate_budget: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.rate_budget < 0:
+            raise ValueError("rate_budget must not be negative")
         for name in (
             "fail_rate_429",
             "fail_rate_500",
@@ -73,6 +78,8 @@ class Faults:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._tokens = 0.0
+        self._filled_at: float | None = None
 
     def reset(self) -> None:
         """No faults and no latency from now on."""
@@ -85,9 +92,12 @@ class Faults:
         low, high = self.plan.latency_ms
         return self._rng.uniform(low, high) / 1000.0
 
-    def api_fault(self) -> ApiFault | None:
-        """The fault for one authenticated API request, if any (429 is drawn first)."""
-        if self._hit(self.plan.fail_rate_429):
+    def api_fault(self, now: float = 0.0) -> ApiFault | None:
+        """The fault for one authenticated API request, if any (429 is drawn first).
+
+        `now` (monotonic seconds) is when it arrived, for `rate_budget`.
+        """
+        if self._over_budget(now) or self._hit(self.plan.fail_rate_429):
             return ApiFault.THROTTLED
         if self._hit(self.plan.fail_rate_500):
             return ApiFault.SERVER_ERROR
@@ -102,6 +112,22 @@ class Faults:
         if self._hit(self.plan.s3_drop_after_rate):
             return S3Fault.DROP_AFTER
         return None
+
+    def _over_budget(self, now: float) -> bool:
+        """True when this request exceeds `rate_budget` (a refused one takes no token)."""
+        budget = self.plan.rate_budget
+        if budget <= 0:
+            return False
+        capacity = max(1.0, budget)
+        if self._filled_at is None:
+            self._tokens = capacity
+        else:
+            self._tokens = min(capacity, self._tokens + (now - self._filled_at) * budget)
+        self._filled_at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return False
+        return True
 
     def _hit(self, rate: float) -> bool:
         # No draw at rate 0, so a knob left off does not shift the other knobs' draws.

@@ -68,6 +68,7 @@ class SandboxOptions:
     s3_drop_before_rate: float = 0.0
     s3_drop_after_rate: float = 0.0
     latency_ms: tuple[int, int] | None = None
+    rate_budget: float = 0.0
     external_s3: ExternalS3 | None = None
 
     def fault_plan(self) -> FaultPlan:
@@ -81,6 +82,7 @@ class SandboxOptions:
             s3_drop_before_rate=self.s3_drop_before_rate,
             s3_drop_after_rate=self.s3_drop_after_rate,
             latency_ms=self.latency_ms,
+            rate_budget=self.rate_budget,
         )
 
     def reject_pattern(self) -> re.Pattern[str] | None:
@@ -170,6 +172,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--s3-drop-before", type=_rate, default=0.0, metavar="RATE")
     add("--s3-drop-after", type=_rate, default=0.0, metavar="RATE")
     add("--latency-ms", type=parse_latency, default=None, metavar="MIN,MAX")
+    add("--rate-budget", type=float, default=0.0, metavar="PER_SECOND",
+        help="play a rate limit: API requests/s accepted, 429 above (0 = none)")
     ext = parser.add_argument_group(
         "external S3", "presign for a real S3 (e.g. Ceph radosgw) instead of the sandbox's own; "
         "uploads are validated by HEAD on it. The secret and token may also come from the "
@@ -229,6 +233,7 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         s3_drop_before_rate=ns.s3_drop_before,
         s3_drop_after_rate=ns.s3_drop_after,
         latency_ms=ns.latency_ms,
+        rate_budget=ns.rate_budget,
         external_s3=external_from_args(ns),
     )
     if ns.vendor_key:

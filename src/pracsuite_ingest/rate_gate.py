@@ -1,0 +1,240 @@
+"""The adaptive rate gate: find PracSuite's unpublished rate limit while running.
+
+`api.requests_per_second = "auto"` (SPEC.md) starts at `START_RPS`, raises the rate
+while PracSuite answers without throttling (additive increase) and lowers it on a 429
+(multiplicative decrease), never above `api.max_requests_per_second`. `AutoRate` is
+that policy, pure: it is told what happened and when, and says the rate. The I/O side
+(`api.RateGate`) paces calls at that rate.
+
+Why this shape (additive increase, multiplicative decrease, as TCP does): a token
+bucket that refuses above N requests/s is found from below in a few seconds (until the
+first 429 the rate grows by half each second, as TCP's slow start doubles), and one
+429 is enough to step back under it. Two refinements keep the 429s rare: the rate at
+the last 429 is remembered, and the probe above it is slow (a tenth of the climb), so
+the rate spends its time just under the limit rather than bouncing off it; and a burst
+of 429s (calls already in flight when the rate was lowered) counts as one decrease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiolimiter import AsyncLimiter
+
+START_RPS = 3.0  # where "auto" starts: what PracSuite's peers allow one user (SPEC.md)
+DEFAULT_MAX_RPS = 20.0  # api.max_requests_per_second's default (README: why)
+MIN_RPS = 0.2
+START_GROWTH_PER_S = 0.5  # before the first 429: +50% a second (3 -> 20 in about 5 s)
+# After a 429, as shares of the rate PracSuite refused, per second without a 429:
+CLIMB_SHARE_PER_S = 0.1  # far below it (0.75 -> 0.9 of it in 1.5 s)
+PROBE_SHARE_PER_S = 0.005  # within reach of it (0.9 -> 1.0 of it in 20 s)
+NEAR_LAST_429 = 0.9  # "within reach": above this share of the rate at the last 429
+DECREASE = 0.75  # the rate after a 429, as a share of the rate it was sent at
+BUSY_WITHIN_S = 1.0  # the gate counts as busy this long after a caller waited for it
+
+
+@dataclass
+class AutoRate:
+    """The rate "auto" allows now (`rate`), moved by successes and 429s. Pure.
+
+    Each method takes `now` (seconds, monotonic); nothing here reads a clock.
+    """
+
+    ceiling: float = DEFAULT_MAX_RPS
+    rate: float = START_RPS
+    floor: float = MIN_RPS
+    last_429_rate: float | None = None
+    throttled: int = 0  # 429s seen
+    decreases: int = 0  # times the rate was lowered (a burst of 429s is one)
+    _last_change: float | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rate = min(max(self.rate, self.floor), self.ceiling)
+
+    @property
+    def interval_s(self) -> float:
+        return 1.0 / self.rate
+
+    def succeeded(self, now: float, *, busy: bool = True) -> None:
+        """An answer that was not a 429: climb for the time since the last change.
+
+        Only while `busy` (callers have been waiting for their turn, so the rate is what
+        holds the run back): a rate that was never used proves nothing, and climbing
+        on it would let a later burst of calls go out far above PracSuite's limit
+        (TCP's congestion window validation, RFC 7661, for the same reason).
+
+        Far below the rate of the last 429 the climb is quick; from `NEAR_LAST_429` of
+        it on, slow (the probe), so the rate stays just under where PracSuite refused it
+        and one success after a long gap never jumps past that.
+        """
+        if self._last_change is None:
+            self._last_change = now
+            return
+        elapsed = max(0.0, now - self._last_change)
+        self._last_change = now
+        if not busy:
+            return
+        if self.last_429_rate is None:  # nothing known yet: find the limit quickly
+            self.rate += START_GROWTH_PER_S * self.rate * elapsed
+        else:
+            refused = self.last_429_rate
+            near = NEAR_LAST_429 * refused
+            if self.rate < near:
+                fast_s = min(elapsed, (near - self.rate) / (CLIMB_SHARE_PER_S * refused))
+                self.rate += CLIMB_SHARE_PER_S * refused * fast_s
+                elapsed -= fast_s
+            self.rate += PROBE_SHARE_PER_S * refused * elapsed
+        self.rate = min(self.ceiling, self.rate)
+
+    def throttled_at(self, now: float, sent_at_rate: float | None = None) -> None:
+        """A 429 for a call sent when the rate was `sent_at_rate` (default: now's).
+
+        A call sent at a rate above today's was in flight when the rate was lowered
+        for an earlier 429: the same event, no second decrease. Otherwise step back to
+        `DECREASE` of the refused rate, and remember it as where PracSuite refuses.
+        """
+        self.throttled += 1
+        self._last_change = now  # no climbing credit for a time that was refused
+        over = sent_at_rate if sent_at_rate is not None else self.rate
+        if over > self.rate:
+            return
+        self.last_429_rate = over
+        self.rate = max(self.floor, over * DECREASE)
+        self.decreases += 1
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How one process used PracSuite's API: for the logs, the summary and the metrics."""
+
+    mode: str  # "auto" or "fixed"
+    requests_per_second: float  # what the gate allows now: where "auto" settled
+    calls: int
+    throttled: int  # calls answered 429
+
+    def as_dict(self) -> dict[str, object]:
+        return {"mode": self.mode, "requests_per_second": round(self.requests_per_second, 2),
+                "calls": self.calls, "throttled": self.throttled}
+
+    def text(self) -> str:
+        share = f" ({self.throttled / self.calls:.1%})" if self.calls else ""
+        where = "settled at" if self.mode == "auto" else "limited to"
+        return (f"PracSuite API: {self.calls:,} calls, {self.throttled:,} throttled{share}; "
+                f"{self.mode} rate {where} {self.requests_per_second:.2f} requests/s")
+
+
+def slowed_interval(current: float, base: float) -> float:
+    """After a 429: half as fast again (at least twice the configured spacing), at most 5 s.
+
+    With `recovered_interval` this settles near the configured rate when 429s are rare
+    and backs off steeply when they persist (x1.5 per 429 against x0.8 per success:
+    the spacing grows only while more than ~1 in 3 answers is a 429).
+    """
+    return min(5.0, max(current * 1.5, base * 2, 0.02))
+
+
+def recovered_interval(current: float, base: float) -> float:
+    """After a success: a fifth closer to the configured spacing."""
+    return max(base, current * 0.8)
+
+
+class RateGate:
+    """A process-wide limit on PracSuite calls that a 429 slows for everybody.
+
+    Fixed (`requests_per_second` a number): that rate is the ceiling (aiolimiter's
+    leaky bucket); a 429 widens the spacing between calls (`slowed_interval`) and
+    successes narrow it back (`recovered_interval`). Auto (`auto` given): calls are
+    spaced at the rate `AutoRate` allows, which it moves as answers come. In both, a
+    429 pauses every caller for what the server asked (`Retry-After`, already capped
+    by `retry.py`). Entering the gate gives the rate the call is sent at, which the
+    429 of that call hands back (`throttle`).
+    """
+
+    def __init__(self, requests_per_second: float, *, auto: AutoRate | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        burst = max(1.0, requests_per_second)
+        self._limiter = AsyncLimiter(burst, burst / requests_per_second)
+        self._base = 1.0 / requests_per_second
+        self._interval = self._base
+        self._auto = auto
+        self._clock = clock
+        self._next_at = 0.0
+        self._paused_until = 0.0
+        self.throttled = 0
+        self.calls = 0
+        self._waited_at = -BUSY_WITHIN_S  # when a caller last had to wait for its turn
+
+    @classmethod
+    def for_setting(cls, requests_per_second: float | str, max_requests_per_second: float,
+                    ) -> RateGate:
+        """The gate `api.requests_per_second` asks for: a number, or "auto"."""
+        if isinstance(requests_per_second, str):  # "auto": settings allow no other string
+            auto = AutoRate(ceiling=max_requests_per_second,
+                            rate=min(START_RPS, max_requests_per_second))
+            return cls(max_requests_per_second, auto=auto)
+        return cls(requests_per_second)
+
+    @property
+    def auto(self) -> AutoRate | None:
+        return self._auto
+
+    @property
+    def interval_s(self) -> float:
+        return self._auto.interval_s if self._auto is not None else self._interval
+
+    @property
+    def rate(self) -> float:
+        """Requests per second the gate allows now."""
+        return 1.0 / self.interval_s
+
+    def pace(self) -> Pace:
+        return Pace("auto" if self._auto is not None else "fixed", self.rate, self.calls,
+                    self.throttled)
+
+    def throttle(self, retry_after_s: float | None, sent_at_rate: float | None = None) -> None:
+        self.throttled += 1
+        now = self._clock()
+        if self._auto is not None:
+            self._auto.throttled_at(now, sent_at_rate)
+        else:
+            self._interval = slowed_interval(self._interval, self._base)
+        pause = retry_after_s if retry_after_s is not None else self.interval_s
+        self._paused_until = max(self._paused_until, now + pause)
+
+    def succeeded(self) -> None:
+        if self._auto is not None:
+            now = self._clock()
+            self._auto.succeeded(now, busy=now - self._waited_at < BUSY_WITHIN_S)
+        else:
+            self._interval = recovered_interval(self._interval, self._base)
+
+    async def __aenter__(self) -> float:
+        # A later 429 may extend the pause while we sleep: check again after each wait.
+        while True:
+            now = self._clock()
+            wait = self._paused_until - now if self._auto is not None else max(
+                self._paused_until, self._next_at) - now
+            if wait <= 0:
+                break
+            await asyncio.sleep(wait)
+        self.calls += 1
+        if self._auto is not None:
+            # Each caller takes the next slot at the current spacing (no bursts: an
+            # unknown limit is found more gently by evenly spaced calls).
+            rate = self._auto.rate
+            slot = max(now, self._next_at)
+            self._next_at = slot + 1.0 / rate
+            if slot > now:
+                self._waited_at = now
+                await asyncio.sleep(slot - now)
+            return rate
+        if self._interval > self._base:
+            self._next_at = self._clock() + self._interval
+        await self._limiter.acquire()
+        return self.rate
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
