@@ -122,10 +122,16 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
         "pracsuite-ingest check --config practice.toml"))
 
     sb = _command(sub, "sandbox", "start the local PracSuite + S3 stand-in",
-                  "pracsuite-ingest sandbox --port 8700 --fail-429 0.2")
+                  epilog="examples:\n"
+                         "  pracsuite-ingest sandbox --config-out sandbox.toml   # then: "
+                         "check --config sandbox.toml\n"
+                         "  pracsuite-ingest sandbox --port 8700 --fail-429 0.2\n\n"
+                         "It prints an [api] block to paste into a config.")
     if sandbox:
         from pracsuite_ingest.sandbox import add_arguments
+        from pracsuite_ingest.sandbox.options import DefaultsHelpFormatter
 
+        sb.formatter_class = DefaultsHelpFormatter
         add_arguments(sb)
     demo = _command(sub, "demo", "a full migration against the built-in sandbox",
                     "pracsuite-ingest demo --files 200")
@@ -174,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "sandbox":
         from pracsuite_ingest import aio
         from pracsuite_ingest.sandbox import options_from_args, serve_forever
+        from pracsuite_ingest.sandbox.config_text import ConfigOutRefused
 
         try:
             options = options_from_args(args)
@@ -181,9 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"pracsuite-ingest sandbox: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         try:
-            aio.run(serve_forever(options))
+            aio.run(serve_forever(options, config_out=args.config_out))
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
+        except ConfigOutRefused as exc:
+            print(f"pracsuite-ingest sandbox: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         return EXIT_OK
     if args.command == "demo":
         from pracsuite_ingest.demo import run_demo

@@ -123,55 +123,86 @@ def _rate(text: str) -> float:
     return value
 
 
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """`--help` shows each flag's default: "(default: X)" is added to a flag's help
+    unless the help already names its default or there is none (None, off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings
+                or any(action.default is off for off in (None, False, argparse.SUPPRESS))):
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `sandbox` command's flags; `options_from_args` reads them back."""
     d = SandboxOptions
     add = parser.add_argument
-    add("--host", default=d.host, help="address to bind (default %(default)s)")
-    add("--port", type=int, default=DEFAULT_API_PORT, help="API port (default %(default)s)")
+    add("--config-out", type=Path, default=None, metavar="FILE",
+        help="also write a whole worker config for this sandbox to FILE (mode 0600; only "
+             "[input] is left to fill in); a file the sandbox did not write is never "
+             "overwritten")
+    add("--host", default=d.host, help="address to bind")
+    add("--port", type=int, default=DEFAULT_API_PORT, help="API port (0: any free port)")
     add("--s3-port", type=int, default=None, help="S3 port (default: --port + 1)")
     add("--data-dir", type=Path, default=None, help="where S3 objects go (default: temp dir)")
     add("--vendor-key", default=None, help="x-api-key to accept (default: random)")
     add("--practice-key", default=None, help="a-api-key to accept (default: random)")
-    add("--bucket", default=d.bucket)
-    add("--region", default=d.region)
-    add("--no-session-token", action="store_true", help="presign without x-amz-security-token")
-    add("--clients", type=parse_clients, default=DEFAULT_CLIENTS, help='e.g. "1-50,1001"')
+    add("--bucket", default=d.bucket, help="the S3 bucket presigns name")
+    add("--region", default=d.region, help="the S3 region presigns sign for")
+    add("--no-session-token", action="store_true",
+        help="presign without x-amz-security-token (PracSuite sends one)")
+    add("--clients", type=parse_clients, default=DEFAULT_CLIENTS,
+        help='client ids PracSuite knows, e.g. "1-50,1001" (default: 1-50,1001)')
     add(
         "--existing-records",
         type=int,
         default=d.existing_records_per_client,
-        help="records each client holds before any upload (default %(default)s)",
+        help="records each client holds before any upload",
     )
     add(
         "--list-key",
         default=d.list_key,
-        help='list envelope key, or "bare" for a bare array (default %(default)s)',
+        help='list envelope key, or "bare" for a bare array',
     )
     add(
         "--description-mode",
         type=DescriptionMode,
         choices=list(DescriptionMode),
         default=d.description_mode,
+        help="what a record's description holds",
     )
-    add("--validation-delay", type=float, default=d.validation_delay_s, metavar="SECONDS")
-    add("--policy-lifetime", type=float, default=d.policy_lifetime_s, metavar="SECONDS")
-    add("--max-file-bytes", type=int, default=d.max_file_bytes)
-    add("--reject-names", default=None, metavar="REGEX", help="file names that fail validation")
-    add("--seed", type=int, default=None, help="seed for fault draws")
-    add("--fail-429", type=_rate, default=0.0, metavar="RATE")
+    add("--validation-delay", type=float, default=d.validation_delay_s, metavar="SECONDS",
+        help="time from an upload to its record")
+    add("--policy-lifetime", type=float, default=d.policy_lifetime_s, metavar="SECONDS",
+        help="how long a presigned POST stays valid")
+    add("--max-file-bytes", type=int, default=d.max_file_bytes,
+        help="largest file S3 takes (PracSuite's limit)")
+    add("--reject-names", default=None, metavar="REGEX",
+        help="file names that fail validation (default: none)")
+    add("--seed", type=int, default=None, help="seed for fault draws (default: random)")
+    add("--fail-429", type=_rate, default=0.0, metavar="RATE",
+        help="share of API calls answered 429")
     add(
         "--throttle-style",
         type=ThrottleStyle,
         choices=list(ThrottleStyle),
         default=d.throttle_style,
+        help="how a 429 says when to come back",
     )
-    add("--retry-after", type=int, default=d.retry_after_s, metavar="SECONDS")
-    add("--fail-500", type=_rate, default=0.0, metavar="RATE")
-    add("--s3-slowdown", type=_rate, default=0.0, metavar="RATE")
-    add("--s3-drop-before", type=_rate, default=0.0, metavar="RATE")
-    add("--s3-drop-after", type=_rate, default=0.0, metavar="RATE")
-    add("--latency-ms", type=parse_latency, default=None, metavar="MIN,MAX")
+    add("--retry-after", type=int, default=d.retry_after_s, metavar="SECONDS",
+        help="the wait a 429 asks for")
+    add("--fail-500", type=_rate, default=0.0, metavar="RATE",
+        help="share of API calls answered 500")
+    add("--s3-slowdown", type=_rate, default=0.0, metavar="RATE",
+        help="share of uploads answered 503 SlowDown")
+    add("--s3-drop-before", type=_rate, default=0.0, metavar="RATE",
+        help="share of uploads whose connection drops before the object is stored")
+    add("--s3-drop-after", type=_rate, default=0.0, metavar="RATE",
+        help="share of uploads whose connection drops after the object is stored")
+    add("--latency-ms", type=parse_latency, default=None, metavar="MIN,MAX",
+        help="added latency per API request (default: none)")
     add("--rate-budget", type=float, default=0.0, metavar="PER_SECOND",
         help="play a rate limit: API requests/s accepted, 429 above (0 = none)")
     ext = parser.add_argument_group(

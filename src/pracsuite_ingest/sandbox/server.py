@@ -10,7 +10,6 @@ API keys to S3, or S3 fields to the API, fails as it would in production. With
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import tempfile
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from .api import ApiContext, PresignTarget, build_api_app
+from .config_text import api_block, whole_config, write_config
 from .external import HeadLookup, SeenSizes, StoreWatcher
 from .faults import FaultPlan, Faults
 from .ledger import Ledger
@@ -268,18 +268,24 @@ class Sandbox:
                     self._temp_dir = None
 
 
-async def serve_forever(options: SandboxOptions) -> None:
-    """Run the sandbox until cancelled; print what to paste into the config's [api].
+async def serve_forever(options: SandboxOptions, config_out: Path | None = None) -> None:
+    """Run the sandbox until cancelled; print the `[api]` block to paste into a config.
 
-    Prints `base_url`, `vendor_api_key` and `practice_api_key` as TOML lines, and the
-    S3 URL as a TOML comment (it is not an [api] key: the worker gets it from each
-    presign).
+    The block is TOML the worker accepts as it is (`base_url`, `vendor_api_key`,
+    `practice_api_key`, and the S3 URL as a comment: it is not a config key, the worker
+    gets it from each presign). With `config_out`, a whole config is written there too
+    (0600; `ConfigOutRefused` for a file the sandbox did not write).
     """
     async with Sandbox(options) as sandbox:
-        print(f"base_url = {json.dumps(sandbox.base_url)}")
-        print(f"vendor_api_key = {json.dumps(sandbox.vendor_key)}")
-        print(f"practice_api_key = {json.dumps(sandbox.practice_key)}")
-        print(f"# s3_url = {json.dumps(sandbox.s3_url)}", flush=True)
+        args = (sandbox.base_url, sandbox.vendor_key, sandbox.practice_key, sandbox.s3_url)
+        if config_out is not None:
+            write_config(config_out, whole_config(*args))
+        print("# paste into your config (pracsuite-ingest check --config FILE tries it):")
+        print(api_block(*args), end="")
+        if config_out is not None:
+            print(f"# a whole config is in {config_out}: fill in its [input], then "
+                  f"`pracsuite-ingest check --config {config_out}`")
+        print("# the sandbox runs until Ctrl-C", flush=True)
         await _forever()
 
 
