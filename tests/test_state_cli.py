@@ -34,7 +34,7 @@ async def test_reconcile_later_finds_what_a_slow_practice_validated(tmp_path: Pa
     assert again["run_id"] == missing["run_id"]  # the same run's report, rewritten
     assert again["summary"]["validated"] == 8
     assert presigns == 8  # reconcile sends nothing
-    status = await run_cli("status", "--config", str(cfg), cwd=tmp_path)
+    status = await run_cli("status", "--config", str(cfg), "--json", cwd=tmp_path)
     assert status.code == 0
     runs = json.loads(status.stdout)["runs"]
     assert runs[0]["stages"] == {"validated": 8}

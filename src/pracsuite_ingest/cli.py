@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -114,9 +113,15 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
     rec.add_argument("--run-id", help="the run to reconcile (default: the latest)")
     rec.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
     rec.add_argument("--quiet", action="store_true", help=QUIET_HELP)
-    status = with_config(_command(sub, "status", "runs and items per status in the state file",
-                                  "pracsuite-ingest status --state ingest.db"))
+    status = with_config(_command(
+        sub, "status", "runs and items per status in the state file",
+        epilog="examples:\n"
+               "  pracsuite-ingest status --config practice.toml          # a table\n"
+               "  pracsuite-ingest status --config practice.toml --json   # for scripts\n"))
     status.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+    status.add_argument("--json", action="store_true",
+                        help="print JSON: the runs, each with its items per stage (also "
+                             "what is printed when stdout is not a terminal)")
     with_config(_command(
         sub, "check", "configuration, writable paths, and one API call proving both keys",
         "pracsuite-ingest check --config practice.toml"))
@@ -264,7 +269,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings,
     from pracsuite_ingest import aio
 
     if args.command == "status":
-        return cmd_status(settings)
+        return cmd_status(settings, as_json=args.json)
     if args.command == "check":
         return aio.run(cmd_check(settings))
     watch = _watch_for(args, settings, shard)
@@ -429,18 +434,23 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
         state.close()
 
 
-def cmd_status(settings: Settings) -> int:
+def cmd_status(settings: Settings, *, as_json: bool = False) -> int:
     from pracsuite_ingest.state import State
+    from pracsuite_ingest.status_view import print_status
 
     path = Path(settings.state.path)
     if not path.exists():
-        print(f"no state file at {path}: nothing has run yet")
+        if as_json:
+            print_status(str(path), [], as_json=True, out=sys.stdout)
+        else:
+            print(f"no state file at {path}: nothing has run yet")
         return EXIT_OK
     state = State.open(path, lock=False)
     try:
-        print(json.dumps({"state": str(path), "runs": state.runs()}, indent=1))
+        runs = state.runs()
     finally:
         state.close()
+    print_status(str(path), runs, as_json=as_json, out=sys.stdout)
     return EXIT_OK
 
 

@@ -68,6 +68,22 @@ def write_samples(root: Path, count: int, clients: list[str]) -> tuple[Path, int
     return manifest, good
 
 
+def closing_text(good: int, summary: dict[str, int], manifest: Path) -> str:
+    """The demo's last words: what happened, and next steps that work once the demo's
+    sandbox is gone (no `reconcile`: there is nothing left to ask)."""
+    missing = summary.get("missing", 0)
+    why_missing = (f" The {missing} `missing` row is the empty file: PracSuite's validation "
+                   "refuses it, so it never gets a record (the report's advice to run "
+                   "`reconcile` is for a real PracSuite; this sandbox has stopped)."
+                   if missing == 1 else "")
+    return (f"demo ok: all {good} good files validated; the 6 bad rows are explained in the "
+            f"report.{why_missing}\n"
+            "To try the commands yourself, start a sandbox that keeps running, then, in "
+            "another terminal, run the same manifest against it:\n"
+            "  pracsuite-ingest sandbox --config-out sandbox.toml\n"
+            f"  pracsuite-ingest run --config sandbox.toml --manifest {manifest}")
+
+
 def _fresh_dir(out: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
@@ -102,8 +118,7 @@ async def _demo(count: int, out: Path) -> int:
     validated = doc["summary"]["validated"]
     print(f"open {out / 'reports' / 'latest.html'} in a browser for the readable report")
     if validated == good:
-        print(f"demo ok: all {good} good files validated; the 6 bad rows are explained "
-              "in the report")
+        print(closing_text(good, doc["summary"], out / "manifest.csv"))
         return 0
     print(f"demo: only {validated} of {good} good files validated", file=sys.stderr)
     return 1

@@ -27,13 +27,22 @@ def api_block(base_url: str, vendor_key: str, practice_key: str, s3_url: str) ->
     ]) + "\n"
 
 
-def whole_config(base_url: str, vendor_key: str, practice_key: str, s3_url: str) -> str:
+def reconcile_deadline_s(validation_delay_s: float) -> int:
+    """How long a run against the sandbox waits for records: a record that has not come
+    by then never will (the sandbox refused the file), so a rehearsal ends in a minute,
+    not PracSuite's 15."""
+    return max(60, round(4 * validation_delay_s + 30))
+
+
+def whole_config(base_url: str, vendor_key: str, practice_key: str, s3_url: str,
+                 validation_delay_s: float = 0.5) -> str:
     """A complete config for a run against this sandbox; only `[input]` is to fill in.
 
     State and reports get their own names, so that a rehearsal never mixes with a real
     practice's state file. The keys are this sandbox's: random at each start unless
     `--vendor-key` / `--practice-key` were given.
     """
+    deadline = f"deadline_s = {reconcile_deadline_s(validation_delay_s)}"
     return f"""{MARKER} (written by `pracsuite-ingest sandbox
 # --config-out`). Fill in [input]: set manifest (a CSV or .jsonl with client_id and path)
 # or source_dir (a folder of <client_id>/... files), or give --manifest / --source-dir
@@ -46,7 +55,8 @@ manifest = ""              # fill in: CSV or .jsonl manifest; or:
 source_dir = ""            # fill in: <source_dir>/<client_id>/**/<file>
 
 [reconcile]
-poll_interval_s = 1.0      # the sandbox validates within a second or so
+poll_interval_s = 1.0      # records come --validation-delay ({validation_delay_s:g} s) after
+{deadline:<27}# an upload; one not there by then never comes
 
 [state]
 path = "sandbox-state.db"  # not a real practice's state file

@@ -279,7 +279,7 @@ async def serve_forever(options: SandboxOptions, config_out: Path | None = None)
     async with Sandbox(options) as sandbox:
         args = (sandbox.base_url, sandbox.vendor_key, sandbox.practice_key, sandbox.s3_url)
         if config_out is not None:
-            write_config(config_out, whole_config(*args))
+            write_config(config_out, whole_config(*args, options.validation_delay_s))
         print("# paste into your config (pracsuite-ingest check --config FILE tries it):")
         print(api_block(*args), end="")
         if config_out is not None:
