@@ -114,3 +114,33 @@ async def test_the_demo_closes_with_advice_that_works_after_it(tmp_path: Path) -
     assert run.code == 1, run.stdout + run.stderr[-2000:]  # the demo's bad rows
     summary = run.report(tmp_path / "sandbox-reports")["summary"]
     assert summary["validated"] == 4 and summary["total"] == 10
+
+
+@pytest.mark.slow
+async def test_a_rerun_of_validated_rows_logs_one_info_line_not_one_per_file(
+        tmp_path: Path) -> None:
+    async with Sandbox(SandboxOptions(validation_delay_s=0.05)) as sb:
+        rows = make_files(tmp_path, 12, ["6", "7"])
+        manifest = write_manifest(tmp_path, [*rows, rows[0]])  # and a repeated row
+        cfg = config(tmp_path, sb, log={"level": "info", "format": "json"})
+        first = await run_cli("run", "--config", str(cfg), "--manifest", str(manifest),
+                              cwd=tmp_path)
+        rerun = await run_cli("run", "--config", str(cfg), "--manifest", str(manifest),
+                              cwd=tmp_path)
+        debug = await run_cli("run", "--config", str(cfg), "--manifest", str(manifest),
+                              "--log-level", "debug", cwd=tmp_path)
+    assert first.code == 0 and rerun.code == 0 and debug.code == 0, rerun.stderr[-2000:]
+    assert rerun.report(tmp_path / "reports")["summary"]["skipped"] == 13
+    events = [json.loads(line) for line in rerun.stderr.splitlines()]
+    per_file = [e for e in events if "item" in e]
+    assert per_file == []  # 13 skipped rows, not one line each
+    summary = [e for e in events if e["event"] == "items skipped"]
+    assert len(summary) == 1 and summary[0]["level"] == "info"
+    assert summary[0]["count"] == 13
+    assert summary[0]["reasons"] == {"validated earlier": 13}
+    first_events = [json.loads(line) for line in first.stderr.splitlines()]
+    assert [e["reasons"] for e in first_events if e["event"] == "items skipped"] == [
+        {"duplicate row": 1}]
+    skipped_debug = [json.loads(line) for line in debug.stderr.splitlines()
+                     if '"item skipped"' in line]
+    assert len(skipped_debug) == 13 and {e["level"] for e in skipped_debug} == {"debug"}

@@ -24,6 +24,12 @@ class Counters:
     awaiting: int = 0  # during reconcile: uploads not yet shown by PracSuite
     reconcile_until: float = 0.0  # wall-clock deadline of the reconcile phase (0: not yet)
     pace: Callable[[], Pace] | None = None  # the API's calls, 429s and rate, read live
+    skipped_why: dict[str, int] = field(default_factory=dict)  # skipped items per reason
 
     def tally(self, stage: str, n: int = 1) -> None:
         self.by_stage[stage] = self.by_stage.get(stage, 0) + n
+
+    def skipped(self, stage: str, reason: str) -> None:
+        """An item skipped (counted at `stage`) for `reason`."""
+        self.tally(stage)
+        self.skipped_why[reason] = self.skipped_why.get(reason, 0) + 1

@@ -152,7 +152,16 @@ class Run:
                         self._not_started(seq, row)
             finally:
                 watcher.cancel()
+        self._log_skipped()
         return not self.shutdown.is_set()
+
+    def _log_skipped(self) -> None:
+        """One INFO line for every skipped item of the scan, with a count per reason
+        (a rerun of 100,000 done rows is one line, not 100,000; each is at DEBUG)."""
+        why = self.counters.skipped_why
+        if why:
+            self.log.info("items skipped", stage="admit", count=sum(why.values()),
+                          reasons=dict(sorted(why.items())))
 
     async def _cancel_after_grace(self, in_flight: set[asyncio.Task[None]]) -> None:
         await self.shutdown.wait()
@@ -217,15 +226,15 @@ class Run:
         if decision.action is Action.DUPLICATE and earlier is not None:
             self.state.add_item(self.run_id, seq, row, local, Stage.SKIPPED,
                                 error=decision.reason, duplicate_of=earlier.id)
-            self.counters.tally(Stage.SKIPPED)
-            log.info("item skipped", stage="admit", reason="duplicate row")
+            self.counters.skipped(Stage.SKIPPED, "duplicate row")
+            log.debug("item skipped", stage="admit", reason="duplicate row")
             return
         if decision.action is Action.SKIP and earlier is not None:
             self.state.add_item(self.run_id, seq, row, local, Stage.SKIPPED,
                                 error=decision.reason, key=earlier.key,
                                 attachment_id=earlier.attachment_id)
-            self.counters.tally(Stage.SKIPPED)
-            log.info("item skipped", stage="admit", reason="validated earlier")
+            self.counters.skipped(Stage.SKIPPED, "validated earlier")
+            log.debug("item skipped", stage="admit", reason="validated earlier")
             return
         if self.dry_run:
             self.state.add_item(self.run_id, seq, row, local, Stage.SEEN,
