@@ -167,8 +167,14 @@ async def test_progress_shows_on_a_terminal_unless_quiet_or_json(tmp_path: Path)
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown["tty"])
     assert "15/15" in plain and "bytes" in plain
     assert "awaiting validation" in plain and "validated 15" in plain
-    assert re.search(r"reconcile: \d+ awaiting PracSuite's validation, polling until "
-                     r"\d\d:\d\d:\d\d", plain)
+    assert re.search(r"reconcile: \d+ awaited · \d+ validated so far · gives up at "
+                     r"\d\d:\d\d if PracSuite has not shown them", plain)
+    assert "eta 0:00:00" not in plain and " left" not in plain
+    # the last frame, drawn as the display stops, holds the outcome
+    bytes_row = plain.rindex("bytes ")
+    last = plain[plain.rindex("files ", 0, bytes_row):plain.index("run ", bytes_row)]
+    assert "15/15" in last and "validated 15" in last
+    assert "reconcile: done: every upload validated (15 this run)" in last
     assert "run " in plain and "report:" in plain
     for label in ("quiet", "json"):
         assert "awaiting validation" not in shown[label], label

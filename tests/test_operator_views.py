@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -87,7 +88,29 @@ def test_progress_numbers_come_from_the_counters() -> None:
     c.awaiting, c.reconcile_until = 7, time.time() + 125
     assert progress.awaiting_validation(c) == 7
     rec = progress.reconcile_line(c, c.reconcile_until - 125)
-    assert rec is not None and "7 awaiting" in rec and "2m 05s left" in rec
+    gives_up = datetime.fromtimestamp(c.reconcile_until).strftime("%H:%M")  # local time
+    assert rec == (f"reconcile: 7 awaited · 4 validated so far · gives up at {gives_up} if "
+                   "PracSuite has not shown them by then")
+    assert "left" not in rec and "eta" not in rec  # a deadline, not an estimate
+    c.reconcile_end, c.awaiting = "done", 2
+    assert progress.reconcile_line(c, 0) == (
+        "reconcile: done: 4 validated, 2 not shown by PracSuite in time (missing: "
+        "`reconcile` looks again)")
+    c.awaiting = 0
+    assert progress.reconcile_line(c, 0) == "reconcile: done: every upload validated (4 this run)"
+    c.reconcile_end, c.awaiting = "stopped", 3
+    assert "stopped: 4 validated, 3 still awaited" in (progress.reconcile_line(c, 0) or "")
+
+
+def test_the_eta_is_the_send_phase_s_and_never_reads_zero_while_the_run_goes_on() -> None:
+    c = counters(uploaded=3)
+    assert progress.eta_text(c, 10, 125.2) == "eta 0:02:06"
+    assert progress.eta_text(c, 10, 0.01) == "eta 0:00:01"  # not 0:00:00: files remain
+    assert progress.eta_text(c, 10, 3 * 3600 + 1) == "eta 3:00:01"
+    assert progress.eta_text(c, None, None) == "eta -:--:--"
+    assert progress.eta_text(c, 3, 0.0) == ""  # every file sent: the reconcile line follows
+    c.reconcile_until = time.time() + 60
+    assert progress.eta_text(c, 10, 0.0) == ""
 
 
 def test_a_dry_run_shows_what_it_would_send() -> None:
@@ -125,6 +148,37 @@ def test_the_display_renders_from_counters_without_a_terminal() -> None:
     Console(file=out, width=120, color_system=None).print(progress_live._View(c, count))
     text = out.getvalue()
     assert "4/5" in text and "bytes" in text and "awaiting validation 3" in text
+
+
+def frame(c: Counters, total: int) -> str:
+    """One frame of the display, as text (what rich draws on each refresh)."""
+    from rich.console import Console
+
+    count = progress.RowCount(lambda: iter(rows(*[str(n) for n in range(total)])))
+    count._thread.join(5)
+    out = io.StringIO()
+    Console(file=out, width=150, color_system=None).print(progress_live._View(c, count))
+    return out.getvalue()
+
+
+def test_frames_through_the_reconcile_phase() -> None:
+    sending = counters(uploaded=3, skipped=1)
+    assert "eta " in frame(sending, 10) and "reconcile" not in frame(sending, 10)
+
+    c = counters(uploaded=10)
+    c.tally(Stage.VALIDATED, 4)
+    c.awaiting, c.reconcile_until = 6, time.time() + 900
+    shown = frame(c, 10)
+    gives_up = datetime.fromtimestamp(c.reconcile_until).strftime("%H:%M")
+    assert "10/10" in shown
+    assert f"reconcile: 6 awaited · 4 validated so far · gives up at {gives_up}" in shown
+    assert "eta" not in shown  # not "eta 0:00:00" while reconcile runs
+
+    c.tally(Stage.VALIDATED, 6)
+    c.awaiting, c.reconcile_end = 0, "done"
+    last = frame(c, 10)
+    assert "reconcile: done: every upload validated (10 this run)" in last
+    assert "validated 10" in last and "gives up" not in last and "eta" not in last
 
 
 # ---------------------------------------------------------------------- the plan

@@ -115,7 +115,7 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
     rec.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     status = with_config(_command(
         sub, "status", "runs and items per status in the state file",
-        epilog="examples:\n"
+        epilog="example:\n"
                "  pracsuite-ingest status --config practice.toml          # a table\n"
                "  pracsuite-ingest status --config practice.toml --json   # for scripts\n"))
     status.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
@@ -127,7 +127,7 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
         "pracsuite-ingest check --config practice.toml"))
 
     sb = _command(sub, "sandbox", "start the local PracSuite + S3 stand-in",
-                  epilog="examples:\n"
+                  epilog="example:\n"
                          "  pracsuite-ingest sandbox --config-out sandbox.toml   # then: "
                          "check --config sandbox.toml\n"
                          "  pracsuite-ingest sandbox --port 8700 --fail-429 0.2\n\n"

@@ -24,6 +24,7 @@ class Counters:
     awaiting: int = 0  # during reconcile: uploads not yet shown by PracSuite
     reconcile_until: float = 0.0  # wall-clock deadline of the reconcile phase (0: not yet)
     pace: Callable[[], Pace] | None = None  # the API's calls, 429s and rate, read live
+    reconcile_end: str = ""  # "done" or "stopped" once the reconcile phase is over
     skipped_why: dict[str, int] = field(default_factory=dict)  # skipped items per reason
 
     def tally(self, stage: str, n: int = 1) -> None:

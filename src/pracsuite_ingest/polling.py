@@ -36,10 +36,25 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
     could not be asked stays unknown, and the next run asks again before sending.
     """
     assert api is not None
-    started = time.monotonic()
-    deadline = started + deadline_s
     c = counters or Counters()
     c.reconcile_until = time.time() + deadline_s
+    c.reconcile_end = ""
+    try:
+        absent = await _reconcile(state, api, settings, run_id, deadline_s, shutdown, log, c)
+        # The display's last frame shows the outcome: what is still without a record.
+        c.awaiting = len(state.awaiting(run_id))
+    except BaseException:
+        c.reconcile_end = "stopped"
+        raise
+    c.reconcile_end = "stopped" if shutdown.is_set() else "done"
+    return absent
+
+
+async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run_id: str,
+                     deadline_s: float, shutdown: asyncio.Event, log: Any,
+                     c: Counters) -> set[int]:
+    started = time.monotonic()
+    deadline = started + deadline_s
 
     def on_retry(exc: BaseException, attempt: int, delay: float) -> None:
         c.retries += 1

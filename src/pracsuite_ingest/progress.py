@@ -12,6 +12,7 @@ is in progress_live.py, imported only when the display is on.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -66,14 +67,37 @@ def status_line(c: Counters) -> str:
 
 
 def reconcile_line(c: Counters, now: float) -> str | None:
-    """'reconcile: N awaited until HH:MM:SS (Xm Ys left)', or None outside that phase."""
+    """The reconcile phase, or None outside it: how many uploads are awaited, how many
+    PracSuite validated so far, and when the worker gives up waiting (local HH:MM): a
+    deadline, not an estimate. Once the phase is over, its outcome."""
+    del now  # the deadline is shown as a time of day, not a countdown that reads as an ETA
     if not c.reconcile_until:
         return None
-    left = max(0, int(c.reconcile_until - now))
-    until = datetime.fromtimestamp(c.reconcile_until).strftime("%H:%M:%S")
-    minutes, seconds = divmod(left, 60)
-    return (f"reconcile: {c.awaiting} awaiting PracSuite's validation, polling until "
-            f"{until} ({minutes}m {seconds:02d}s left)")
+    validated = c.by_stage.get(Stage.VALIDATED, 0)
+    if c.reconcile_end == "stopped":
+        return (f"reconcile: stopped: {validated} validated, {c.awaiting} still awaited "
+                "(the next run asks PracSuite again)")
+    if c.reconcile_end:
+        if not c.awaiting:
+            return f"reconcile: done: every upload validated ({validated} this run)"
+        return (f"reconcile: done: {validated} validated, {c.awaiting} not shown by PracSuite "
+                "in time (missing: `reconcile` looks again)")
+    gives_up = datetime.fromtimestamp(c.reconcile_until).strftime("%H:%M")
+    return (f"reconcile: {c.awaiting} awaited · {validated} validated so far · "
+            f"gives up at {gives_up} if PracSuite has not shown them by then")
+
+
+def eta_text(c: Counters, total: int | None, seconds_left: float | None) -> str:
+    """The send phase's ETA for the files row. Blank once every file is sent (the
+    reconcile line says what comes next), so an "eta 0:00:00" never shows while the
+    run goes on; rounded up, so it reads 0:00:01 until the last file is done."""
+    if c.reconcile_until or (total is not None and files_done(c) >= total):
+        return ""
+    if seconds_left is None:
+        return "eta -:--:--"
+    minutes, seconds = divmod(math.ceil(seconds_left), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"eta {hours}:{minutes:02d}:{seconds:02d}"
 
 
 class RowCount:

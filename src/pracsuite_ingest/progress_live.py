@@ -18,11 +18,16 @@ from rich.progress import (
     ProgressColumn,
     Task,
     TextColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
-from pracsuite_ingest.progress import RowCount, files_done, reconcile_line, status_line
+from pracsuite_ingest.progress import (
+    RowCount,
+    eta_text,
+    files_done,
+    reconcile_line,
+    status_line,
+)
 
 if TYPE_CHECKING:
     from pracsuite_ingest.pipeline import Counters
@@ -54,6 +59,19 @@ class _Rate(ProgressColumn):
         return Text(text, style="progress.data.speed")
 
 
+class _Eta(ProgressColumn):
+    """The send phase's ETA (`progress.eta_text`): blank once everything is sent."""
+
+    def __init__(self, counters: Counters) -> None:
+        super().__init__()
+        self.c = counters
+
+    def render(self, task: Task) -> Text:
+        total = int(task.total) if task.total is not None else None
+        return Text(eta_text(self.c, total, task.time_remaining),
+                    style="progress.remaining")
+
+
 class _View:
     """What rich renders on each refresh: two progress rows and two status lines."""
 
@@ -62,7 +80,7 @@ class _View:
         self.count = count
         self.files = Progress(
             TextColumn("[bold]files[/]"), BarColumn(), MofNCompleteColumn(), _Rate("files"),
-            TextColumn("eta"), TimeRemainingColumn(), auto_refresh=False)
+            _Eta(counters), auto_refresh=False)
         self.bytes = Progress(
             TextColumn("[bold]bytes[/]"), DownloadColumn(), TextColumn("sent"),
             _Rate("bytes"), auto_refresh=False)
