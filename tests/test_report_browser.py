@@ -114,3 +114,41 @@ def test_the_html_report_renders_in_a_real_browser(chromium: str, tmp_path: Path
     assert "17 min 42 s" in text  # timings
     assert "Check the client id in PracSuite" in text
     assert "Scan &lt;final&gt;.jpg" in text  # a file name is text, never markup
+
+
+def test_the_report_s_charts_render_as_svg_in_a_real_browser(chromium: str,
+                                                             tmp_path: Path) -> None:
+    from pracsuite_ingest.report_charts import Timeline, charts_html
+    from pracsuite_ingest.report_html import render
+
+    # 300 files over 20 minutes; PracSuite took 2-40 s to show each one's record
+    started = 1_790_000_000.0
+    times = [(started + 4 * n, started + 4 * n + 2 + (n * 7919) % 38) for n in range(300)]
+    charts = charts_html(Timeline.of(started, times))
+    doc = sample_report()
+    doc["items"][42]["file_name"] = "<svg onload=alert(1)>.pdf"  # an invalid row: listed
+    page = tmp_path / "report.html"
+    page.write_text(render(doc, charts=charts), encoding="utf-8")
+
+    dom = run_chromium(chromium, tmp_path, "--dump-dom", page.resolve().as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    text = dom.stdout
+    # parsed as SVG elements inside the page, not text: the browser's own serialisation
+    assert text.count('<svg class="chart"') == 2
+    assert text.count('<rect class="bar"') >= 5 and '<polyline class="line"' in text
+    assert "300 files validated over 20 min" in text
+    assert "&lt;svg onload=alert(1)&gt;.pdf" in text and "<svg onload" not in text
+
+    # Each chart alone, drawn: a page with the SVG differs from the same page without it.
+    drawn = {}
+    for name, body in (("charts", charts), ("blank", "")):
+        alone = tmp_path / f"{name}.html"
+        alone.write_text(f"<!doctype html><meta charset='utf-8'><body style='margin:0;"
+                         f"background:#fff'>{body}</body>", encoding="utf-8")
+        shot = tmp_path / f"{name}.png"
+        run_chromium(chromium, tmp_path, f"--screenshot={shot}", "--window-size=1400,300",
+                     alone.resolve().as_uri())
+        assert shot.is_file(), name
+        drawn[name] = png_pixels_vary(shot.read_bytes())
+    assert drawn["blank"][2] < 16  # one colour
+    assert drawn["charts"][2] > 64, "the charts drew (nearly) nothing"

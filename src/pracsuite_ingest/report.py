@@ -12,12 +12,14 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from pracsuite_ingest.localfs import private_dir
 from pracsuite_ingest.logs import scrub
 from pracsuite_ingest.models import Stage, Status
+from pracsuite_ingest.report_charts import Timeline, charts_html
 from pracsuite_ingest.report_html import render as render_html
 from pracsuite_ingest.state import ItemRecord, State
 
@@ -128,6 +130,10 @@ class StateItems:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return items_of(self._state, self._run_id)
 
+    def validation_times(self) -> Iterator[tuple[float | None, float]]:
+        """(uploaded_at, validated_at) of each validated item, for the HTML's charts."""
+        return self._state.validation_times(self._run_id)
+
 
 def write_json(fh: TextIO, doc: Mapping[str, Any]) -> None:
     """The report as JSON, items streamed one at a time."""
@@ -169,7 +175,20 @@ def to_csv(items: Iterable[Mapping[str, Any]]) -> str:
 
 def to_html(doc: dict[str, Any]) -> str:
     """A self-contained page for a person (report_html.py), with a merge's extra tables."""
-    return render_html(doc, extra_sections=_parts_html(doc))
+    return render_html(doc, extra_sections=_parts_html(doc), charts=_charts_html(doc))
+
+
+def _charts_html(doc: dict[str, Any]) -> str:
+    """The charts of a run read from the state file; "" for a merged report (its items
+    carry no times: each part's own report has its charts)."""
+    times = getattr(doc["items"], "validation_times", None)
+    try:
+        started = datetime.fromisoformat(str(doc.get("started_at")))
+    except ValueError:
+        return ""
+    if times is None:
+        return ""
+    return charts_html(Timeline.of(started.timestamp(), times()))
 
 
 def _parts_html(doc: dict[str, Any]) -> str:

@@ -229,8 +229,9 @@ def _more(total: int, shown: int) -> str:
             "lists every row.</p>")
 
 
-def render(doc: Mapping[str, Any], extra_sections: str = "") -> str:
-    """The page for report `doc`; `extra_sections` is trusted HTML put before the clients."""
+def render(doc: Mapping[str, Any], extra_sections: str = "", charts: str = "") -> str:
+    """The page for report `doc`; `extra_sections` is trusted HTML put before the clients,
+    `charts` trusted HTML (report_charts.py) after the timings."""
     esc = html.escape
     s: Mapping[str, int] = doc["summary"]
     # One pass over the items (they may be streamed from the state file): per-client
@@ -289,7 +290,7 @@ def render(doc: Mapping[str, Any], extra_sections: str = "") -> str:
 <div class="banner {banner_class}" id="verdict">{esc(banner)}</div>
 <section class="tiles" id="totals">{tiles}</section>
 <h2>Timings</h2><dl class="times">{timing}</dl>
-<h2>Needs attention</h2>
+{charts}<h2>Needs attention</h2>
 {attention}
 {extra_sections}<h2>Per client</h2>
 <table id="clients"><tr>{client_head}</tr>{client_rows}</table>

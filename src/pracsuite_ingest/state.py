@@ -352,6 +352,14 @@ class State:
         for row in cur:
             yield _item(row)
 
+    def validation_times(self, run_id: str) -> Iterator[tuple[float | None, float]]:
+        """(uploaded_at, validated_at) of each validated item of the run, for the report's
+        charts. `validated` is final, so its `updated_at` is when a poll saw the record."""
+        cur = self._db.execute(
+            "SELECT uploaded_at, updated_at FROM items WHERE run_id = ? AND stage = 'validated'",
+            (run_id,))
+        yield from cur
+
     def awaiting(self, run_id: str) -> list[ItemRecord]:
         """Items of the run whose upload reached S3 (or may have) and has no record yet."""
         rows = self._db.execute(
