@@ -312,7 +312,7 @@ async def test_the_compose_rehearsal_runs_as_written(tmp_path: Path) -> None:
         env={k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")})
     try:
         assert proc.stdout is not None
-        assert b"base_url" in await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert b"[api]" in await asyncio.wait_for(proc.stdout.readline(), 30)  # it serves
         result = await run_cli(*args, cwd=tmp_path, env=env, limit_s=60)
     finally:
         proc.terminate()

@@ -280,8 +280,9 @@ async def serve_forever(options: SandboxOptions, config_out: Path | None = None)
         args = (sandbox.base_url, sandbox.vendor_key, sandbox.practice_key, sandbox.s3_url)
         if config_out is not None:
             write_config(config_out, whole_config(*args, options.validation_delay_s))
-        print("# paste into your config (pracsuite-ingest check --config FILE tries it):")
         print(api_block(*args), end="")
+        print("# paste the lines above into your config; `pracsuite-ingest check --config "
+              "FILE` tries them")
         if config_out is not None:
             print(f"# a whole config is in {config_out}: fill in its [input], then "
                   f"`pracsuite-ingest check --config {config_out}`")
