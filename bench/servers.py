@@ -195,10 +195,10 @@ class SandboxProcess:
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()
-        if not first.startswith("base_url = "):
+        header, first = self.proc.stdout.readline(), self.proc.stdout.readline()
+        if header.strip() != "[api]" or not first.startswith("base_url = "):
             self.proc.kill()
-            raise RuntimeError(f"the sandbox did not start: {first!r}")
+            raise RuntimeError(f"the sandbox did not start: {header + first!r}")
         self.base_url: str = json.loads(first.split("=", 1)[1])
         self.admin_url = self.base_url.removesuffix("/v1") + "/_sandbox"
 

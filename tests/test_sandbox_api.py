@@ -334,12 +334,13 @@ async def test_serve_forever_prints_a_config_snippet_and_stops_when_cancelled(
     for _ in range(100):
         await asyncio.sleep(0.02)
         out += capsys.readouterr().out
-        if "s3_url" in out:
+        if "runs until Ctrl-C" in out:
             break
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     lines = out.splitlines()
-    assert re.fullmatch(r'base_url = "http://127\.0\.0\.1:\d+/v1"', lines[0])
-    assert lines[1:3] == ['vendor_api_key = "vk"', 'practice_api_key = "pk"']
-    assert lines[3].startswith('# s3_url = "http://127.0.0.1:')
+    assert lines[0] == "[api]"  # ready to paste into a config
+    assert re.fullmatch(r'base_url = "http://127\.0\.0\.1:\d+/v1"', lines[1])
+    assert lines[2:4] == ['vendor_api_key = "vk"', 'practice_api_key = "pk"']
+    assert lines[4].startswith("# the sandbox's S3 is http://127.0.0.1:")
