@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo check lint typecheck test bench radosgw-start radosgw-stop clean
+.PHONY: demo check lint typecheck test bench bench-rate radosgw-start radosgw-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py
+
+# requests_per_second = "auto" against a sandbox that plays an unpublished limit
+bench-rate: $(VENV)/.installed
+	$(BIN)/python bench/auto_rate.py
 
 radosgw-start:
 	bash .ci/radosgw.sh install && bash .ci/radosgw.sh start
