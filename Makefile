@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo check lint typecheck test bench bench-rate radosgw-start radosgw-stop clean
+.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth radosgw-start radosgw-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(VENV)/.installed
 # requests_per_second = "auto" against a sandbox that plays an unpublished limit
 bench-rate: $(VENV)/.installed
 	$(BIN)/python bench/auto_rate.py
+
+# upload.max_bytes_per_second held over a 100 MB run, against no cap in the same run
+bench-bandwidth: $(VENV)/.installed
+	$(BIN)/python bench/bandwidth.py
 
 radosgw-start:
 	bash .ci/radosgw.sh install && bash .ci/radosgw.sh start

@@ -25,7 +25,7 @@ from pracsuite_ingest.filters import RowFilter
 from pracsuite_ingest.logs import add_request_id, configure, get_logger
 from pracsuite_ingest.models import Row, Stage
 from pracsuite_ingest.pipeline import Counters
-from pracsuite_ingest.plan import plan_text
+from pracsuite_ingest.plan import limits_text, plan_text
 from pracsuite_ingest.report import summarise
 from pracsuite_ingest.report_html import render, what_to_do
 
@@ -209,6 +209,20 @@ def test_the_dry_run_plan_counts_what_a_real_run_would_do() -> None:
     assert re.search(r"reconcile\s+1 files", text)
     assert re.search(r"refuse\s+1 invalid", text)
     assert re.search(r"^\s+1\s+2\s+2\.5 MB\s+0\s+0\s+0$", text, re.M)
+    assert "max_bytes_per_second" not in text  # no cap, nothing to say
+    # with a bandwidth cap the plan says how long the uploads take at least
+    capped = plan_text(doc_of(items), 250_000)
+    assert "at upload.max_bytes_per_second = 250.0 KB/s the uploads take at least 10 s" \
+        in capped, capped
+
+
+def test_the_pace_line_names_the_rate_and_the_bandwidth_cap() -> None:
+    assert limits_text(3.0, 20.0, 0) == (
+        "api.requests_per_second = 3/s; upload.max_bytes_per_second = no cap "
+        "(all uploads together)")
+    assert limits_text("auto", 20.0, 2_000_000).startswith(
+        "api.requests_per_second = auto (from 3/s, at most 20/s); "
+        "upload.max_bytes_per_second = 2.0 MB/s")
 
 
 # ---------------------------------------------------------------------- HTML page

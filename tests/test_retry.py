@@ -103,3 +103,12 @@ def test_upload_timeout_grows_with_size_under_a_cap() -> None:
     assert small is not None and big is not None
     assert 60 <= small < 61 and big == 900
     assert upload_timeout(100 * 2**20, 5000).total == 60 + 100 * 2**20 / 65536
+
+
+def test_upload_timeout_under_a_slow_bandwidth_cap_never_cuts_an_upload_at_its_share() -> None:
+    from pracsuite_ingest.pipeline import upload_timeout
+
+    share = 200_000 / 8  # 200 KB/s for 8 uploads: 25 KB/s each, below the stall speed
+    size = 100 * 2**20
+    assert upload_timeout(size, 900, share).total > size / share  # and not cut at 900 s
+    assert upload_timeout(size, 900, 10**9).total == upload_timeout(size, 900).total

@@ -384,7 +384,7 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
                     "the state file holds every result, run `reconcile` to write it again"
                     ) from None
     if dry_run:
-        print(plan_text(doc))
+        print(plan_text(doc, settings.upload.max_bytes_per_second))
     if watch.note():
         print(watch.note())
     print(rpt.summary_text(doc, path))
@@ -457,6 +457,7 @@ def cmd_status(settings: Settings, *, as_json: bool = False) -> int:
 async def cmd_check(settings: Settings) -> int:
     from pracsuite_ingest.localfs import private_dir
     from pracsuite_ingest.pipeline import make_client, make_session
+    from pracsuite_ingest.plan import limits_text
 
     problems = []
     for label, folder in (("state.path", Path(settings.state.path).parent),
@@ -484,5 +485,8 @@ async def cmd_check(settings: Settings) -> int:
         return EXIT_FATAL
     print(f"ok: api: PracSuite at {settings.api.base_url} accepted both keys "
           "(api.vendor_api_key, api.practice_api_key)")
+    print("pace: " + limits_text(settings.api.requests_per_second,
+                                 settings.api.max_requests_per_second,
+                                 settings.upload.max_bytes_per_second))
     print("all checks passed: the configuration is valid; try `run --dry-run` next")
     return EXIT_OK

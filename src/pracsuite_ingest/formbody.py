@@ -25,6 +25,7 @@ from typing import BinaryIO
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
+from pracsuite_ingest.bandwidth import BandwidthCap
 from pracsuite_ingest.localfs import open_regular
 
 CHUNK_BYTES = 256 * 1024  # as aiohttp reads files; bigger chunks only hold more in memory
@@ -46,12 +47,15 @@ class FormBody(Payload):
     where `fh` stands), then `tail`.
 
     `handed_on` turns true once the last of the body is handed to the connection: from
-    then on S3 may have the whole file, whatever happens to the answer.
+    then on S3 may have the whole file, whatever happens to the answer. With `cap`,
+    each write waits for its turn under the process's bandwidth cap first.
     """
 
     def __init__(self, head: bytes, fh: BinaryIO, size: int, tail: bytes,
-                 content_type: str, first: bytes = b"") -> None:
+                 content_type: str, first: bytes = b"", cap: BandwidthCap | None = None,
+                 ) -> None:
         super().__init__(fh, content_type=content_type)
+        self._cap = cap
         self._head, self._fh, self._file_size, self._tail = head, fh, size, tail
         self._first = first
         self._size = len(head) + size + len(tail)
@@ -74,6 +78,8 @@ class FormBody(Payload):
             if pending or left == 0:
                 chunk = b"".join((pending, chunk, self._tail if left == 0 else b""))
                 pending = b""
+            if self._cap is not None:
+                await self._cap.take(len(chunk))
             self.handed_on = left == 0
             await writer.write(chunk)
         if self._file_size == 0:
@@ -97,7 +103,8 @@ def open_with_first_chunk(path: Path) -> tuple[BinaryIO, bytes]:
 
 
 def form_body(fields: Iterable[tuple[str, str]], fh: BinaryIO, file_name: str,
-              size: int | None = None, first: bytes = b"") -> FormBody:
+              size: int | None = None, first: bytes = b"",
+              cap: BandwidthCap | None = None) -> FormBody:
     """Every field in the order and spelling given, then the `file` part: `first`
     (bytes already read from `fh`), then `fh` from its position.
 
@@ -116,4 +123,4 @@ def form_body(fields: Iterable[tuple[str, str]], fh: BinaryIO, file_name: str,
         f"Content-Disposition: form-data; name=\"file\"; filename={_quoted(file_name)}"
         "\r\n\r\n")
     return FormBody("".join(parts).encode(), fh, size, f"\r\n--{boundary}--\r\n".encode(),
-                    f"multipart/form-data; boundary={boundary}", first)
+                    f"multipart/form-data; boundary={boundary}", first, cap)

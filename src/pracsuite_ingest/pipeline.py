@@ -21,6 +21,7 @@ import aiohttp
 from pracsuite_ingest import reconcile as rc
 from pracsuite_ingest.admission import Action, admit
 from pracsuite_ingest.api import PracSuiteClient
+from pracsuite_ingest.bandwidth import BandwidthCap
 from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.errors import Fatal, OutcomeUnknown, Permanent, PolicyExpired, Retryable
 from pracsuite_ingest.filters import NO_FILTER
@@ -47,14 +48,21 @@ STALL_FLOOR_S = 60.0
 MIN_BYTES_PER_S = 64 * 1024  # slower than this, an upload counts as stalled
 
 
-def upload_timeout(size: int, cap_s: float) -> aiohttp.ClientTimeout:
+def upload_timeout(size: int, cap_s: float, share_bytes_per_s: float = 0.0,
+                   ) -> aiohttp.ClientTimeout:
     """How long one upload may take: a floor plus the size at a minimal speed, capped.
 
     A stalled upload is cut at this point and, as its body never fully went out,
     sent again at once (`upload.body_fully_sent`). The answer itself must start
-    within two minutes of the body going out.
+    within two minutes of the body going out. Under a bandwidth cap, an upload's
+    `share_bytes_per_s` of it may be slower than the stall speed: half that share is
+    the minimal speed then, and `cap_s` (upload.timeout_s) does not apply, so that the
+    pace the operator chose never makes an upload look stalled.
     """
-    total = min(cap_s, STALL_FLOOR_S + size / MIN_BYTES_PER_S)
+    if 0 < share_bytes_per_s < 2 * MIN_BYTES_PER_S:
+        total = STALL_FLOOR_S + size / (share_bytes_per_s / 2)
+    else:
+        total = min(cap_s, STALL_FLOOR_S + size / MIN_BYTES_PER_S)
     return aiohttp.ClientTimeout(total=total, sock_connect=10, sock_read=120)
 
 
@@ -115,6 +123,9 @@ class Run:
         self._snap_refused: dict[str, str] = {}
         self._snapshotted: set[str] = set()
         self._upload_cap_s = settings.upload.timeout_s
+        cap = settings.upload.max_bytes_per_second
+        self._bandwidth = BandwidthCap(cap) if cap else None  # one for every upload
+        self._share = cap / settings.upload.concurrency  # each upload's share of the cap
 
     # ---------------------------------------------------------------- the scan phase
     def rows(self) -> Iterator[Row]:
@@ -318,7 +329,9 @@ class Run:
                     self.counters.in_flight += 1
                     try:
                         await upload_file(self.session, p, local.path, local.row.file_name,
-                                          timeout=upload_timeout(local.size, self._upload_cap_s))
+                                          timeout=upload_timeout(
+                                              local.size, self._upload_cap_s, self._share),
+                                          cap=self._bandwidth)
                     finally:
                         self.counters.in_flight -= 1
 

@@ -26,6 +26,14 @@ class ClientPlan:
     invalid: int = 0
 
 
+def duration_text(seconds: float) -> str:
+    """'3 h 20 min', '12 min', '40 s'."""
+    s = round(seconds)
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 60} min" if s >= 60 else f"{s} s"
+
+
 def _kind(item: Mapping[str, Any]) -> str:
     status, error = item["status"], str(item.get("error") or "")
     if status == "pending":
@@ -51,7 +59,18 @@ def plan_of(items: list[Mapping[str, Any]]) -> dict[str, ClientPlan]:
     return plans
 
 
-def plan_text(doc: Mapping[str, Any]) -> str:
+def limits_text(requests_per_second: float | str, max_requests_per_second: float,
+                bytes_per_second: int) -> str:
+    """The pace a run keeps, in a line: the API rate and the bandwidth cap."""
+    rate = (f"auto (from 3/s, at most {max_requests_per_second:g}/s)"
+            if isinstance(requests_per_second, str) else f"{requests_per_second:g}/s")
+    cap = f"{size_text(bytes_per_second)}/s" if bytes_per_second else "no cap"
+    return (f"api.requests_per_second = {rate}; upload.max_bytes_per_second = {cap} "
+            "(all uploads together)")
+
+
+def plan_text(doc: Mapping[str, Any], bytes_per_second: int = 0) -> str:
+    """The dry run's plan; with a bandwidth cap, how long its uploads take at least."""
     items = doc["items"]  # may be streamed from the state file: iterated twice, never kept
     plans = plan_of(items)
     send = sum(p.send for p in plans.values())
@@ -70,6 +89,9 @@ def plan_text(doc: Mapping[str, Any]) -> str:
         f"  skip       {duplicates:>7,} rows repeating an earlier row of this input",
         f"  reconcile  {reconcile:>7,} files an earlier run uploaded (asked about, not re-sent)",
         f"  refuse     {invalid:>7,} invalid rows (the report says why; fix them first)",
+        *([f"  at upload.max_bytes_per_second = {size_text(bytes_per_second)}/s the uploads "
+           f"take at least {duration_text(send_bytes / bytes_per_second)}"]
+          if bytes_per_second else []),
         "",
         f"  {'client':<16} {'send':>7} {'bytes':>10} {'skip':>7} {'reconcile':>9} "
         f"{'invalid':>7}",

@@ -112,13 +112,16 @@ def state_path(base: str, shard: Shard) -> str:
 
 
 def apply(settings: Settings, shard: Shard) -> Settings:
-    """The shard's settings: its own state file and report folder, 1/N of the rate."""
+    """The shard's settings: its own state file and report folder, 1/N of the rate and
+    of the bandwidth cap."""
     return settings.model_copy(update={
         "state": settings.state.model_copy(update={"path": state_path(settings.state.path,
                                                                       shard)}),
         "report": settings.report.model_copy(
             update={"dir": str(Path(settings.report.dir) / shard.label)}),
         "api": settings.api.model_copy(update=_shard_rate(settings, shard.count)),
+        "upload": settings.upload.model_copy(update={
+            "max_bytes_per_second": settings.upload.max_bytes_per_second // shard.count}),
     })
 
 

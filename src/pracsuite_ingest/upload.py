@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
+from pracsuite_ingest.bandwidth import BandwidthCap
 from pracsuite_ingest.errors import (
     OutcomeUnknown,
     Permanent,
@@ -84,6 +85,7 @@ async def upload_file(
     file_name: str,
     *,
     timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 - aiohttp's own timeouts
+    cap: BandwidthCap | None = None,
 ) -> None:
     """POST `path` to the presigned form; return on 204, raise what the caller acts on.
 
@@ -103,7 +105,7 @@ async def upload_file(
     try:
         # The same bytes as build_form's, but the fields in one write (FormData makes
         # one per part and line break).
-        form = form_body(presigned.fields, fh, file_name, first=first)
+        form = form_body(presigned.fields, fh, file_name, first=first, cap=cap)
         # No redirects: the body is a patient's file, and it goes where PracSuite said only.
         async with session.post(presigned.url, data=form, timeout=timeout,
                                 allow_redirects=False) as resp:
