@@ -35,7 +35,7 @@ from pracsuite_ingest.guards import (
 )
 from pracsuite_ingest.models import Presigned
 from pracsuite_ingest.rate_gate import RateGate
-from pracsuite_ingest.retry import retry_after_s
+from pracsuite_ingest.retry import MAX_WAIT_S, server_wait
 
 LIST_KEYS = ("patient_attachments", "attachment_clients", "attachments", "items", "data", "results")
 
@@ -70,16 +70,24 @@ def refused_key_hint(detail: str) -> str:
             "the clinic may have revoked it in Settings > Integrations > API)")
 
 
-def classify_api_answer(status: int, body: bytes, headers: Any, now: float) -> Exception | None:
-    """None for a 2xx, else the error that says what the caller should do."""
+def classify_api_answer(status: int, body: bytes, headers: Any, now: float,
+                        max_wait_s: float = MAX_WAIT_S) -> Exception | None:
+    """None for a 2xx, else the error that says what the caller should do.
+
+    A wait the answer asks for (`Retry-After`, `X-RateLimit-Reset`) is capped at
+    `max_wait_s`; one that is no wait at all means the ordinary backoff. Either is
+    said in the message, with what was asked.
+    """
     if 200 <= status < 300:
         return None
     code, detail, request_id = parse_api_error(status, body)
     text = describe_api_error(status, code, detail, request_id)
-    if status == 429:
-        return Throttled(text, retry_after=retry_after_s(headers, now))
-    if status >= 500:
-        return Retryable(text, retry_after=retry_after_s(headers, now))
+    if status == 429 or status >= 500:
+        wait = server_wait(headers, now, max_wait_s)
+        note = wait.note(max_wait_s)
+        text = f"{text}; {note}" if note else text
+        kind = Throttled if status == 429 else Retryable
+        return kind(text, retry_after=wait.seconds)
     if status == 401 or code in ("UNAUTHORIZED", "MISSING_AUTHENTICATION_TOKEN"):
         return CredentialsRefused(f"{text}: {refused_key_hint(detail)} (and api.base_url)")
     if status == 404:
@@ -154,8 +162,10 @@ class PracSuiteClient:
         timeout_s: float,
         list_key: str = "",
         page_size: int = 100,
+        max_wait_s: float = MAX_WAIT_S,
     ) -> None:
         self._session = session
+        self._max_wait_s = max_wait_s
         self._base = base_url.rstrip("/")
         self._origin = origin(self._base)  # the only place the keys may go
         self._own_prefix = self._base + "/"  # URLs this client builds itself start so
@@ -198,7 +208,8 @@ class PracSuiteClient:
                                             "not read") from None
                         raw = b""  # an error answer: its status is enough
                     content_type = resp.content_type
-                    error = classify_api_answer(resp.status, raw, resp.headers, time.time())
+                    error = classify_api_answer(resp.status, raw, resp.headers, time.time(),
+                                                self._max_wait_s)
             except aiohttp.ClientConnectorCertificateError:
                 raise Retryable("PracSuite unreachable: its TLS certificate is not trusted "
                                 "(ClientConnectorCertificateError); if a proxy inspects TLS, "

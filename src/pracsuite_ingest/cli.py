@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pracsuite_ingest import __version__
-from pracsuite_ingest.errors import ConfigError, Fatal, Retryable
+from pracsuite_ingest.errors import ConfigError, Fatal, Retryable, as_fatal
 
 # Every process starts here, so each command imports what it uses where it branches
 # off: `--version` loads no library, `status` no aiohttp, a `run` no sandbox, no
@@ -349,6 +349,11 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
             interrupted = True
             if run is not None:
                 run.record_unread()
+        except Exception as exc:  # a bug must still end with the report and exit 3
+            fatal = as_fatal(exc)
+            if fatal is not exc:
+                log.exception("unexpected error")
+            raise fatal from exc
     except* Fatal:
         # Stop early, but leave the report of what was done: state is saved.
         state.finish_run(run_id, utc_now(), "stopped")
@@ -420,13 +425,21 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
                   "--run-id)", file=sys.stderr)
             return EXIT_CONFIG
         bind_context(run_id=run_id)
-        async with make_session(settings) as session:
-            api = make_client(settings, session)
-            counters = watch.reconciling()
-            counters.pace = api.gate.pace
-            await reconcile_run(state, api, settings, run_id, settings.reconcile.deadline_s,
-                                shutdown, get_logger(run_id=run_id), counters)
-            get_logger(run_id=run_id).info("api pace", **api.gate.pace().as_dict())
+        log = get_logger(run_id=run_id)
+        try:
+            async with make_session(settings) as session:
+                api = make_client(settings, session)
+                counters = watch.reconciling()
+                counters.pace = api.gate.pace
+                await reconcile_run(state, api, settings, run_id,
+                                    settings.reconcile.deadline_s, shutdown, log, counters)
+                log.info("api pace", **api.gate.pace().as_dict())
+        except Exception as exc:  # a bug must still end with the report and exit 3
+            fatal = as_fatal(exc)
+            if fatal is not exc:
+                log.exception("unexpected error")
+            _write_report(state, settings, run_id, interrupted=True, watch=watch, fatal=True)
+            raise fatal from exc
         return _write_report(state, settings, run_id, interrupted=shutdown.is_set(),
                              watch=watch)
     finally:

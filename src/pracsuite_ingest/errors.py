@@ -31,6 +31,34 @@ class CredentialsRefused(Fatal):
     """PracSuite refused a key; the message says which one to check."""
 
 
+class Unexpected(Fatal):
+    """A bug, not a condition the worker knows, stopped the run: exit 3 with the report
+    written and the state saved, never a bare traceback."""
+
+
+def _leaf_types(exc: BaseException) -> list[str]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [name for inner in exc.exceptions for name in _leaf_types(inner)]
+    return [type(exc).__name__]
+
+
+def as_fatal(exc: Exception) -> Exception:
+    """`exc` itself if it is (a group of nothing but) `Fatal`; else an `Unexpected` that
+    names what happened, for the run to end as SPEC.md's exit 3 says."""
+    if isinstance(exc, Fatal):
+        return exc
+    what: BaseException = exc
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(Fatal)
+        if rest is None:
+            return exc
+        what = rest
+    kinds = ", ".join(dict.fromkeys(_leaf_types(what)))
+    return Unexpected(f"unexpected error ({kinds}) stopped the run; please report it. "
+                      "Every result so far is in the state file and the report; the next "
+                      "run with the same state file resumes")
+
+
 class Retryable(IngestError):
     """A transient failure: the same request may succeed later."""
 

@@ -96,6 +96,7 @@ def make_client(settings: Settings, session: aiohttp.ClientSession) -> PracSuite
         timeout_s=settings.api.timeout_s,
         list_key=settings.api.list_key,
         page_size=settings.api.page_size,
+        max_wait_s=settings.api.max_wait_s,
     )
 
 

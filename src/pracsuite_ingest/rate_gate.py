@@ -18,6 +18,7 @@ of 429s (calls already in flight when the rate was lowered) counts as one decrea
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -202,6 +203,8 @@ class RateGate:
         else:
             self._interval = slowed_interval(self._interval, self._base)
         pause = retry_after_s if retry_after_s is not None else self.interval_s
+        if not math.isfinite(pause) or pause < 0:  # callers cap it; never pause forever
+            pause = self.interval_s
         self._paused_until = max(self._paused_until, now + pause)
 
     def succeeded(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -44,33 +45,98 @@ def decide(error: BaseException, attempt: int, max_attempts: int, rng: random.Ra
         return Decision(retry=False)
     if attempt >= max_attempts:
         return Decision(retry=False)
-    if error.retry_after is not None:
-        return Decision(retry=True, delay_s=min(max(error.retry_after, 0.0), MAX_DELAY_S))
+    wait = error.retry_after
+    if wait is not None and math.isfinite(wait) and wait >= 0:
+        # Already capped at api.max_wait_s where the answer was read (`server_wait`).
+        return Decision(retry=True, delay_s=wait)
     return Decision(retry=True, delay_s=backoff_s(attempt, rng))
 
 
-def retry_after_s(headers: Mapping[str, str], now: float) -> float | None:
-    """Seconds to wait from `Retry-After` (seconds or HTTP date), else `X-RateLimit-Reset`."""
+MAX_WAIT_S = 120.0  # api.max_wait_s: the longest wait a server's answer may impose
+_ASKED_CHARS = 40  # how much of a header value a log line quotes
+
+
+@dataclass(frozen=True, slots=True)
+class ServerWait:
+    """What a throttling answer asked for, and what will be waited.
+
+    `asked` quotes the header as sent (shortened, control characters shown as
+    escapes), or is empty when the answer named no wait. `seconds` is the wait,
+    capped at `max_wait_s`; None when the value is not a usable wait (`nan`, `inf`, a
+    negative number, text): then the ordinary backoff applies.
+    """
+
+    asked: str = ""
+    seconds: float | None = None
+    capped: bool = False
+
+    def note(self, cap_s: float) -> str:
+        """The operator's words for it, for an error message ('' when nothing was asked)."""
+        if not self.asked:
+            return ""
+        if self.seconds is None:
+            return f"it asked to wait {self.asked}, which is not a wait: backing off"
+        if self.capped:
+            return (f"it asked to wait {self.asked}; waiting {cap_s:g} s "
+                    "(api.max_wait_s)")
+        return ""
+
+
+def _quoted(name: str, value: str) -> str:
+    text = value if len(value) <= _ASKED_CHARS else value[:_ASKED_CHARS] + "..."
+    shown = "".join(c if c.isprintable() and c.isascii() else f"\\u{ord(c):04x}"
+                    for c in text)
+    return f"({name}: {shown})"
+
+
+def _usable(seconds: float) -> bool:
+    return math.isfinite(seconds) and seconds >= 0
+
+
+def server_wait(headers: Mapping[str, str], now: float,
+                max_wait_s: float = MAX_WAIT_S) -> ServerWait:
+    """The wait a throttling answer asks for: `Retry-After` (whole seconds or an HTTP
+    date), else `X-RateLimit-Reset` (an epoch, or seconds when small); capped at
+    `max_wait_s`. Pure; never raises on whatever the headers hold."""
+    seconds: float | None = None
     value = headers.get("Retry-After")
-    if value:
+    name = "Retry-After"
+    if value is not None and value.strip():
         value = value.strip()
-        if value.isdigit():
-            return float(value)
+        if value.isascii() and value.isdigit():  # "²".isdigit() is True, float("²") fails
+            seconds = float(value)
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                when = None
+            if when is not None and when.tzinfo is not None:
+                seconds = max(0.0, when.timestamp() - now)
+    else:
+        name = "X-RateLimit-Reset"
+        value = headers.get(name)
+        if value is None or not value.strip():
+            return ServerWait()
+        value = value.strip()
         try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            when = None
-        if when is not None:
-            return max(0.0, when.timestamp() - now)
-    reset = headers.get("X-RateLimit-Reset")
-    if reset:
-        try:
-            epoch = float(reset.strip())
+            epoch = float(value) if value.isascii() else math.nan
         except ValueError:
-            return None
-        # Some peers send seconds-until-reset instead of an epoch: small numbers are that.
-        return max(0.0, epoch - now) if epoch > 1e9 else epoch
-    return None
+            epoch = math.nan
+        if _usable(epoch):
+            # Some peers send seconds-until-reset instead of an epoch: small numbers are that.
+            seconds = max(0.0, epoch - now) if epoch > 1e9 else epoch
+    asked = _quoted(name, value)
+    if seconds is None or not _usable(seconds):
+        return ServerWait(asked, None)
+    if seconds > max_wait_s:
+        return ServerWait(asked, max_wait_s, capped=True)
+    return ServerWait(asked, seconds)
+
+
+def retry_after_s(headers: Mapping[str, str], now: float,
+                  max_wait_s: float = MAX_WAIT_S) -> float | None:
+    """Seconds to wait (capped), or None for the ordinary backoff (`server_wait`)."""
+    return server_wait(headers, now, max_wait_s).seconds
 
 
 class PolicyRetrier:

@@ -45,6 +45,7 @@ class ApiSettings(_Section):
     list_key: str = ""
     page_size: int = Field(default=100, ge=1, le=100)
     max_attempts: int = Field(default=6, ge=1, le=50)
+    max_wait_s: float = Field(default=120.0, gt=0, le=3600)
     ca_file: str = ""
 
     @field_validator("base_url")

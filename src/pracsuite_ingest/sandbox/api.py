@@ -190,7 +190,8 @@ def _throttled(request: web.Request, context: ApiContext) -> web.Response:
         429, "TOO_MANY_REQUESTS", "Too many requests", "Rate limit exceeded; slow down."
     ).response(request[_REQUEST_ID])
     response.headers.update(
-        throttle_headers(plan.throttle_style, plan.retry_after_s, datetime.now(UTC))
+        throttle_headers(plan.throttle_style, plan.retry_after_s, datetime.now(UTC),
+                         plan.throttle_value)
     )
     return response
 

@@ -41,6 +41,7 @@ class FaultPlan:
     fail_rate_429: float = 0.0
     throttle_style: ThrottleStyle = ThrottleStyle.RETRY_AFTER_SECONDS
     retry_after_s: int = 1
+    throttle_value: str | None = None  # sent verbatim as the wait header (any text)
     fail_rate_500: float = 0.0
     s3_slowdown_rate: float = 0.0
     s3_drop_before_rate: float = 0.0
@@ -83,7 +84,8 @@ class Faults:
 
     def reset(self) -> None:
         """No faults and no latency from now on."""
-        self.plan = FaultPlan(throttle_style=self.plan.throttle_style)
+        self.plan = FaultPlan(throttle_style=self.plan.throttle_style,
+                              throttle_value=self.plan.throttle_value)
 
     def latency_s(self) -> float:
         """Seconds to hold this request before answering it."""
@@ -134,8 +136,17 @@ class Faults:
         return rate > 0.0 and self._rng.random() < rate
 
 
-def throttle_headers(style: ThrottleStyle, retry_after_s: int, now: datetime) -> dict[str, str]:
-    """The headers of a 429 in `style`; `now` is timezone-aware."""
+def throttle_headers(style: ThrottleStyle, retry_after_s: int, now: datetime,
+                     value: str | None = None) -> dict[str, str]:
+    """The headers of a 429 in `style`; `now` is timezone-aware.
+
+    `value`, when given, is sent verbatim as the style's wait header (`Retry-After`, or
+    `X-RateLimit-Reset`), whatever it holds: a misconfigured gateway's `1000000000`,
+    `nan`, `inf`, `-5` or `²`.
+    """
+    if value is not None and style is not ThrottleStyle.GATEWAY:
+        name = "X-RateLimit-Reset" if style is ThrottleStyle.RATELIMIT_RESET else "Retry-After"
+        return {name: value}
     if style is ThrottleStyle.RETRY_AFTER_SECONDS:
         return {"Retry-After": str(retry_after_s)}
     if style is ThrottleStyle.RETRY_AFTER_DATE:

@@ -63,6 +63,7 @@ class SandboxOptions:
     fail_rate_429: float = 0.0
     throttle_style: ThrottleStyle = ThrottleStyle.RETRY_AFTER_SECONDS
     retry_after_s: int = 1
+    throttle_value: str | None = None
     fail_rate_500: float = 0.0
     s3_slowdown_rate: float = 0.0
     s3_drop_before_rate: float = 0.0
@@ -77,6 +78,7 @@ class SandboxOptions:
             fail_rate_429=self.fail_rate_429,
             throttle_style=self.throttle_style,
             retry_after_s=self.retry_after_s,
+            throttle_value=self.throttle_value,
             fail_rate_500=self.fail_rate_500,
             s3_slowdown_rate=self.s3_slowdown_rate,
             s3_drop_before_rate=self.s3_drop_before_rate,
@@ -193,6 +195,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--retry-after", type=int, default=d.retry_after_s, metavar="SECONDS",
         help="the wait a 429 asks for")
+    add("--throttle-value", default=None, metavar="TEXT",
+        help="send TEXT verbatim as a 429's Retry-After (or X-RateLimit-Reset with "
+             "--throttle-style ratelimit_reset), e.g. 1000000000, nan, inf, -5")
     add("--fail-500", type=_rate, default=0.0, metavar="RATE",
         help="share of API calls answered 500")
     add("--s3-slowdown", type=_rate, default=0.0, metavar="RATE",
@@ -259,6 +264,7 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         fail_rate_429=ns.fail_429,
         throttle_style=ns.throttle_style,
         retry_after_s=ns.retry_after,
+        throttle_value=ns.throttle_value,
         fail_rate_500=ns.fail_500,
         s3_slowdown_rate=ns.s3_slowdown,
         s3_drop_before_rate=ns.s3_drop_before,
