@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pracsuite_ingest import __version__
 from pracsuite_ingest.errors import ConfigError, Fatal, Retryable, as_fatal
+from pracsuite_ingest.visible import visible
 
 # Every process starts here, so each command imports what it uses where it branches
 # off: `--version` loads no library, `status` no aiohttp, a `run` no sandbox, no
@@ -41,6 +42,12 @@ On a terminal a progress display shows files and bytes done, rates, the ETA and
 what is presigning, uploading, awaiting validation; --quiet turns it off (it is
 always off when output is not a terminal or logs are JSON).
 """
+
+
+def _say(message: str) -> None:
+    """A message for the operator on stderr: whatever it quotes (a manifest value, a
+    server's error text) is shown, never obeyed by the terminal."""
+    print(f"pracsuite-ingest: {visible(message, keep_lines=True)}", file=sys.stderr)
 
 
 def _positive_int(text: str) -> int:
@@ -220,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  require_keys=require_keys, require_input=require_input)
         settings, shard = _sharded(args, settings)
     except ConfigError as exc:
-        print(f"pracsuite-ingest: configuration error: {exc}", file=sys.stderr)
+        _say(f"configuration error: {exc}")
         return EXIT_CONFIG
     for secret in (settings.api.vendor_api_key, settings.api.practice_api_key):
         register_secret(secret.get_secret_value())
@@ -230,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _dispatch(args, settings, shard)
     except* Fatal as group:
         for err in _leaves(group):
-            print(f"pracsuite-ingest: {scrub(str(err))}", file=sys.stderr)
+            _say(scrub(str(err)))
     return code
 
 
@@ -391,7 +398,7 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
     if dry_run:
         print(plan_text(doc, settings.upload.max_bytes_per_second))
     if watch.note():
-        print(watch.note())
+        print(visible(watch.note() or ""))
     print(rpt.summary_text(doc, path))
     if pace is not None:
         print(pace.text())
@@ -420,9 +427,8 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
     try:
         run_id = run_id or state.latest_run_id()
         if run_id is None or state.run_info(run_id) is None:
-            print(f"pracsuite-ingest: no run {run_id or ''} in {settings.state.path}; "
-                  "`pracsuite-ingest status` lists the runs it holds (check --state and "
-                  "--run-id)", file=sys.stderr)
+            _say(f"no run {run_id or ''} in {settings.state.path}; `pracsuite-ingest "
+                 "status` lists the runs it holds (check --state and --run-id)")
             return EXIT_CONFIG
         bind_context(run_id=run_id)
         log = get_logger(run_id=run_id)
@@ -487,14 +493,14 @@ async def cmd_check(settings: Settings) -> int:
             print(f"ok: {label}: {folder} is writable")
     if problems:
         for p in problems:
-            print(f"pracsuite-ingest: {p}", file=sys.stderr)
+            _say(p)
         return EXIT_FATAL
     try:
         async with make_session(settings) as session:
             await make_client(settings, session).probe()
     except Retryable as exc:
-        print(f"pracsuite-ingest: cannot reach PracSuite at {settings.api.base_url}: {exc}; "
-              "check api.base_url and the network", file=sys.stderr)
+        _say(f"cannot reach PracSuite at {settings.api.base_url}: {exc}; "
+             "check api.base_url and the network")
         return EXIT_FATAL
     print(f"ok: api: PracSuite at {settings.api.base_url} accepted both keys "
           "(api.vendor_api_key, api.practice_api_key)")

@@ -23,6 +23,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from pracsuite_ingest.visible import visible
+
 SECRET_KEY_NAMES = frozenset(
     {
         "policy",
@@ -107,6 +109,27 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     return event
 
 
+def _shown(value: Any, keep_lines: bool = False) -> Any:
+    if isinstance(value, str):
+        return visible(value, keep_lines=keep_lines)
+    if isinstance(value, Mapping):
+        return {k: _shown(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(v) for v in value]
+    return value
+
+
+def show_never_obey(_: Any, __: str, event: MutableMapping[str, Any]
+                    ) -> MutableMapping[str, Any]:
+    """Every string of a console line with control and invisible characters shown as
+    escapes (`visible.visible`): a file name or a server's error text is shown on the
+    terminal, never obeyed. A traceback keeps its line breaks. (JSON lines escape
+    them already.)"""
+    for k in list(event):
+        event[k] = _shown(event[k], keep_lines=k in ("exception", "stack"))
+    return event
+
+
 class _ToStructlog(logging.Handler):
     """Other libraries' log records (aiohttp, asyncio) through the same processors, so
     that they are redacted and rendered like ours."""
@@ -123,7 +146,8 @@ class _ToStructlog(logging.Handler):
 
 def _scrubbed_traceback(exc_type: type[BaseException], exc: BaseException,
                         tb: TracebackType | None) -> None:
-    sys.stderr.write(scrub("".join(traceback.format_exception(exc_type, exc, tb))))
+    sys.stderr.write(visible(scrub("".join(traceback.format_exception(exc_type, exc, tb))),
+                             keep_lines=True))
 
 
 def _scrubbed_thread_traceback(args: threading.ExceptHookArgs) -> None:
@@ -206,6 +230,7 @@ def configure(level: str = "info", fmt: str = "auto", *, file_names: bool = Fals
             make_hide_health_data(file_names),
             add_request_id,
             redact,
+            *([show_never_obey] if use_console else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pracsuite_ingest.report_html import size_text
+from pracsuite_ingest.visible import visible
 
 MAX_CLIENT_LINES = 25
 RECONCILE_MARK = "would be reconciled"  # pipeline.py's error for such a dry-run item
@@ -103,4 +104,5 @@ def plan_text(doc: Mapping[str, Any], bytes_per_second: int = 0) -> str:
     if len(ordered) > MAX_CLIENT_LINES:
         lines.append(f"  ... and {len(ordered) - MAX_CLIENT_LINES:,} more clients "
                      "(every one is in the report)")
-    return "\n".join(lines)
+    # Client ids come from the input: shown, never obeyed by the terminal.
+    return visible("\n".join(lines), keep_lines=True)

@@ -22,6 +22,7 @@ from pracsuite_ingest.models import Stage, Status
 from pracsuite_ingest.report_charts import Timeline, charts_html
 from pracsuite_ingest.report_html import render as render_html
 from pracsuite_ingest.state import ItemRecord, State
+from pracsuite_ingest.visible import visible
 
 ITEM_COLUMNS = ("client_id", "path", "file_name", "size", "sha256", "status", "attachment_id",
                 "key", "error", "attempts", "extra")
@@ -250,4 +251,4 @@ def summary_text(doc: dict[str, Any], path: Path | None) -> str:
     parts = [f"{k} {s[k]}" for k in ("validated", "skipped", "missing", "failed", "invalid",
                                      "pending") if s[k]]
     line = f"run {doc['run_id']}: {s['total']} items" + (": " + ", ".join(parts) if parts else "")
-    return line + (f"\nreport: {path}" if path else "")
+    return visible(line + (f"\nreport: {path}" if path else ""), keep_lines=True)

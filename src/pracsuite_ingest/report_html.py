@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from pracsuite_ingest.models import Status
+from pracsuite_ingest.visible import visible
 
 STATUSES = [s.value for s in Status]
 ATTENTION = ("failed", "missing", "invalid", "pending")  # in the order a person fixes them
@@ -179,11 +180,17 @@ def _num(n: int, cls: str = "") -> str:
 
 def _with_code(text: str) -> str:
     """`text` escaped, with `backquoted` commands shown as code."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _esc(text))
+
+
+def _esc(text: str) -> str:
+    """`text` for the page: HTML-escaped, and a control or bidi character from the input
+    shown as an escape, so that a name reads as what it is."""
+    return html.escape(visible(text))
 
 
 def _item_rows(items: Iterable[tuple[int, Mapping[str, Any]]]) -> str:
-    esc = html.escape
+    esc = _esc
     rows = []
     for number, it in items:
         rows.append(
@@ -260,7 +267,7 @@ def render(doc: Mapping[str, Any], extra_sections: str = "", charts: str = "") -
     client_head = "".join(f"<th>{esc(x)}</th>" for x in ["client", "total", *STATUSES,
                                                          "validated data"])
     client_rows = "".join(
-        f"<tr><td>{esc(c)}</td>{_num(sum(n.values()))}"
+        f"<tr><td>{_esc(c)}</td>{_num(sum(n.values()))}"
         + "".join(_num(n[x], "bad" if x in ATTENTION else "") for x in STATUSES)
         + f"<td class='n'>{size_text(size) if size else ''}</td></tr>"
         for c, (n, size) in clients.items())

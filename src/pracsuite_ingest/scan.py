@@ -33,6 +33,7 @@ from pracsuite_ingest.localfs import (
     walk,
 )
 from pracsuite_ingest.models import LocalFile, Row
+from pracsuite_ingest.visible import name_problem
 
 HASH_CHUNK = 1 << 20
 MAX_LINE_CHARS = 1 << 20  # one manifest line; csv's own field limit (128 KiB) also holds
@@ -265,6 +266,9 @@ def file_name_problem(file_name: str) -> str | None:
         return "file_name must not contain a folder separator"
     if any(ord(c) < 32 or ord(c) == 127 for c in file_name):
         return "file_name contains a control character (e.g. a line break); rename the file"
+    invisible = name_problem(file_name)  # C1, bidi and zero-width characters
+    if invisible:
+        return invisible
     stem, dot, ext = file_name.rpartition(".")
     if not dot or not stem or not ext.strip():
         return "file name has no extension (PracSuite requires one, e.g. .pdf)"

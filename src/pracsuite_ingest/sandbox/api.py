@@ -78,6 +78,10 @@ class ApiContext:
     admin_stats: Callable[[], dict[str, Any]]
     on_presigned: Callable[[str], None] = lambda key: None
     """Called with each key handed out (external mode watches it on the S3)."""
+    error_detail_suffix: str = ""
+    """Appended to every error's `detail` (hostile text: escape sequences ...)."""
+    presign_key_name: str | None = None
+    """When set, every presigned key ends in this name, not the requested one."""
 
 
 class ApiError(Exception):
@@ -141,6 +145,7 @@ async def _middleware(
     try:
         response = await _guarded(request, handler, context)
     except ApiError as error:
+        error.detail += context.error_detail_suffix
         response = error.response(request_id)
     response.headers["x-request-id"] = request_id
     context.stats.count(request.match_info.route.name or "unknown", response.status)

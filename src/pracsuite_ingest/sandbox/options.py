@@ -71,6 +71,8 @@ class SandboxOptions:
     latency_ms: tuple[int, int] | None = None
     rate_budget: float = 0.0
     external_s3: ExternalS3 | None = None
+    error_detail_suffix: str = ""
+    presign_key_name: str | None = None
 
     def fault_plan(self) -> FaultPlan:
         """The fault knobs, validated (ValueError when out of range)."""
@@ -210,6 +212,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="added latency per API request (default: none)")
     add("--rate-budget", type=float, default=0.0, metavar="PER_SECOND",
         help="play a rate limit: API requests/s accepted, 429 above (0 = none)")
+    add("--error-detail-suffix", default="", metavar="TEXT",
+        help="append TEXT to every API error's detail (e.g. escape sequences)")
+    add("--presign-key-name", default=None, metavar="NAME",
+        help="presign every key ending in NAME instead of the requested file name")
     ext = parser.add_argument_group(
         "external S3", "presign for a real S3 (e.g. Ceph radosgw) instead of the sandbox's own; "
         "uploads are validated by HEAD on it. The secret and token may also come from the "
@@ -272,6 +278,8 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         latency_ms=ns.latency_ms,
         rate_budget=ns.rate_budget,
         external_s3=external_from_args(ns),
+        error_detail_suffix=ns.error_detail_suffix,
+        presign_key_name=ns.presign_key_name,
     )
     if ns.vendor_key:
         options.vendor_key = ns.vendor_key

@@ -185,6 +185,8 @@ class Sandbox:
                 stats=self.stats_counters,
                 admin_stats=self.stats,
                 on_presigned=on_presigned,
+                error_detail_suffix=o.error_detail_suffix,
+                presign_key_name=o.presign_key_name,
             )
         )
         api_root = await self._serve(api_app, o.api_port)
