@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,14 @@ def config(root: Path, sb: Sandbox, **sections: dict[str, Any]) -> Path:
 
 
 async def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
-                  limit_s: float = 240) -> CliResult:
-    """`python -m pracsuite_ingest ARGS` as a child process; the sandbox keeps serving."""
+                  limit_s: float = 240, prefix: Sequence[str] = ()) -> CliResult:
+    """`python -m pracsuite_ingest ARGS` as a child process; the sandbox keeps serving.
+
+    `prefix` runs it under another program (e.g. `faketime -f +2h`)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")}
     full_env.update(env or {})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pracsuite_ingest", *args, cwd=cwd, env=full_env,
+        *prefix, sys.executable, "-m", "pracsuite_ingest", *args, cwd=cwd, env=full_env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), limit_s)
     assert proc.returncode is not None

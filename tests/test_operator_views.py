@@ -250,7 +250,7 @@ def test_an_all_good_run_says_so() -> None:
 
 
 @pytest.mark.parametrize(("status", "error", "advice"), [
-    ("failed", "the presigned POST expired before the upload finished", "clock"),
+    ("failed", "the presigned POST expired before the upload finished", "network speed"),
     ("invalid", "file is 104,857,601 bytes; PracSuite accepts at most", "104,857,600"),
     ("invalid", "file name has no extension (PracSuite requires one, e.g. .pdf)", "extension"),
     ("invalid", "line 7: missing client_id", "client_id"),

@@ -136,7 +136,7 @@ async def test_expired_policy_is_403_and_means_presign_again(
     key = new_key()
     p = target.presign(key, 1 << 20, 1)
     await asyncio.sleep(2.1)
-    # Sent as it is (the worker itself would not even send it): the server refuses it.
+    # Sent as it is: the server refuses it.
     async with aiohttp.ClientSession() as session:
         with small_file.open("rb") as fh:
             async with session.post(p.url, data=build_form(p, fh, "letter.pdf")) as resp:
@@ -144,7 +144,8 @@ async def test_expired_policy_is_403_and_means_presign_again(
     code, _ = parse_s3_error(body)
     assert (status, code) == (403, "AccessDenied")
     assert not target.stored(key)
-    # The worker's path: refused before sending, as "presign again".
+    # The worker's path: S3 judges (radosgw says only AccessDenied; its Date header,
+    # never the local clock, shows the policy expired), as "presign again".
     with pytest.raises(PolicyExpired):
         await send(p, small_file, "letter.pdf")
 

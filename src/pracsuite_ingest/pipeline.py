@@ -40,7 +40,7 @@ from pracsuite_ingest.upload import upload_file
 __all__ = ["Counters", "Run", "make_client", "make_session", "new_run_id", "reconcile_run",
            "upload_timeout", "utc_now"]
 
-MAX_PRESIGN_ROUNDS = 8  # a policy that keeps expiring: slow link or clock skew
+MAX_PRESIGN_ROUNDS = 8  # a policy that S3 keeps calling expired: a slow link
 MAX_RESEND_ROUNDS = 4  # uploads whose answer was lost and that got no record: send again
 
 
@@ -344,7 +344,7 @@ class Run:
                     if presign_round == MAX_PRESIGN_ROUNDS:
                         raise Permanent(
                             "the presigned POST expired before the upload finished, "
-                            f"{MAX_PRESIGN_ROUNDS} times; check the clock and the network "
+                            f"{MAX_PRESIGN_ROUNDS} times (S3 said so); check the network "
                             "speed, or lower upload.concurrency") from None
                     log.warning("presigned POST expired; presigning again", stage="upload")
             now = time.time()

@@ -36,7 +36,7 @@ _ADVICE: tuple[tuple[str, str, str], ...] = (
     ("failed", "does not know this client", "Check the client id in PracSuite, correct the "
      "row, and run again."),
     ("failed", "UNAUTHORIZED", "Check the API keys (`pracsuite-ingest check`), then run again."),
-    ("failed", "expired", "Check the machine's clock and the network speed, or lower "
+    ("failed", "expired", "Check the network speed, or lower "
      "upload.concurrency; then run again."),
     ("failed", "EntityTooLarge", "Make the file smaller than 100 MB, then run again."),
     ("failed", "", "Fix what the error says, then run again (only unsent files are sent)."),
