@@ -1,7 +1,8 @@
 """atheris (libFuzzer) harness for the manifest readers; run by
 tests/test_hostile_manifests.py as `python fuzz_manifest.py -runs=N`.
 
-The first input byte picks CSV or JSON Lines, the rest is the manifest; every row read
+The first input byte picks CSV or JSON Lines, a UTF-16 BOM and `input.encoding =
+cp1252`; the rest is the manifest; every row read
 must satisfy `manifest_invariants.check_rows`. Any exception is a crash.
 """
 
@@ -27,9 +28,12 @@ def one_input(data: bytes) -> None:
     body = data[1:]
     if data[0] & 2 and name == "m.csv":
         body = b"client_id,path,file_name\n" + body
+    if data[0] & 4:  # Excel's "Unicode Text": a UTF-16 BOM, tab-separated
+        body = b"\xff\xfe" + body
     manifest = WORK / name
     manifest.write_bytes(body)
-    check_rows(read_rows(manifest, None), physical_lines(body))
+    encoding = "cp1252" if data[0] & 8 else ""  # an older Windows export
+    check_rows(read_rows(manifest, None, encoding=encoding), physical_lines(body))
 
 
 if __name__ == "__main__":

@@ -26,10 +26,10 @@ CELL = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
 FORMULAS = st.sampled_from(["=cmd|' /C calc'!A0", "+1+2", "-2+3", "@SUM(A1)", "\t=1", "\r=1"])
 
 
-def rows_of(tmp_path: Path, name: str, data: bytes) -> list[Any]:
+def rows_of(tmp_path: Path, name: str, data: bytes, encoding: str = "") -> list[Any]:
     manifest = tmp_path / name
     manifest.write_bytes(data)
-    return check_rows(read_rows(manifest, None), physical_lines(data))
+    return check_rows(read_rows(manifest, None, encoding=encoding), physical_lines(data))
 
 
 # ---------------------------------------------------------------- fuzz: arbitrary bytes
@@ -38,6 +38,9 @@ def rows_of(tmp_path: Path, name: str, data: bytes) -> list[Any]:
 def test_csv_reader_survives_any_bytes(tmp_path: Path, data: bytes) -> None:
     rows_of(tmp_path, "m.csv", b"client_id,path,file_name\n" + data)
     rows_of(tmp_path, "raw.csv", data)
+    rows_of(tmp_path, "semi.csv", b" Client_ID ;PATH\n" + data, encoding="cp1252")
+    rows_of(tmp_path, "u16.csv", "client_id\tpath\r\n".encode("utf-16") + data)
+    rows_of(tmp_path, "u16.jsonl", b"\xff\xfe" + data)
 
 
 @FUZZ
@@ -49,18 +52,35 @@ def test_jsonl_reader_gives_one_row_per_non_blank_line(tmp_path: Path, data: byt
 
 
 # ------------------------------------------------------- fuzz: well-formed, hostile cells
+# cp1252 cells: letters whose bytes (0xC0 and up) never form UTF-8 by chance
+CP1252_CELL = st.text(st.sampled_from("abcXYZ 09-_.,;\t\"'éüßÆøÖ"), max_size=12)
+# How practice systems and spreadsheets write a manifest: (codec, BOM, label)
+ENCODINGS = [("utf-8", b"", ""), ("utf-8", b"\xef\xbb\xbf", ""),
+             ("utf-16-le", b"\xff\xfe", ""), ("utf-16-be", b"\xfe\xff", ""),
+             ("cp1252", b"", "cp1252")]
+
+
 @FUZZ
-@given(records=st.lists(st.tuples(CELL | FORMULAS, CELL | FORMULAS, CELL | FORMULAS),
-                        max_size=8),
-       bom=st.booleans(), terminator=st.sampled_from(["\r\n", "\n"]),
-       bad_utf8_at=st.integers(min_value=0, max_value=8))
+@given(data=st.data(), bom=st.booleans(), terminator=st.sampled_from(["\r\n", "\n"]),
+       bad_utf8_at=st.integers(min_value=0, max_value=8),
+       delimiter=st.sampled_from([",", ";", "\t"]),
+       header=st.sampled_from([("client_id", "path"), (" Client_ID ", "PATH "),
+                               ("CLIENT_ID", " Path")]),
+       encoding=st.sampled_from(ENCODINGS))
 def test_csv_rows_round_trip_and_a_bad_byte_spoils_only_its_row(
-        tmp_path: Path, records: list[tuple[str, str, str]], bom: bool, terminator: str,
-        bad_utf8_at: int) -> None:
+        tmp_path: Path, data: st.DataObject, bom: bool, terminator: str, bad_utf8_at: int,
+        delimiter: str, header: tuple[str, str], encoding: tuple[str, bytes, str]) -> None:
+    codec, mark, setting = encoding
+    cell = CP1252_CELL if codec == "cp1252" else CELL | FORMULAS
+    records: list[tuple[str, str, str]] = data.draw(
+        st.lists(st.tuples(cell, cell, cell), max_size=8))
+    if codec != "utf-8":
+        bad_utf8_at = -1  # bytes that are not UTF-8 are the UTF-8 reader's case
+        bom = False
     buf = io.StringIO(newline="")
-    writer = csv.writer(buf, lineterminator=terminator)
-    writer.writerow(["client_id", "path", "note"])
-    chunks = [buf.getvalue().encode()]
+    writer = csv.writer(buf, lineterminator=terminator, delimiter=delimiter)
+    writer.writerow([*header, "note"])
+    chunks = [buf.getvalue().encode(codec)]
     marker = "\ue000BAD"
     for i, rec in enumerate(records):
         if i == bad_utf8_at:
@@ -68,13 +88,14 @@ def test_csv_rows_round_trip_and_a_bad_byte_spoils_only_its_row(
         buf = io.StringIO(newline="")
         # csv.writer leaves a lone \r unquoted under a "\n" terminator: quote every cell
         quoting = csv.QUOTE_MINIMAL if terminator == "\r\n" else csv.QUOTE_ALL
-        csv.writer(buf, lineterminator=terminator, quoting=quoting).writerow(rec)
-        line = buf.getvalue().encode()
+        csv.writer(buf, lineterminator=terminator, quoting=quoting,
+                   delimiter=delimiter).writerow(rec)
+        line = buf.getvalue().encode(codec)
         if i == bad_utf8_at:  # invalid UTF-8 in the note cell
             line = line.replace(marker.encode(), b"\xff\xfe")
         chunks.append(line)
-    data = (b"\xef\xbb\xbf" if bom else b"") + b"".join(chunks)
-    rows = rows_of(tmp_path, "m.csv", data)
+    body = (b"\xef\xbb\xbf" if bom else mark) + b"".join(chunks)
+    rows = rows_of(tmp_path, "m.csv", body, encoding=setting)
     expected = [(i, rec) for i, rec in enumerate(records)
                 if i == bad_utf8_at or any(v.strip() for v in rec)]
     assert len(rows) == len(expected)
@@ -133,9 +154,56 @@ def test_invalid_utf8_mid_stream_is_one_invalid_row_and_the_rest_go_on(tmp_path:
     assert [r.problem is None for r in jsonl] == [True, False, True]
 
 
-def test_a_utf16_manifest_says_so(tmp_path: Path) -> None:
-    rows = rows_of(tmp_path, "m.csv", "client_id,path\n1,a.pdf\n".encode("utf-16"))
-    assert len(rows) == 1 and "UTF-16" in (rows[0].problem or "")
+def test_a_utf16_manifest_without_a_bom_says_which_setting_reads_it(tmp_path: Path) -> None:
+    rows = rows_of(tmp_path, "m.csv", "client_id,path\n1,a.pdf\n".encode("utf-16-le"))
+    assert len(rows) == 1 and "input.encoding = \"utf-16-le\"" in (rows[0].problem or "")
+    rows = rows_of(tmp_path, "m.csv", "client_id,path\n1,a.pdf\n".encode("utf-16-le"),
+                   encoding="utf-16-le")
+    assert [(r.client_id, r.problem) for r in rows] == [("1", None)]
+
+
+def test_excel_unicode_text_is_read(tmp_path: Path) -> None:
+    """Excel's "Unicode Text": UTF-16 LE with a BOM, tab-separated, CRLF."""
+    text = "Client_ID\tPath\tFile_Name\r\n7\tscans/é.pdf\tÉchographie 心电图.pdf\r\n"
+    rows = rows_of(tmp_path, "m.txt", text.encode("utf-16"))
+    assert [(r.client_id, r.path, r.file_name, r.problem) for r in rows] == [
+        ("7", str(tmp_path / "scans/é.pdf"), "Échographie 心电图.pdf", None)]
+
+
+def test_european_excel_semicolons_and_a_spaced_header_are_read(tmp_path: Path) -> None:
+    data = b"\xef\xbb\xbf Client_ID ; PATH ;Note\r\n42;a,b.pdf;x\r\n43;c.pdf;z;extra\r\n"
+    rows = rows_of(tmp_path, "m.csv", data)
+    first = rows[0]
+    assert (first.line, first.client_id, first.path, first.problem) == (
+        2, "42", str(tmp_path / "a,b.pdf"), None)
+    assert rows[0].extra == {"Note": "x"} and rows[0].file_name == "a,b.pdf"
+    assert "4 fields, the header has 3" in (rows[1].problem or "")
+
+
+def test_a_cp1252_export_is_read_with_input_encoding_and_refused_without(
+        tmp_path: Path) -> None:
+    data = "client_id,path\n1,Müller José.pdf\n2,plain.pdf\n".encode("cp1252")
+    rows = rows_of(tmp_path, "m.csv", data, encoding="cp1252")
+    assert [(r.path, r.problem) for r in rows] == [
+        (str(tmp_path / "Müller José.pdf"), None), (str(tmp_path / "plain.pdf"), None)]
+    rows = rows_of(tmp_path, "m.csv", data)  # read as UTF-8: the accented row is refused
+    assert rows[0].problem is not None and "input.encoding" in rows[0].problem
+    assert "cp1252" in rows[0].problem and rows[1].problem is None
+
+
+def test_utf8_read_as_cp1252_is_refused_never_sent_mangled(tmp_path: Path) -> None:
+    data = "client_id,path\n1,José.pdf\n2,plain.pdf\n".encode()
+    rows = rows_of(tmp_path, "m.csv", data, encoding="cp1252")
+    assert rows[0].problem is not None and "reads as UTF-8" in rows[0].problem
+    assert rows[1].problem is None
+    # A byte cp1252 does not define (0x81) in a cp1252 manifest: refused, named.
+    rows = rows_of(tmp_path, "n.csv", b"client_id,path\n1,a\x81.pdf\n", encoding="cp1252")
+    assert "not valid cp1252" in (rows[0].problem or "")
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path: Path) -> None:
+    rows = rows_of(tmp_path, "m.csv", b"client_id,path,PATH\n1,a.pdf,b.pdf\n")
+    assert len(rows) == 1 and "2 'path' columns" in (rows[0].problem or "")
 
 
 def test_bom_nul_and_missing_columns(tmp_path: Path) -> None:
@@ -209,6 +277,35 @@ async def test_a_hostile_manifest_runs_to_a_report(tmp_path: Path) -> None:
     lines = list(csv.reader(io.StringIO((tmp_path / "r" / "latest.csv").read_text())))
     assert len(lines) == 5  # the header and one line per row
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("codec", "bom", "delimiter", "setting"), [
+    ("cp1252", b"", ";", "cp1252"),          # European Excel on an older Windows
+    ("utf-16-le", b"\xff\xfe", "\t", ""),     # Excel's "Unicode Text"
+])
+async def test_a_legacy_export_is_sent_with_its_names_intact(
+        tmp_path: Path, codec: str, bom: bytes, delimiter: str, setting: str) -> None:
+    from e2e import config, run_cli
+    from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
+
+    names = ["Müller José.pdf", "Échographie Œdème.pdf"]
+    (tmp_path / "f").mkdir()
+    lines = [delimiter.join([" Client_ID ", "PATH", "File_Name "])]
+    for n, name in enumerate(names):
+        (tmp_path / "f" / f"{n}.pdf").write_bytes(b"%PDF-1.4 " + bytes([n]) * 100)
+        lines.append(delimiter.join(["1", f"f/{n}.pdf", name]))
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(bom + ("\r\n".join(lines) + "\r\n").encode(codec))
+    async with Sandbox(SandboxOptions(validation_delay_s=0.1)) as sb:
+        cfg = config(tmp_path, sb, input={"encoding": setting})
+        result = await run_cli("run", "--config", str(cfg), "--manifest", str(manifest),
+                               cwd=tmp_path)
+        stats = sb.stats()
+    assert result.code == 0, result.stderr[-2000:]
+    sent = sorted(r["file_name"] for c in stats["records_created"].values()
+                  for r in c["records"])
+    assert sent == sorted(names)
 
 
 # ----------------------------------------------------------------------------- atheris

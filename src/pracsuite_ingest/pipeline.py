@@ -136,7 +136,8 @@ class Run:
         rows = only_mine(read_rows(Path(manifest) if manifest else None,
                                    Path(source) if source else None,
                                    follow_symlinks=self.settings.input.follow_symlinks,
-                                   root=Path(confine) if confine else None), self.shard)
+                                   root=Path(confine) if confine else None,
+                                   encoding=self.settings.input.encoding), self.shard)
         return self.row_filter.apply(rows)
 
     async def upload_all(self) -> bool:

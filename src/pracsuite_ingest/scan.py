@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from typing import Any, TextIO
 import aiofiles.os
 
 from pracsuite_ingest import MAX_FILE_BYTES
+from pracsuite_ingest import manifest_format as mf
 from pracsuite_ingest.localfs import (
     NotRegularFile,
     has_surrogates,
@@ -37,22 +39,23 @@ from pracsuite_ingest.visible import name_problem
 
 HASH_CHUNK = 1 << 20
 MAX_LINE_CHARS = 1 << 20  # one manifest line; csv's own field limit (128 KiB) also holds
-NOT_UTF8 = "not valid UTF-8 (save the manifest as UTF-8, e.g. Excel's \"CSV UTF-8\")"
 
 
 def read_rows(manifest: Path | None, source_dir: Path | None, *,
-              follow_symlinks: bool = False, root: Path | None = None) -> Iterator[Row]:
+              follow_symlinks: bool = False, root: Path | None = None,
+              encoding: str = "") -> Iterator[Row]:
     """Every input row in order, from exactly one of a manifest or a directory.
 
     `follow_symlinks` applies to the directory walk; `root`, when given, makes every
-    row whose path resolves outside it a problem row.
+    row whose path resolves outside it a problem row. `encoding` is `input.encoding`
+    (a manifest's BOM wins over it; see `manifest_format`).
     """
     rows: Iterator[Row]
     if manifest is not None:
         if manifest.suffix.lower() in (".jsonl", ".ndjson"):
-            rows = _jsonl_rows(manifest)
+            rows = _jsonl_rows(manifest, encoding)
         else:
-            rows = _csv_rows(manifest)
+            rows = _csv_rows(manifest, encoding)
     else:
         assert source_dir is not None
         rows = _dir_rows(source_dir, follow_symlinks)
@@ -141,20 +144,35 @@ class _Lines:
         return line
 
 
-def _values_problem(values: list[str], lines: _Lines, start: int, end: int) -> str | None:
+def _values_problem(values: list[str], lines: _Lines, start: int, end: int,
+                    enc: mf.Encoding) -> str | None:
     if any(n in lines.cut for n in range(start, end + 1)):
         return f"line {start}: longer than {MAX_LINE_CHARS:,} characters"
     if any(has_surrogates(v) for v in values):
-        return f"line {start}: {NOT_UTF8}"
+        return f"line {start}: {enc.undecodable()}"
+    mangled = mf.mojibake_problem(values, enc)
+    if mangled:
+        return f"line {start}: {mangled}"
     return None
 
 
-def _csv_rows(manifest: Path) -> Iterator[Row]:
+def _csv_rows(manifest: Path, encoding: str = "") -> Iterator[Row]:
+    """Rows of a CSV manifest in its encoding, with its delimiter (`manifest_format`)."""
     base = manifest.parent
-    # surrogateescape: a byte that is not UTF-8 spoils its own row, not the stream.
-    with manifest.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+    # Undecodable bytes become marks that spoil their own row, not the stream.
+    fh, enc = mf.open_text(manifest, encoding)
+    with fh:
         lines = _Lines(fh)
-        reader = csv.reader(lines, strict=True)
+        try:
+            first = next(lines)
+        except StopIteration:
+            return
+        if mf.looks_utf16_without_bom(first):
+            yield Row(1, "", "", "", {}, "line 1: the manifest looks like UTF-16 without a "
+                      "BOM: set input.encoding = \"utf-16-le\" (or save it as UTF-8)")
+            return
+        reader = csv.reader(itertools.chain([first], lines), strict=True,
+                            delimiter=mf.delimiter_of(first))
         try:
             header = next(reader)
         except StopIteration:
@@ -162,17 +180,15 @@ def _csv_rows(manifest: Path) -> Iterator[Row]:
         except csv.Error as exc:
             yield Row(1, "", "", "", {}, f"line 1: the header row cannot be read ({exc})")
             return
-        problem = _values_problem(header, lines, 1, reader.line_num)
+        problem = _values_problem(header, lines, 1, reader.line_num, enc)
         if problem is not None:
-            if header and header[0].startswith(("\udcff\udcfe", "\udcfe\udcff")):
-                problem = f"line 1: the manifest is UTF-16; {NOT_UTF8}"
             yield Row(1, "", "", "", {}, f"{problem}: the header row")
             return
-        header = [h.strip() for h in header]
-        for required in ("client_id", "path"):
-            if required not in header:
-                yield Row(1, "", "", "", {}, f"line 1: the header has no '{required}' column")
-                return
+        header = [mf.canonical(h) for h in header]
+        problem = mf.header_problem(header)
+        if problem is not None:
+            yield Row(1, "", "", "", {}, f"line 1: {problem}")
+            return
         while True:
             start = reader.line_num + 1
             try:
@@ -182,7 +198,7 @@ def _csv_rows(manifest: Path) -> Iterator[Row]:
             except csv.Error as exc:
                 yield Row(start, "", "", "", {}, f"line {start}: malformed CSV ({exc})")
                 continue
-            problem = _values_problem(values, lines, start, reader.line_num)
+            problem = _values_problem(values, lines, start, reader.line_num, enc)
             if problem is not None:
                 partial = dict(zip(header, values, strict=False))
                 raw_path = printable(partial.get("path", "").strip().replace("\x00", ""))
@@ -208,9 +224,10 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _jsonl_rows(manifest: Path) -> Iterator[Row]:
+def _jsonl_rows(manifest: Path, encoding: str = "") -> Iterator[Row]:
     base = manifest.parent
-    with manifest.open(encoding="utf-8-sig", errors="surrogateescape") as fh:
+    fh, enc = mf.open_text(manifest, encoding, newline=None)  # PowerShell's `>`: UTF-16
+    with fh:
         number = 0
         while text := fh.readline(MAX_LINE_CHARS):
             number += 1
@@ -223,7 +240,7 @@ def _jsonl_rows(manifest: Path) -> Iterator[Row]:
             if not text.strip():
                 continue
             if has_surrogates(text):
-                yield Row(number, "", "", "", {}, f"line {number}: {NOT_UTF8}")
+                yield Row(number, "", "", "", {}, f"line {number}: {enc.undecodable()}")
                 continue
             try:
                 data = json.loads(text, parse_constant=_no_constants)

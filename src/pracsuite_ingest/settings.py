@@ -7,6 +7,7 @@ repr, a log line or a traceback never shows them.
 
 from __future__ import annotations
 
+import codecs
 import os
 import ssl
 from pathlib import Path
@@ -76,6 +77,18 @@ class InputSettings(_Section):
     source_dir: str = ""
     follow_symlinks: bool = False
     root: str = ""
+    encoding: str = ""
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding_is_known(cls, value: str) -> str:
+        if value:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(f"unknown encoding {value!r}; e.g. cp1252, latin-1, "
+                                 "utf-16-le, or empty for UTF-8") from None
+        return value
 
 
 class UploadSettings(_Section):
