@@ -130,6 +130,16 @@ def presigned_fields(fields: dict[Any, Any]) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def key_name_problem(key: str, file_name: str) -> str | None:
+    """Why a presigned `key` cannot carry this file (its last segment must be the
+    requested `file_name`: PracSuite's validation demands it), or None. The message
+    names neither (file names stay out of logs; the report has them)."""
+    if key.rpartition("/")[2] == file_name:
+        return None
+    return ("PracSuite's presigned key does not end in the requested file name "
+            "(PracSuite's validation would refuse the upload); nothing was sent")
+
+
 def next_link(body: Any) -> str | None:
     if isinstance(body, dict):
         links = body.get("links")
@@ -235,6 +245,9 @@ class PracSuiteClient:
         if not isinstance(url, str) or not url:
             raise Retryable("PracSuite's presign answer has no 'url'")
         fields = presigned_fields(data["fields"])
+        problem = key_name_problem(dict(fields)["key"], file_name)
+        if problem:
+            raise Permanent(problem)
         problem = cleartext_problem(url, "the presigned upload URL")
         if problem:  # the patient's file would cross the network in clear text
             raise Permanent(f"{problem}; not uploaded")
