@@ -215,6 +215,9 @@ class Run:
             bind_context(client_id=row.client_id, item=seq, stage="scan")  # this task only
             try:
                 local: LocalFile | str = await check_local(row)
+            except asyncio.CancelledError:
+                self._not_started(seq, row)  # stopped while checked: the row keeps its item
+                raise
             except Exception as exc:  # a bug on one odd file must not stop the others
                 local = (f"unexpected error while checking the file ({type(exc).__name__}); "
                          "please report it")

@@ -13,11 +13,13 @@ every path.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import itertools
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Any, TextIO
@@ -292,18 +294,27 @@ def file_name_problem(file_name: str) -> str | None:
     return None
 
 
-def hash_file(path: Path) -> tuple[int, str]:
-    """(bytes read, sha256 hex), reading in 1 MiB chunks. Blocking: run in a thread."""
+class Stopped(Exception):
+    """The run is stopping: a file being hashed is left unread (its row stays pending)."""
+
+
+def hash_file(path: Path, limit: int = MAX_FILE_BYTES + 1,
+              stop: threading.Event | None = None) -> tuple[int, str]:
+    """(bytes read, sha256 hex), reading in 1 MiB chunks, never more than `limit` bytes
+    (a "file" that keeps giving, e.g. under /proc, is not read to its end); `stop`, when
+    set, ends the reading at the next chunk (`Stopped`). Blocking: run in a thread."""
     digest = hashlib.sha256()
     size = 0
     with open_regular(path) as fh:
-        while chunk := fh.read(HASH_CHUNK):
+        while size < limit and (chunk := fh.read(min(HASH_CHUNK, limit - size))):
+            if stop is not None and stop.is_set():
+                raise Stopped
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
 
 
-def inspect_file(row: Row, path: Path) -> LocalFile | str:
+def inspect_file(row: Row, path: Path, stop: threading.Event | None = None) -> LocalFile | str:
     """stat, the type and size checks, then sha256: blocking, so it runs in a thread.
 
     One thread hand-off per file instead of two (stat, then hash): at a few hundred
@@ -326,13 +337,18 @@ def inspect_file(row: Row, path: Path) -> LocalFile | str:
         return (f"file is {st.st_size:,} bytes; PracSuite accepts at most "
                 f"{MAX_FILE_BYTES:,} bytes (100 MB)")
     try:
-        size, sha = hash_file(path)
+        # One byte past the size it claims, and never past the limit: enough to tell a
+        # file that keeps giving bytes.
+        size, sha = hash_file(path, min(st.st_size, MAX_FILE_BYTES) + 1, stop)
     except NotRegularFile as exc:  # swapped for a FIFO or a device since the stat
         return f"{exc.strerror}; not read"
     except PermissionError:
         return "file not readable (permission denied)"
     except OSError as exc:
         return f"cannot read file: {exc.strerror}"
+    if size > st.st_size:
+        return (f"file gives more bytes than its size ({st.st_size:,}): it is still being "
+                "written, or it is not a real file (e.g. under /proc); not read further")
     if size != st.st_size:
         return "file changed while being read; run again once it is complete"
     return LocalFile(row=row, path=path, size=size, sha256=sha)
@@ -355,5 +371,10 @@ async def check_local(row: Row) -> LocalFile | str:
     problem = file_name_problem(row.file_name)
     if problem:
         return problem
-    result: LocalFile | str = await _inspect_file(row, Path(row.path))
+    stop = threading.Event()
+    try:
+        result: LocalFile | str = await _inspect_file(row, Path(row.path), stop)
+    except asyncio.CancelledError:
+        stop.set()  # Ctrl-C, SIGTERM: the thread stops at its next chunk
+        raise
     return result
