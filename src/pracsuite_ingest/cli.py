@@ -231,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     for secret in (settings.api.vendor_api_key, settings.api.practice_api_key):
         register_secret(secret.get_secret_value())
+    from pracsuite_ingest.proxy import proxy_secrets
+
+    for secret_text in proxy_secrets():  # a password in HTTPS_PROXY
+        register_secret(secret_text)
     configure(settings.log.level, settings.log.format, file_names=settings.log.file_names)
     code = EXIT_FATAL
     try:
@@ -495,6 +499,9 @@ async def cmd_check(settings: Settings) -> int:
         for p in problems:
             _say(p)
         return EXIT_FATAL
+    from pracsuite_ingest.proxy import describe
+
+    print(f"ok: {describe(settings.api.base_url)}")
     try:
         async with make_session(settings) as session:
             await make_client(settings, session).probe()

@@ -82,6 +82,8 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
                                        ssl=tls_context(settings.api.ca_file)),
         # PracSuite's answers are small; S3 bodies are streamed from disk.
         auto_decompress=True,
+        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, for PracSuite and S3 alike (SPEC.md).
+        trust_env=True,
     )
 
 
