@@ -252,7 +252,8 @@ async def test_a_run_against_a_badly_answering_api_fails_items_not_the_run(
             if request.method == "GET":  # the list: empty, one page
                 return web.json_response({"patient_attachments": [], "total_entries": 0,
                                           "links": {}})
-            body, ctype = bad.get(client_id, (presign_body(url=f"{s3_url}/b"), "application/json"))
+            good = presign_body(url=f"{s3_url}/b", key=f"temp/1/{client_id}/1/1/u/{client_id}.pdf")
+            body, ctype = bad.get(client_id, (good, "application/json"))
             return web.Response(text=body, content_type=ctype)
 
         async with serve(api) as (base, _):

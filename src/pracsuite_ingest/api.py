@@ -245,12 +245,12 @@ class PracSuiteClient:
         if not isinstance(url, str) or not url:
             raise Retryable("PracSuite's presign answer has no 'url'")
         fields = presigned_fields(data["fields"])
-        problem = key_name_problem(dict(fields)["key"], file_name)
-        if problem:
-            raise Permanent(problem)
         problem = cleartext_problem(url, "the presigned upload URL")
         if problem:  # the patient's file would cross the network in clear text
             raise Permanent(f"{problem}; not uploaded")
+        problem = key_name_problem(dict(fields)["key"], file_name)
+        if problem:
+            raise Permanent(problem)
         return Presigned(url=url, fields=fields)
 
     def first_page(self, client_id: str) -> PageRef:
