@@ -148,8 +148,12 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
     demo = _command(sub, "demo", "a full migration against the built-in sandbox",
                     "pracsuite-ingest demo --files 200")
     demo.add_argument("--files", type=int, default=60, help="how many sample files (60)")
-    demo.add_argument("--out", type=Path, default=Path("demo-out"),
-                      help="folder for samples, state and reports (./demo-out)")
+    demo.add_argument("--out", type=Path,
+                      help="folder for samples, the sandbox's S3, state and reports: new, "
+                           "empty, or the demo's own earlier output (replaced); default: the "
+                           "first usable of ./demo-out, <report.dir>/demo, <tmp>/"
+                           "pracsuite-ingest-demo. The configured state.path and report.dir "
+                           "files are never used")
     report = _command(sub, "report", "work with reports: `report merge`",
                       "pracsuite-ingest report merge reports/*/shard-* --out reports/all")
     report_sub = report.add_subparsers(dest="report_command", required=True, metavar="ACTION")
@@ -210,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from pracsuite_ingest.demo import run_demo
 
-        code: int = run_demo(args.files, args.out)
+        code: int = run_demo(args.files, args.out, cmd_run)
         return code
     if args.command == "report":
         from pracsuite_ingest.merge import merge_command

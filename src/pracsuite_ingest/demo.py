@@ -4,6 +4,14 @@ Works offline with no account and no config. The samples include rows that are m
 to go wrong (a missing file, no extension, a file over 100 MB, an unknown client, a
 duplicate row, an empty file PracSuite's validation refuses) so that every status of
 the report shows up; the demo succeeds when every good row is validated.
+
+Where it writes (`--out`, or the first of `default_outs` it may use): samples, the
+sandbox's S3, its own state file and its reports, all in that one folder. It never uses
+the configured `state.path` or the report folder's own files: a sandbox's uploads
+recorded in a real state file, or a sandbox report as `latest.json`, would be false
+proof. It deletes only what it wrote: a folder is used when it is new or empty, or
+when it holds the demo's marker and nothing but the names the demo writes (then those
+are replaced); anything else is refused, and nothing in it is touched.
 """
 
 from __future__ import annotations
@@ -11,16 +19,126 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
 import secrets
 import shutil
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pracsuite_ingest import MAX_FILE_BYTES, aio
+from pracsuite_ingest.errors import ConfigError
+from pracsuite_ingest.localfs import private_dir
 from pracsuite_ingest.logs import configure
-from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.settings import load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from pracsuite_ingest.settings import Settings
+    from pracsuite_ingest.watch import Watch
+
+    # `cli.cmd_run`, handed in by the caller: the demo runs exactly what `run` runs,
+    # without importing cli (which imports this module).
+    Runner = Callable[..., Awaitable[int]]
+
+EXIT_CONFIG = 2  # SPEC.md: configuration (here: a folder the demo may not use)
+MARKER = ".pracsuite-ingest-demo"
+# Everything the demo writes at the top of its folder (the state file's SQLite and lock
+# companions included); a marked folder holding anything else is not the demo's alone.
+DEMO_NAMES = frozenset({MARKER, "files", "manifest.csv", "sandbox-s3", "reports", "state.db",
+                        "state.db-wal", "state.db-shm", "state.db-journal", "state.db.lock"})
+DEFAULT_NAME = "demo-out"
+
+
+@dataclass(frozen=True)
+class OutPlan:
+    """What to do with a folder before the demo writes there."""
+
+    action: str  # "create", "use" (empty), "replace" (the demo's own earlier output), "refuse"
+    reason: str = ""
+
+
+def plan_out(entries: frozenset[str] | None, *, is_dir: bool = True) -> OutPlan:
+    """The demo's rule for a folder holding `entries` (None: it does not exist).
+    Never names an entry: a file name in a practice's folder can be health data."""
+    if entries is None:
+        return OutPlan("create")
+    if not is_dir:
+        return OutPlan("refuse", "it is a file, not a folder")
+    if not entries:
+        return OutPlan("use")
+    if MARKER in entries and entries <= DEMO_NAMES:
+        return OutPlan("replace")
+    foreign = len(entries - DEMO_NAMES) if MARKER in entries else len(entries)
+    return OutPlan("refuse", f"it holds {foreign} file(s) or folder(s) the demo did not write, "
+                             "and the demo deletes only its own")
+
+
+def default_outs(cwd: Path, report_dir: str | None, tmp: Path) -> list[Path]:
+    """Where the demo writes without --out, first usable first: ./demo-out (a laptop);
+    a `demo` folder in report.dir (the image: /data/reports/demo, so a mounted reports
+    volume gets it, beside and never over a real run's reports); the temp folder (a
+    read-only container with nothing mounted)."""
+    outs = [cwd / DEFAULT_NAME]
+    if report_dir:
+        outs.append((cwd / report_dir / "demo").resolve())
+    outs.append(tmp / "pracsuite-ingest-demo")
+    return list(dict.fromkeys(outs))
+
+
+def prepare_out(out: Path) -> OutPlan:
+    """Apply `plan_out` to `out`: create it, or empty the demo's own earlier output
+    (the folder itself stays: it may be a mount point), and mark it as the demo's.
+    Raises OSError when the folder cannot be made or written."""
+    if out.exists() and not out.is_dir():
+        return plan_out(frozenset(), is_dir=False)
+    try:
+        entries: frozenset[str] | None = frozenset(p.name for p in out.iterdir())
+    except FileNotFoundError:
+        entries = None
+    plan = plan_out(entries)
+    if plan.action == "refuse":
+        return plan
+    if plan.action == "create":
+        private_dir(out)
+    if plan.action == "replace":
+        for name in sorted(entries or ()):
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    (out / MARKER).write_text("written by `pracsuite-ingest demo`, which may replace what "
+                              "it wrote here on its next run\n", encoding="utf-8")
+    return plan
+
+
+def choose_out(out: Path | None) -> tuple[Path | None, list[str]]:
+    """The folder to write in, prepared, and what was said on the way; (None, messages)
+    when there is none. An explicit --out is the only candidate."""
+    if out is not None:
+        candidates = [out]
+    else:
+        try:
+            report_dir: str | None = load_settings(None, {}, require_keys=False,
+                                                   require_input=False).report.dir
+        except ConfigError:
+            report_dir = None
+        candidates = default_outs(Path.cwd(), report_dir, Path(tempfile.gettempdir()))
+    notes = []
+    for folder in candidates:
+        try:
+            plan = prepare_out(folder)
+        except OSError as exc:
+            notes.append(f"{folder} is not writable ({exc.strerror})")
+            continue
+        if plan.action != "refuse":
+            return folder, notes
+        notes.append(f"{folder} is not the demo's to use: {plan.reason}")
+    return None, notes
+
 
 NAMES = ["Referral letter.pdf", "Pathology \u2013 FBC 2026.pdf", "Échographie abdominale.pdf",
          "x-ray, left knee.jpg", 'Discharge "final".docx', "心电图.png", "Care plan.txt",
@@ -84,36 +202,23 @@ def closing_text(good: int, summary: dict[str, int], manifest: Path) -> str:
             f"  pracsuite-ingest run --config sandbox.toml --manifest {manifest}")
 
 
-def _fresh_dir(out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-
-
-async def _demo(count: int, out: Path) -> int:
-    from pracsuite_ingest.cli import cmd_run
+async def _demo(count: int, out: Path, cmd_run: Runner) -> int:
     from pracsuite_ingest.progress import TerminalProgress
+    from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
     from pracsuite_ingest.watch import Watch
 
-    await asyncio.to_thread(_fresh_dir, out)
     options = SandboxOptions(validation_delay_s=0.3, data_dir=out / "sandbox-s3")
     async with Sandbox(options) as sandbox:
         clients = ["1", "2", "3", "1001"]
-        manifest, good = write_samples(out, count, clients)
+        manifest, good = await asyncio.to_thread(write_samples, out, count, clients)
         print(f"sandbox: PracSuite at {sandbox.base_url}, S3 at {sandbox.s3_url}")
         print(f"samples: {good} good files and 6 bad rows in {manifest}")
-        os.environ["PRACSUITE_VENDOR_API_KEY"] = sandbox.vendor_key
-        os.environ["PRACSUITE_PRACTICE_API_KEY"] = sandbox.practice_key
-        settings = load_settings(None, {
-            "api": {"base_url": sandbox.base_url, "requests_per_second": 50.0},
-            "input": {"manifest": str(manifest), "source_dir": ""},
-            "reconcile": {"deadline_s": 8.0, "poll_interval_s": 0.5},
-            "state": {"path": str(out / "state.db")},
-            "report": {"dir": str(out / "reports")},
-        })
+        settings = _demo_settings(sandbox.base_url, sandbox.vendor_key, sandbox.practice_key,
+                                  manifest, out)
         configure("warning", "console" if sys.stderr.isatty() else "json")
         progress = TerminalProgress.for_terminal(quiet=False, log_format=settings.log.format)
-        await cmd_run(settings, dry_run=False, watch=Watch(progress=progress))
+        watch: Watch = Watch(progress=progress)
+        await cmd_run(settings, dry_run=False, watch=watch)
     doc = json.loads((out / "reports" / "latest.json").read_text())
     validated = doc["summary"]["validated"]
     print(f"open {out / 'reports' / 'latest.html'} in a browser for the readable report")
@@ -124,5 +229,37 @@ async def _demo(count: int, out: Path) -> int:
     return 1
 
 
-def run_demo(count: int, out: Path) -> int:
-    return aio.run(_demo(count, out))
+def _demo_settings(base_url: str, vendor_key: str, practice_key: str, manifest: Path,
+                   out: Path) -> Settings:
+    """The configuration (file, environment) with the demo's own values winning: the
+    sandbox and its keys (never a real key, wherever the configuration keeps one), the
+    samples, and a state file and reports inside `out`."""
+    return load_settings(None, {
+        "api": {"base_url": base_url, "requests_per_second": 50.0,
+                "vendor_api_key": vendor_key, "practice_api_key": practice_key},
+        "input": {"manifest": str(manifest), "source_dir": ""},
+        "reconcile": {"deadline_s": 8.0, "poll_interval_s": 0.5},
+        "state": {"path": str(out / "state.db")},
+        "report": {"dir": str(out / "reports")},
+    })
+
+
+def run_demo(count: int, out: Path | None, cmd_run: Runner) -> int:
+    """`demo`: exit 0 when every good row validated, 1 when not, 2 when there is no
+    folder it may write in (or the configuration is wrong)."""
+    folder, notes = choose_out(out)
+    if folder is None:
+        for note in notes:
+            print(f"pracsuite-ingest demo: {note}", file=sys.stderr)
+        hint = "choose a new or empty folder with --out" if out is not None else \
+            "choose a folder with --out"
+        print(f"pracsuite-ingest demo: nowhere to write; {hint}", file=sys.stderr)
+        return EXIT_CONFIG
+    for note in notes:
+        print(f"demo: skipped {note}")
+    print(f"demo: samples, state and reports in {folder}")
+    try:
+        return aio.run(_demo(count, folder, cmd_run))
+    except ConfigError as exc:
+        print(f"pracsuite-ingest demo: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
