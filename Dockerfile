@@ -6,6 +6,18 @@
 # those wheels (--no-index) into a venv. No compiler, no source tree, no pip cache and
 # no wheels are left in the final image. For reproducible builds, pin the base by
 # digest as well: --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
+#
+# Supported base images (PYTHON_IMAGE): a glibc Linux with a CPython 3.11 that was
+# installed outside the distribution's package manager, with pip >= 22.3 and venv, as
+# in the official python:3.11-slim-bookworm (the default) and python:3.11-bookworm.
+# `make container-test` (deploy/container-test.sh) builds and runs this file on such a
+# base: the official one when a registry serves it, else one made to match it with
+# debootstrap. Not supported: a distribution's own Python (Debian's or Ubuntu's
+# python3 package, e.g. FROM debian:bookworm plus apt-get install python3-pip). It is
+# marked EXTERNALLY-MANAGED (PEP 668), so its pip refuses to change it
+# ("externally-managed-environment"); its pip and setuptools belong to the system's
+# package manager, and removing them as this file does would break that. The build
+# stops at its first step on such a base, saying so. Alpine (musl) is not tested.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------------------- build
@@ -16,6 +28,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
+# The base's Python: 3.11 or newer, and not one the distribution manages (see above).
+RUN python3 -c "import pathlib, sys, sysconfig; \
+sys.version_info >= (3, 11) or sys.exit('Python 3.11 or newer is needed, not ' \
++ sys.version.split()[0]); \
+pathlib.Path(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED').exists() and sys.exit( \
+'the Python of this base image is managed by the distribution (PEP 668: ' \
+'externally-managed-environment); use python:3.11-slim-bookworm or another base ' \
+'that the Dockerfile lists as supported')"
 # README.md* : the glob keeps the build working whether or not the README exists yet.
 COPY pyproject.toml README.md* ./
 COPY src ./src
@@ -78,6 +98,9 @@ ENV PRACSUITE_INGEST_STATE__PATH=/data/state/pracsuite-ingest.db \
 
 VOLUME ["/data/input", "/data/state", "/data/reports"]
 
+# /app is root's, so `demo` (no flag) writes to /data/reports/demo, beside and never over
+# a real run's reports: mount a folder on /data/reports to keep its report. Where that is
+# not writable either, it writes to /tmp/pracsuite-ingest-demo and says so.
 WORKDIR /app
 USER 10001:10001
 

