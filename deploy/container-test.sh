@@ -17,7 +17,7 @@
 #
 # Environment: PYTHON_IMAGE (a base to use as is), DEBIAN_MIRROR (for debootstrap; default:
 # this machine's apt source), CONTAINER_TEST_WORK (work folder, default .ci/work/container),
-# KEEP_BASE=0 (rebuild the local base even if present).
+# KEEP_BASE=0 (make the local base again even if present), NO_CACHE=1 (build every step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -142,12 +142,15 @@ build_image() {
             --volume "$WORK/pip.conf:/etc/pip.conf:ro")
   fi
   local t0=$SECONDS
+  [[ ${NO_CACHE:-0} == 1 ]] && extra+=(--no-cache)
   podman build --pull=never --build-arg "PYTHON_IMAGE=$BASE" "${extra[@]}" -t "$IMAGE" . \
     >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log" >&2; die "the image did not build (log: $WORK/build.log)"; }
   BUILD_SECONDS=$((SECONDS - t0))
   IMAGE_MB=$(( $(podman image inspect --format '{{.Size}}' "$IMAGE") / 1000000 ))
   BASE_MB=$(( $(podman image inspect --format '{{.Size}}' "$BASE") / 1000000 ))
-  say "image: $IMAGE built in ${BUILD_SECONDS} s: ${IMAGE_MB} MB (the base: ${BASE_MB} MB)"
+  CACHED=$(grep -c '^--> Using cache' "$WORK/build.log" || true)
+  STEPS=$(grep -c '^\[[0-9]/[0-9]\] STEP' "$WORK/build.log" || true)
+  say "image: $IMAGE built in ${BUILD_SECONDS} s ($CACHED of $STEPS steps from podman's cache; NO_CACHE=1 for none): ${IMAGE_MB} MB (the base: ${BASE_MB} MB)"
 }
 
 # ---------------------------------------------------------------------------- the checks
@@ -240,9 +243,9 @@ for key, value in spec.get("environment", {}).items():
 for name in spec.get("secrets", []):
     path = os.path.abspath(os.path.join("deploy", compose["secrets"][name]["file"]))
     args += ["-v", f"{path}:/run/secrets/{name}:ro"]
-for volume in spec.get("volumes", []):
+for volume in spec.get("volumes", []):  # ${VAR:-default} as Compose reads it, first
+    volume = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m[1]) or m[2], volume)
     source, rest = volume.split(":", 1)
-    source = re.sub(r"^\$\{(\w+):-(.*)\}$", lambda m: os.environ.get(m[1]) or m[2], source)
     if source.startswith((".", "/")):
         source = os.path.abspath(os.path.join("deploy", source))
     else:
@@ -327,7 +330,7 @@ cleanup
 
 say "summary"
 [[ -n ${BASE_SECONDS:-} ]] && echo "base image made in ${BASE_SECONDS} s"
-echo "build: ${BUILD_SECONDS} s; image: ${IMAGE_MB} MB (base ${BASE_MB} MB); all: $((SECONDS - T_START)) s"
+echo "build: ${BUILD_SECONDS} s ($CACHED of $STEPS steps cached); image: ${IMAGE_MB} MB (base ${BASE_MB} MB); all: $((SECONDS - T_START)) s"
 printf '%s\n' "${RESULTS[@]}"
 echo "$(( ${#RESULTS[@]} - FAILED )) passed, $FAILED failed"
 ((FAILED == 0))
