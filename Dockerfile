@@ -42,8 +42,10 @@ COPY src ./src
 
 # The worker's own wheel, then wheels for its runtime dependencies (all of them ship
 # binary wheels for CPython 3.11 on amd64/arm64, so no compiler is needed here).
+# wheels.sha256 names every wheel by content (see the runtime stage for why).
 RUN pip wheel --no-deps -w /wheels . \
- && pip wheel -w /wheels /wheels/pracsuite_ingest-*.whl
+ && pip wheel -w /wheels /wheels/pracsuite_ingest-*.whl \
+ && sha256sum /wheels/*.whl > /wheels.sha256
 
 # -------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
@@ -69,8 +71,16 @@ ENV VIRTUAL_ENV=/opt/venv \
 # into it (pip >= 22.3 --python) and byte-compiles, so nothing writes .pyc at run time.
 # Then the base image's own pip, setuptools and wheel go: nothing is installed or built
 # in the final image after this step.
+# The wheels' checksums come first, by COPY: its cache is keyed on content, whereas
+# Podman/Buildah (buildah issues 4522 and 6609; Debian 12's podman 4.3 among them) reuse
+# a cached RUN --mount=...,from=build even when that stage's wheels changed, and so
+# would build an image of the old code (seen here: a rebuild after a source change). A
+# new wheel changes this file, which makes the RUN after it run again; sha256sum -c
+# proves it installs exactly those wheels. The file stays: a record of what it holds.
+COPY --from=build /wheels.sha256 /opt/pracsuite-ingest.wheels.sha256
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m venv --without-pip "$VIRTUAL_ENV" \
+    sha256sum --quiet -c /opt/pracsuite-ingest.wheels.sha256 \
+ && python -m venv --without-pip "$VIRTUAL_ENV" \
  && pip --python "$VIRTUAL_ENV/bin/python" install --no-index --find-links=/wheels \
         /wheels/pracsuite_ingest-*.whl \
  && pip uninstall --yes --quiet pip setuptools wheel \

@@ -183,6 +183,17 @@ expect() {
   grep -Eq "$pattern" <<<"$out" || { echo "no line matches /$pattern/"; return 1; }
 }
 
+# Every file of the package in the image is this tree's, byte for byte: a stale layer
+# cache (see the Dockerfile on RUN --mount) would show here.
+HASH_PACKAGE='import hashlib, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+for p in sorted(root.rglob("*.py")):
+    print(hashlib.sha256(p.read_bytes()).hexdigest(), p.relative_to(root))'
+check_code() {
+  diff <("$PY" -c "$HASH_PACKAGE" src/pracsuite_ingest) \
+    <(run --entrypoint python "$IMAGE" -c "$HASH_PACKAGE" /opt/venv/lib/python3.11/site-packages/pracsuite_ingest)
+}
+
 owned_dir() {  # a fresh host folder for a mount; owner uid (10001: the image's user)
   rm -rf "$1" && mkdir -p "$1" && chown "$2:$2" "$1" && chmod 0700 "$1"
 }
@@ -318,6 +329,7 @@ build_image
 trap cleanup EXIT
 say "checks"
 check "--version prints the version" expect 0 "^pracsuite-ingest [0-9]" run "$IMAGE" --version
+check "the image holds this tree's code (no stale build cache)" check_code
 check "demo, no flag and no volume" expect 0 "demo ok" run "$IMAGE" demo
 check "demo into a mounted /data/reports (report on the host)" check_demo_mounted
 check "demo with /data/reports not writable: falls back to /tmp, says so" check_demo_unwritable_mount
