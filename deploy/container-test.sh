@@ -7,8 +7,9 @@
 # minbase) with a CPython 3.11 in /usr/local that the distribution does not manage (this
 # machine's own python3.11 build, its standard library only, then ensurepip), imported with
 # `podman import`. Then it builds the image and checks, each one printed PASS or FAIL:
-#   --version; the image's package is this tree's, file for file; `demo` with no flag and no volume; `demo` into a mounted /data/reports;
-#   `demo` when the mounted /data/reports is not writable (falls back, says so); an
+#   --version; the image's package is this tree's, file for file; `demo` with no flag
+#   and no volume; `demo` into a mounted /data/reports; `demo` when the mounted
+#   /data/reports is not writable (falls back, says so); an
 #   unwritable --out (exit 2, no traceback); a folder of someone else's files as --out
 #   (refused, untouched); the compose rehearsal (deploy/compose.yaml: sandbox + worker, both
 #   --read-only --cap-drop ALL); and a rerun of the worker that sends nothing.
