@@ -7,7 +7,8 @@
 # minbase) with a CPython 3.11 in /usr/local that the distribution does not manage (this
 # machine's own python3.11 build, its standard library only, then ensurepip), imported with
 # `podman import`. Then it builds the image and checks, each one printed PASS or FAIL:
-#   --version; the image's package is this tree's, file for file; `demo` with no flag
+#   --version; the image's package is this tree's, file for file; a base whose Python is
+#   marked EXTERNALLY-MANAGED is refused at the first step; `demo` with no flag
 #   and no volume; `demo` into a mounted /data/reports; `demo` when the mounted
 #   /data/reports is not writable (falls back, says so); an
 #   unwritable --out (exit 2, no traceback); a folder of someone else's files as --out
@@ -184,6 +185,20 @@ expect() {
   grep -Eq "$pattern" <<<"$out" || { echo "no line matches /$pattern/"; return 1; }
 }
 
+# A base whose Python is marked EXTERNALLY-MANAGED (PEP 668, as Debian's python3 is): the
+# build stops at its first RUN and says why, before any pip runs.
+check_managed_base() {
+  local base=localhost/pracsuite-ingest:container-test-managed-base
+  # shellcheck disable=SC2016  # $(...) is for the Containerfile's shell
+  printf 'FROM %s\nRUN touch "$(python3 -c "import sysconfig; print(sysconfig.get_path(%s))")/EXTERNALLY-MANAGED"\n' \
+    "$BASE" "'stdlib'" | podman build --pull=never -t "$base" -f - "$WORK" >/dev/null || return 1
+  expect 1 "^the Python of this base image is managed by the distribution" podman build --pull=never --no-cache \
+    --build-arg "PYTHON_IMAGE=$base" -t localhost/pracsuite-ingest:container-test-refused .
+  local code=$?
+  podman rmi -f "$base" localhost/pracsuite-ingest:container-test-refused >/dev/null 2>&1 || true
+  return $code
+}
+
 # Every file of the package in the image is this tree's, byte for byte: a stale layer
 # cache (see the Dockerfile on RUN --mount) would show here.
 HASH_PACKAGE='import hashlib, pathlib, sys
@@ -331,6 +346,7 @@ trap cleanup EXIT
 say "checks"
 check "--version prints the version" expect 0 "^pracsuite-ingest [0-9]" run "$IMAGE" --version
 check "the image holds this tree's code (no stale build cache)" check_code
+check "a distribution-managed Python as the base: the build stops, saying so" check_managed_base
 check "demo, no flag and no volume" expect 0 "demo ok" run "$IMAGE" demo
 check "demo into a mounted /data/reports (report on the host)" check_demo_mounted
 check "demo with /data/reports not writable: falls back to /tmp, says so" check_demo_unwritable_mount
