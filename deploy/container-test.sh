@@ -143,11 +143,16 @@ build_image() {
     extra+=(--volume "$ca:/etc/ssl/certs/container-test-ca.pem:ro"
             --volume "$WORK/pip.conf:/etc/pip.conf:ro")
   fi
-  local t0=$SECONDS
+  local t0=$SECONDS old
   [[ ${NO_CACHE:-0} == 1 ]] && extra+=(--no-cache)
+  old=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
   podman build --pull=never --build-arg "PYTHON_IMAGE=$BASE" "${extra[@]}" -t "$IMAGE" . \
     >"$WORK/build.log" 2>&1 || { tail -30 "$WORK/build.log" >&2; die "the image did not build (log: $WORK/build.log)"; }
   BUILD_SECONDS=$((SECONDS - t0))
+  # the previous build of this tag, now untagged (its build-stage layers stay: the cache)
+  if [[ -n $old && $old != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]]; then
+    podman rmi "$old" >/dev/null 2>&1 || true
+  fi
   IMAGE_MB=$(( $(podman image inspect --format '{{.Size}}' "$IMAGE") / 1000000 ))
   BASE_MB=$(( $(podman image inspect --format '{{.Size}}' "$BASE") / 1000000 ))
   CACHED=$(grep -c '^--> Using cache' "$WORK/build.log" || true)
@@ -330,7 +335,7 @@ check_rerun() {
 }
 
 cleanup() {
-  podman rm -f -t 5 "$PREFIX-sandbox" >/dev/null 2>&1 || true
+  podman rm -f -v -t 5 "$PREFIX-sandbox" >/dev/null 2>&1 || true  # -v: its anonymous volumes
   podman volume rm -f "$PREFIX-state" "$PREFIX-reports" >/dev/null 2>&1 || true
 }
 
