@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pracsuite_ingest.reconcile import Upload, match, needs_name, next_poll_interval, view
+from pracsuite_ingest.reconcile import (
+    Upload,
+    candidate,
+    in_every_snapshot,
+    match,
+    needs_name,
+    next_poll_interval,
+    proven_by_own_key,
+    view,
+)
 
 UUID_A = "11111111-2222-3333-4444-555555555555"
 UUID_B = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -70,3 +79,40 @@ def test_poll_interval_grows_by_half_to_a_cap() -> None:
     assert next_poll_interval(10.0, 10.0) == 15.0
     assert next_poll_interval(50.0, 10.0) == 60.0
     assert next_poll_interval(100.0, 120.0) == 120.0
+
+
+def test_each_upload_is_matched_against_the_snapshot_taken_before_it() -> None:
+    # Upload 1 (run A, snapshot {1, 2}) lost its S3 answer; its record 5 appeared
+    # before run B took its snapshot {1, 2, 5}, and run B then sent upload 2 (record 6).
+    # Record 5 is new for upload 1 however many later snapshots hold it.
+    records = views(rec(1), rec(2), rec(5), rec(6))
+    names = {"1": "a.pdf", "2": "b.pdf", "5": "a.pdf", "6": "b.pdf"}
+    carried = Upload(1, "42", "a.pdf", 10, f"temp/1/42/1/1/{UUID_A}/a.pdf",
+                     before=frozenset({"1", "2"}))
+    fresh = Upload(2, "42", "b.pdf", 10, f"temp/1/42/1/1/{UUID_B}/b.pdf",
+                   before=frozenset({"1", "2", "5"}))
+    assert match([carried, fresh], records, set(), names) == {1: "5", 2: "6"}
+    # a record in an upload's own snapshot is never its candidate, even by name
+    assert match([fresh], views(rec(5)), set(), {"5": "b.pdf"}) == {}
+    # and the later snapshot does not hide record 5 from the carried upload alone
+    assert match([carried], views(rec(5)), set(), names) == {1: "5"}
+
+
+def test_names_are_read_back_for_records_new_to_any_waiting_upload() -> None:
+    old = Upload(1, "42", "a.pdf", 10, "k1", before=frozenset({"1"}))
+    new = Upload(2, "42", "b.pdf", 10, "k2", before=frozenset({"1", "5"}))
+    assert in_every_snapshot([old, new]) == {"1"}
+    assert in_every_snapshot([]) == frozenset()
+    records = views(rec(1), rec(5), rec(6))
+    assert needs_name(records, in_every_snapshot([old, new]), [], {}) == ["5", "6"]
+    assert needs_name(records, in_every_snapshot([new]), [], {}) == ["6"]
+
+
+def test_an_upload_whose_own_key_proved_a_record_under_another_row_is_that_records() -> None:
+    # The same upload carried to a later run is a second item row with the same key.
+    ups = [up(1), up(2, uuid=UUID_B)]
+    claims = {"7": ups[0].key, "8": "temp/another/upload.pdf", "9": None}
+    assert proven_by_own_key(ups, claims) == {1: "7"}
+    # and a record claimed by another upload is never a candidate for this one
+    assert not candidate(ups[1], "7", claims.keys())
+    assert candidate(ups[1], "10", claims.keys())

@@ -21,8 +21,9 @@ from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.state import ItemRecord, State
 
 
-def _upload_of(item: ItemRecord) -> rc.Upload:
-    return rc.Upload(item.id, item.client_id, item.file_name, item.size, item.key or "")
+def _upload_of(item: ItemRecord, before: frozenset[str]) -> rc.Upload:
+    return rc.Upload(item.id, item.client_id, item.file_name, item.size, item.key or "",
+                     before)
 
 
 async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Settings,
@@ -63,16 +64,30 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
 
     names: dict[str, str] = {}
     call = PolicyRetrier(settings.api.max_attempts, random.Random(), on_retry)
+    snapshots: dict[tuple[str, str], frozenset[str]] = {}  # a snapshot, once taken, is fixed
+
+    def before(item: ItemRecord) -> frozenset[str]:
+        """The snapshot taken before this item's upload: its own run's, or for an upload
+        carried from an earlier run, the run that sent it (never this run's)."""
+        at = (item.snapshot_run or run_id, item.client_id)
+        if at not in snapshots:
+            taken = state.snapshot(*at)
+            if taken is None:  # not reachable: a run snapshots a client before presigning
+                return frozenset()
+            snapshots[at] = frozenset(taken)
+        return snapshots[at]
 
     async def poll(client_id: str, items: list[ItemRecord], limit_s: float) -> bool:
         """One complete look at the client's records; False if PracSuite could not be asked."""
-        excluded = set(state.claimed(client_id))
-        for snap_run in {i.snapshot_run or run_id for i in items}:
-            excluded |= state.snapshot(snap_run, client_id) or set()
-        uploads = [_upload_of(i) for i in items]
+        claims = state.claims(client_id)
+        uploads = [_upload_of(i, before(i)) for i in items]
+        found = rc.proven_by_own_key(uploads, claims)
+        waiting = [u for u in uploads if u.item_id not in found]
         try:
-            async with asyncio.timeout(limit_s):
-                found = await rc.match_client(api, client_id, uploads, excluded, names, call)
+            if waiting:
+                async with asyncio.timeout(limit_s):
+                    found |= await rc.match_client(api, client_id, waiting, claims.keys(),
+                                                   names, call)
         except (Permanent, Retryable, TimeoutError) as exc:
             log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
                         error=str(exc) or type(exc).__name__)

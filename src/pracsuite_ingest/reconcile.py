@@ -5,8 +5,10 @@ A record carries no `file_name`. In order of strength we match on:
    a string of the record equal to the file name (e.g. `description`), sizes agreeing;
 2. for records that are new since the run began and still unmatched: the file name
    that `presign_url` returns, sizes agreeing.
-Records that existed before the run (the snapshot) or that another upload already
-claimed are never candidates. Each record is claimed by at most one upload.
+A record is a candidate for an upload unless it was in the snapshot taken before *that*
+upload (`Upload.before`: for an upload carried to later runs, still the snapshot of the
+run that sent it) or another upload already claimed it (`candidate`, the one place
+this rule is written). Each record is claimed by at most one upload.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import bisect
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -36,6 +38,9 @@ class Upload:
     file_name: str
     size: int | None
     key: str
+    before: frozenset[str] = frozenset()
+    """Record ids the client had before this upload: the snapshot its run took before
+    sending it. A later run's snapshot says nothing about this upload's record."""
 
     @property
     def uuid(self) -> str | None:
@@ -104,28 +109,60 @@ def _sort_key(rid: str) -> tuple[int, int | str]:
     return (0, int(rid)) if rid.isdigit() else (1, rid)
 
 
+def candidate(upload: Upload, record_id: str, claimed: Set[str]) -> bool:
+    """The exclusion rule: `record_id` may prove `upload` unless it was in the snapshot
+    taken before that very upload, or another upload claimed it."""
+    return record_id not in claimed and record_id not in upload.before
+
+
+def in_every_snapshot(uploads: Iterable[Upload]) -> frozenset[str]:
+    """Record ids that are in the snapshot of every one of `uploads`: a candidate for
+    none of them (the rest may be a candidate for some)."""
+    distinct = list({id(u.before): u.before for u in uploads}.values())
+    if not distinct:
+        return frozenset()
+    common = min(distinct, key=len)
+    for before in distinct:
+        if before is not common:
+            common = common & before
+    return common
+
+
+def proven_by_own_key(uploads: Iterable[Upload], claims: Mapping[str, str | None]
+                      ) -> dict[int, str]:
+    """`{item_id: record_id}` for uploads whose own key already has a record: one that
+    another item row of the same upload claimed (a carried upload is one row per run;
+    `reconcile --run-id` of an older run finds the later row's record). A key is
+    presigned once and yields at most one record, so that record is this upload's."""
+    by_key = {key: rid for rid, key in claims.items() if key}
+    return {u.item_id: by_key[u.key] for u in uploads if u.key and u.key in by_key}
+
+
 def match(
     uploads: Iterable[Upload],
     records: Iterable[RecordView],
-    excluded: set[str],
+    excluded: Set[str],
     names: Mapping[str, str],
 ) -> dict[int, str]:
     """`{item_id: record_id}` for the uploads that a candidate record proves.
 
-    `excluded` holds the snapshot and already-claimed record ids; `names` the file
-    names read back through `presign_url` for new records. Pure and deterministic:
+    `excluded` holds the record ids no upload may claim (already claimed by another
+    upload); each upload's own snapshot is `Upload.before` (`candidate`). `names`: the
+    file names read back through `presign_url` for new records. Pure and deterministic:
     uploads in item order, records in id order, each record claimed once; the strong
     rule for every upload first, then the name rule.
     """
-    candidates = sorted((r for r in records if r.record_id not in excluded),
+    pending = sorted(uploads, key=lambda u: u.item_id)
+    hidden = in_every_snapshot(pending)  # not worth indexing: no upload may claim them
+    candidates = sorted((r for r in records
+                         if r.record_id not in excluded and r.record_id not in hidden),
                         key=lambda r: _sort_key(r.record_id))
     taken: set[str] = set()
     out: dict[int, str] = {}
-    pending = sorted(uploads, key=lambda u: u.item_id)
     index = _Candidates(candidates)
     for up in pending:
         for i in index.strong(up):
-            if candidates[i].record_id not in taken:
+            if candidate(up, candidates[i].record_id, taken):
                 out[up.item_id] = candidates[i].record_id
                 taken.add(candidates[i].record_id)
                 break
@@ -137,7 +174,7 @@ def match(
         if up.item_id in out:
             continue
         for rec in by_name.get(up.file_name, ()):
-            if rec.record_id not in taken and _sizes_agree(up, rec):
+            if candidate(up, rec.record_id, taken) and _sizes_agree(up, rec):
                 out[up.item_id] = rec.record_id
                 taken.add(rec.record_id)
                 break
@@ -203,9 +240,12 @@ def _occurrences(text: str, needle: str, starts: list[int]) -> Iterator[int]:
         at = text.find(needle, at + 1)
 
 
-def needs_name(records: Iterable[RecordView], excluded: set[str], matched: Iterable[str],
+def needs_name(records: Iterable[RecordView], excluded: Set[str], matched: Iterable[str],
                known: Mapping[str, str]) -> list[str]:
-    """New, unmatched records whose file name must be read back via `presign_url`."""
+    """New, unmatched records whose file name must be read back via `presign_url`.
+
+    `excluded`: the records no waiting upload may claim (claimed ones, and those in
+    every waiting upload's snapshot: `in_every_snapshot`)."""
     done = set(matched)
     return [r.record_id for r in records
             if r.record_id not in excluded and r.record_id not in done
@@ -249,16 +289,20 @@ async def match_client(
     api: RecordSource,
     client_id: str,
     uploads: list[Upload],
-    excluded: set[str],
+    excluded: Set[str],
     names: dict[str, str],
     call: Retrier,
 ) -> dict[int, str]:
-    """One poll for one client: list, match, read back names of new records, match again."""
+    """One poll for one client: list, match, read back names of new records, match again.
+
+    `excluded`: records already claimed; each upload carries its own snapshot."""
     records = await list_records(api, client_id, call)
     first = match(uploads, records, excluded, names)
     if len(first) == len(uploads):
         return first
-    await read_names(api, client_id, needs_name(records, excluded, first.values(), names),
+    waiting = [u for u in uploads if u.item_id not in first]
+    unclaimable = in_every_snapshot(waiting).union(excluded)
+    await read_names(api, client_id, needs_name(records, unclaimable, first.values(), names),
                      names, call)
     return match(uploads, records, excluded, names)
 

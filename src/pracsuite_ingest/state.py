@@ -397,9 +397,10 @@ class State:
             (run_id, client_id)).fetchall()
         return {r[0] for r in rows}
 
-    def claimed(self, client_id: str) -> set[str]:
-        """Record ids already matched to some upload of this client, by any run."""
+    def claims(self, client_id: str) -> dict[str, str | None]:
+        """Record ids already matched to some upload of this client, by any run, each
+        with the presigned key of the upload that claimed it."""
         rows = self._db.execute(
-            "SELECT DISTINCT attachment_id FROM items WHERE client_id = ? AND stage = 'validated' "
+            "SELECT attachment_id, key FROM items WHERE client_id = ? AND stage = 'validated' "
             "AND attachment_id IS NOT NULL", (client_id,)).fetchall()
-        return {r[0] for r in rows}
+        return {r[0]: r[1] for r in rows}
