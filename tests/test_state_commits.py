@@ -6,7 +6,10 @@ only what it does not see, so these tests read through a second connection.
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +109,23 @@ def test_a_rolled_back_snapshot_keeps_the_writes_pending_before_it(
         state.save_snapshot("r", "7", records())
     assert state.snapshot("r", "7") is None  # all of the snapshot or none of it
     assert seen_by_another_process(path) == {item: ("seen", None)}
+
+
+def test_a_run_found_running_by_the_next_lock_holder_is_marked_interrupted(
+        tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    dies = ("import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from pracsuite_ingest.state import State\n"
+            "State.open(Path(sys.argv[1])).new_run('dead', '2026-11-30T00:00:00Z')\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    child = subprocess.run([sys.executable, "-c", dies, str(path)], check=False)
+    assert child.returncode == -signal.SIGKILL
+    reader = State.open(path, lock=False)  # `status`: no lock, so it cannot tell
+    assert reader.runs()[0]["outcome"] == "running"
+    reader.close()
+    state = State.open(path)  # the next run or `reconcile`: the lock is free
+    state.new_run("next", "2026-11-30T00:01:00Z")
+    outcomes = {r["run_id"]: r["outcome"] for r in state.runs()}
+    state.close()
+    assert outcomes == {"dead": "interrupted", "next": "running"}

@@ -92,6 +92,8 @@ CREATE TABLE IF NOT EXISTS snapshot_done (
 );
 """
 
+DEAD_RUN = "interrupted"  # a run found `running` by the next process to take the lock
+
 # Stages whose upload reached S3, or may have: such an item is reconciled, never re-sent blindly.
 RECONCILE_STAGES = (Stage.UPLOADED.value, Stage.MISSING.value)
 
@@ -145,7 +147,12 @@ class State:
 
     @classmethod
     def open(cls, path: Path, *, lock: bool = True) -> State:
-        """Open (creating if needed) and lock the state file; `StateUnusable` if not."""
+        """Open (creating if needed) and lock the state file; `StateUnusable` if not.
+
+        With the lock taken, every run the file still holds as `running` is dead (its
+        process held the lock while it lived): it is marked `interrupted`, as a run
+        stopped by a signal is, so that `status` does not show it running forever.
+        """
         lock_fh = None
         try:
             # 0600 in a 0700 folder if we create them; SQLite's -wal and -shm follow suit
@@ -166,6 +173,11 @@ class State:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
+            if lock:
+                # We hold the lock, so no other process runs on this state file: a run
+                # still `running` died without a word (SIGKILL, power cut, OOM).
+                conn.execute("UPDATE runs SET outcome = ? WHERE outcome = 'running'",
+                             (DEAD_RUN,))
         except sqlite3.Error as exc:
             raise StateUnusable(f"state file {path} is unusable: {exc}") from None
         except OSError as exc:
