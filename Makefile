@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth container-test radosgw-start radosgw-stop clean
+.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth container-test soak radosgw-start radosgw-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench-bandwidth: $(VENV)/.installed
 # a container").
 container-test: $(VENV)/.installed
 	PY=$(BIN)/python bash deploy/container-test.sh
+
+# SIGKILLs in every phase under every sandbox fault, 5 seeds (tests/soak.py; ~10-15 min)
+SOAK_ARGS ?= --seeds 1,2,3,4,5 --files 2000 --clients 20 --kills 12
+soak: $(VENV)/.installed
+	cd tests && ../$(BIN)/python soak.py $(SOAK_ARGS)
 
 radosgw-start:
 	bash .ci/radosgw.sh install && bash .ci/radosgw.sh start
