@@ -46,7 +46,7 @@ container-test: $(VENV)/.installed
 	PY=$(BIN)/python bash deploy/container-test.sh
 
 # SIGKILLs in every phase under every sandbox fault, 5 seeds (tests/soak.py; ~10-15 min)
-SOAK_ARGS ?= --seeds 1,2,3,4,5 --files 2000 --clients 20 --kills 12
+SOAK_ARGS ?= --seeds 1,2,3,4,5 --files 2000 --clients 20 --kills 10
 soak: $(VENV)/.installed
 	cd tests && ../$(BIN)/python soak.py $(SOAK_ARGS)
 

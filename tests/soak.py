@@ -11,7 +11,7 @@ What must hold at the end (`Soak.problems` lists what did not):
 
 `tests/test_soak.py` runs a short one in the suite; `make soak` runs the long one:
 
-    python tests/soak.py [--seeds 1,2,3,4,5] [--files 2000] [--clients 20] [--kills 12]
+    python tests/soak.py [--seeds 1,2,3,4,5] [--files 2000] [--clients 20] [--kills 10]
 
 Nothing here is timed against a limit: the figures (wall time included) are printed and
 written to `bench/results/soak-<time>.json`.
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="1,2,3,4,5")
     p.add_argument("--files", type=int, default=2000)
     p.add_argument("--clients", type=int, default=20)
-    p.add_argument("--kills", type=int, default=12)
+    p.add_argument("--kills", type=int, default=10)
     p.add_argument("--out", type=Path, default=Path(__file__).parent.parent / "bench" / "results")
     args = p.parse_args(argv)
     # A killed child leaves its connections half-open: the sandbox's server logs each.
