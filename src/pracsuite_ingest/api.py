@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 
+from pracsuite_ingest import __version__
 from pracsuite_ingest.errors import (
     CredentialsRefused,
     Permanent,
@@ -70,13 +71,34 @@ def refused_key_hint(detail: str) -> str:
             "the clinic may have revoked it in Settings > Integrations > API)")
 
 
+def missing_token_text(method: str, path: str, accepted_before: bool, detail: str = "") -> str:
+    """What a 403 MISSING_AUTHENTICATION_TOKEN on `method path` means for the operator.
+
+    API Gateway answers a path it does not have exactly as a missing key. After other
+    calls of this run were accepted with the same keys, the keys were sent and were
+    good: the practice key was revoked meanwhile, or PracSuite has no such path.
+    `path` is the URL's path only (no query, no host): it never holds a secret.
+    """
+    if accepted_before:
+        return (f"{method} {path} was refused after earlier calls of this run were accepted "
+                "with the same keys: either the clinic revoked the practice key meanwhile "
+                "(api.practice_api_key, a-api-key: Settings > Integrations > API), or "
+                "PracSuite has no such path (report it: the worker calls documented paths "
+                "only)")
+    return (f"{method} {path}: a key is missing or refused, or PracSuite has no such path; "
+            f"{refused_key_hint(detail)}")
+
+
 def classify_api_answer(status: int, body: bytes, headers: Any, now: float,
-                        max_wait_s: float = MAX_WAIT_S) -> Exception | None:
+                        max_wait_s: float = MAX_WAIT_S, *, method: str = "GET",
+                        path: str = "", accepted_before: bool = False) -> Exception | None:
     """None for a 2xx, else the error that says what the caller should do.
 
     A wait the answer asks for (`Retry-After`, `X-RateLimit-Reset`) is capped at
     `max_wait_s`; one that is no wait at all means the ordinary backoff. Either is
-    said in the message, with what was asked.
+    said in the message, with what was asked. `path` (the URL's path, never its
+    query) and `accepted_before` (an earlier call of this client was accepted) let a
+    403 MISSING_AUTHENTICATION_TOKEN say which call failed and what it can mean.
     """
     if 200 <= status < 300:
         return None
@@ -88,6 +110,9 @@ def classify_api_answer(status: int, body: bytes, headers: Any, now: float,
         text = f"{text}; {note}" if note else text
         kind = Throttled if status == 429 else Retryable
         return kind(text, retry_after=wait.seconds)
+    if status == 403 and code == "MISSING_AUTHENTICATION_TOKEN" and path:
+        hint = missing_token_text(method, path, accepted_before, detail)
+        return CredentialsRefused(f"{text}: {hint} (and api.base_url)")
     if status == 401 or code in ("UNAUTHORIZED", "MISSING_AUTHENTICATION_TOKEN"):
         return CredentialsRefused(f"{text}: {refused_key_hint(detail)} (and api.base_url)")
     if status == 404:
@@ -158,8 +183,42 @@ class PageRef:
     page: int
 
 
+@dataclass(frozen=True, slots=True)
+class RecordRef:
+    """One attachment record as the worker reaches it: its id, and the record's own
+    `links.presign_url` / `links.content` when it carried them ("" when not)."""
+
+    record_id: str
+    presign_link: str = ""
+    content_link: str = ""
+
+
+def record_links(record: Mapping[str, Any]) -> dict[str, str]:
+    """The record's `links` that are non-empty strings (`self`, `content`, `presign_url`)."""
+    links = record.get("links")
+    if not isinstance(links, Mapping):
+        return {}
+    return {str(k): v for k, v in links.items() if isinstance(v, str) and v}
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One GET as `check --client` studies it: nothing is judged, nothing raised."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+    """The parsed JSON, or None when the body was empty, not JSON or too large."""
+    elapsed_s: float
+
+
 class PracSuiteClient:
-    """Thin I/O over PracSuite's API; every answer is judged by `classify_api_answer`."""
+    """Thin I/O over PracSuite's API; every answer is judged by `classify_api_answer`.
+
+    Only paths PracSuite documents (pracsuite-api.md) are called, and links its answers
+    give on the API's own origin are followed (`links.next`, a record's `links.*`);
+    a link elsewhere is never sent the keys.
+    """
 
     def __init__(
         self,
@@ -180,11 +239,13 @@ class PracSuiteClient:
         self._origin = origin(self._base)  # the only place the keys may go
         self._own_prefix = self._base + "/"  # URLs this client builds itself start so
         self._headers = {"x-api-key": vendor_api_key, "a-api-key": practice_api_key,
-                         "Accept": "application/json"}
+                         "Accept": "application/json",
+                         "User-Agent": f"pracsuite-ingest/{__version__}"}
         self._gate = gate
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 10))
         self._list_key = list_key
         self._page_size = page_size
+        self._accepted = False  # some call of this client was answered 2xx
 
     @property
     def calls(self) -> int:
@@ -196,40 +257,68 @@ class PracSuiteClient:
         return self._gate
 
     def _client_url(self, client_id: str) -> str:
+        # pracsuite-api.md: POST and GET /patient/{client_id}/patient_attachment
         return f"{self._base}/patient/{quote(client_id, safe='')}/patient_attachment"
 
-    async def _request(self, method: str, url: str, body: dict[str, str] | None = None, *,
-                       limit: int = SMALL_BODY_LIMIT) -> Any:
+    def _record_url(self, record_id: str) -> str:
+        # pracsuite-api.md: GET /patient_attachment/{patient_attachment_id}[/presign_url]
+        return f"{self._base}/patient_attachment/{quote(record_id, safe='')}"
+
+    def own_link(self, link: str) -> str | None:
+        """`link` as an absolute URL when it is on the API's origin, else None."""
+        if not link:
+            return None
+        url = urljoin(self._own_prefix, link)
+        return url if same_origin(url, self._origin) else None
+
+    def _check_destination(self, url: str) -> None:
         if not url.startswith(self._own_prefix) and not same_origin(url, self._origin):
             # e.g. a links.next pointing elsewhere
             raise Permanent(f"refusing to send the API keys to {describe_origin(url)}: it is "
                             f"not api.base_url's host ({describe_origin(self._base)})")
+
+    async def _send(self, method: str, url: str, body: dict[str, str] | None,
+                    limit: int) -> tuple[int, Any, bytes, str, bool, float]:
+        """(status, headers, body, content type, body too large, the gate's rate when it
+        was sent) of one call; the keys go to api.base_url's origin only. Transport
+        failures are Retryable."""
+        self._check_destination(url)
         async with self._gate as sent_at_rate:
             try:
                 async with self._session.request(
                     method, url, json=body, headers=self._headers, timeout=self._timeout,
                     allow_redirects=False,
                 ) as resp:
+                    too_large = False
                     try:
                         raw = await read_capped(resp, limit)
                     except BodyTooLarge as exc:
-                        if 200 <= resp.status < 300:
-                            raise Permanent(f"PracSuite's answer is too large ({exc}); "
-                                            "not read") from None
-                        raw = b""  # an error answer: its status is enough
-                    content_type = resp.content_type
-                    error = classify_api_answer(resp.status, raw, resp.headers, time.time(),
-                                                self._max_wait_s)
+                        raw, too_large = str(exc).encode(), True
+                    return (resp.status, resp.headers, raw, resp.content_type, too_large,
+                            sent_at_rate)
             except aiohttp.ClientConnectorCertificateError:
                 raise Retryable("PracSuite unreachable: its TLS certificate is not trusted "
                                 "(ClientConnectorCertificateError); if a proxy inspects TLS, "
                                 "set api.ca_file to its CA") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise Retryable(f"PracSuite unreachable ({type(exc).__name__})") from None
+
+    async def _request(self, method: str, url: str, body: dict[str, str] | None = None, *,
+                       limit: int = SMALL_BODY_LIMIT) -> Any:
+        status, headers, raw, content_type, too_large, sent_at_rate = await self._send(
+            method, url, body, limit)
+        if too_large:
+            if 200 <= status < 300:
+                raise Permanent(f"PracSuite's answer is too large ({raw.decode()}); not read")
+            raw = b""  # an error answer: its status is enough
+        error = classify_api_answer(status, raw, headers, time.time(), self._max_wait_s,
+                                    method=method, path=urlsplit(url).path,
+                                    accepted_before=self._accepted)
         if error is not None:
             if isinstance(error, Throttled):
                 self._gate.throttle(error.retry_after, sent_at_rate)
             raise error
+        self._accepted = True
         self._gate.succeeded()
         try:
             return json.loads(raw) if raw else None
@@ -253,8 +342,17 @@ class PracSuiteClient:
             raise Permanent(problem)
         return Presigned(url=url, fields=fields)
 
+    def list_url(self, client_id: str, page: int, page_size: int | None = None,
+                 sort_by: list[str] | None = None) -> str:
+        """The documented list URL: `page`, `page_size` and `sort_by` (a JSON array)."""
+        size = self._page_size if page_size is None else page_size
+        url = f"{self._client_url(client_id)}?page={page}&page_size={size}"
+        if sort_by:
+            url += "&sort_by=" + quote(json.dumps(sort_by, separators=(",", ":")), safe="")
+        return url
+
     def first_page(self, client_id: str) -> PageRef:
-        return PageRef(f"{self._client_url(client_id)}?page=1&page_size={self._page_size}", 1)
+        return PageRef(self.list_url(client_id, 1), 1)
 
     async def list_page(self, client_id: str, ref: PageRef) -> tuple[list[dict[str, Any]],
                                                                      PageRef | None]:
@@ -269,8 +367,7 @@ class PracSuiteClient:
             if len(records) < self._page_size:
                 return records, None
             page = ref.page + 1
-            return records, PageRef(
-                f"{self._client_url(client_id)}?page={page}&page_size={self._page_size}", page)
+            return records, PageRef(self.list_url(client_id, page), page)
         nxt = next_link(body)
         # A relative link is PracSuite's own; an absolute one elsewhere is refused by _request.
         return records, PageRef(urljoin(ref.url, nxt), ref.page + 1) if nxt else None
@@ -282,15 +379,51 @@ class PracSuiteClient:
             records, ref = await self.list_page(client_id, ref)
             yield records
 
-    async def record_file_name(self, client_id: str, record_id: str) -> str:
-        """The file name PracSuite holds for a record (only `presign_url` tells it)."""
-        url = f"{self._client_url(client_id)}/{quote(record_id, safe='')}/presign_url"
-        data = await self._request("GET", url)
-        return str(data.get("file_name") or "") if isinstance(data, dict) else ""
+    def presign_url_of(self, ref: RecordRef) -> str:
+        """Where a record's `presign_url` is: its own link on the API's origin, else the
+        documented `GET /patient_attachment/{id}/presign_url`."""
+        return self.own_link(ref.presign_link) or f"{self._record_url(ref.record_id)}/presign_url"
+
+    async def record_presign(self, ref: RecordRef) -> dict[str, Any]:
+        """The record's whole `presign_url` answer: `url` (a short-lived GET of the bytes
+        on the storage), `expires`, `file_name`; {} when the answer is not an object."""
+        data = await self._request("GET", self.presign_url_of(ref))
+        return data if isinstance(data, dict) else {}
+
+    async def record_file_name(self, client_id: str, record_id: str,
+                               presign_link: str = "") -> str:
+        """The file name PracSuite holds for a record (only `presign_url` tells it).
+
+        `client_id` is not part of the documented path; it stays for the callers.
+        """
+        data = await self.record_presign(RecordRef(record_id, presign_link))
+        return str(data.get("file_name") or "")
+
+    async def exchange(self, url: str) -> Exchange:
+        """One read-only GET, answered whatever its status (for `check --client`).
+
+        Transport failures raise Retryable; a link elsewhere raises Permanent.
+        """
+        started = time.monotonic()
+        status, headers, raw, _, too_large, sent_at_rate = await self._send(
+            "GET", url, None, LIST_BODY_LIMIT)
+        elapsed = time.monotonic() - started
+        body: Any = None
+        if raw and not too_large:
+            try:
+                body = json.loads(raw)
+            except (ValueError, RecursionError):
+                body = None
+        if 200 <= status < 300:
+            self._accepted = True
+        elif status == 429:
+            wait = server_wait(headers, time.time(), self._max_wait_s)
+            self._gate.throttle(wait.seconds, sent_at_rate)
+        return Exchange(status, {k.lower(): v for k, v in headers.items()}, body, elapsed)
 
     async def probe(self) -> None:
         """One read-only call that proves both keys work (a 404 for the probe client is fine)."""
         try:
-            await self._request("GET", f"{self._client_url('0')}?page=1&page_size=1")
+            await self._request("GET", self.list_url("0", 1, 1))
         except Permanent:
             return

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from pracsuite_ingest.api import PageRef
+from pracsuite_ingest.api import PageRef, record_links
 
 T = TypeVar("T")
 
@@ -53,6 +53,8 @@ class RecordView:
     record_id: str
     strings: tuple[str, ...]
     file_size: int | None
+    presign_link: str = ""
+    """The record's own `links.presign_url` ("" when it has none)."""
 
 
 def record_id(record: Mapping[str, Any]) -> str | None:
@@ -83,7 +85,8 @@ def view(record: Mapping[str, Any]) -> RecordView | None:
         file_size = int(size) if size not in (None, "") else None
     except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e999
         file_size = None
-    return RecordView(rid, tuple(_strings(record)), file_size)
+    link = record_links(record).get("presign_url", "")
+    return RecordView(rid, tuple(_strings(record)), file_size, link)
 
 
 def _sizes_agree(upload: Upload, rec: RecordView) -> bool:
@@ -266,7 +269,8 @@ class RecordSource(Protocol):
     async def list_page(self, client_id: str, ref: PageRef) -> tuple[
         list[dict[str, Any]], PageRef | None]: ...
 
-    async def record_file_name(self, client_id: str, record_id: str) -> str: ...
+    async def record_file_name(self, client_id: str, record_id: str,
+                               presign_link: str = "") -> str: ...
 
 
 class Retrier(Protocol):
@@ -302,8 +306,9 @@ async def match_client(
         return first
     waiting = [u for u in uploads if u.item_id not in first]
     unclaimable = in_every_snapshot(waiting).union(excluded)
+    links = {r.record_id: r.presign_link for r in records if r.presign_link}
     await read_names(api, client_id, needs_name(records, unclaimable, first.values(), names),
-                     names, call)
+                     names, call, links)
     return match(uploads, records, excluded, names)
 
 
@@ -311,17 +316,21 @@ NAME_LOOKUPS_IN_FLIGHT = 8  # the rate limit still applies; this only overlaps r
 
 
 async def read_names(api: RecordSource, client_id: str, record_ids: list[str],
-                     names: dict[str, str], call: Retrier) -> None:
+                     names: dict[str, str], call: Retrier,
+                     links: Mapping[str, str] | None = None) -> None:
     """`presign_url` file names of `record_ids` into `names`, a few requests at a time.
 
     One after the other, 2,000 new records took 2,000 round trips. The first lookup
-    that fails for good is raised (as before); the others are cancelled.
+    that fails for good is raised (as before); the others are cancelled. `links`: the
+    records' own `links.presign_url`, followed where given.
     """
+    links = links or {}
     slots = asyncio.Semaphore(NAME_LOOKUPS_IN_FLIGHT)
 
     async def one(rid: str) -> None:
         try:
-            names[rid] = await call(partial(api.record_file_name, client_id, rid))
+            names[rid] = await call(partial(api.record_file_name, client_id, rid,
+                                            links.get(rid, "")))
         finally:
             slots.release()
 

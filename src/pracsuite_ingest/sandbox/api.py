@@ -1,5 +1,11 @@
 """The sandbox's PracSuite API under `/v1`, plus the unauthenticated `/_sandbox` admin.
 
+It serves the paths PracSuite documents (pracsuite-api.md) and no others:
+`POST`/`GET /patient/{client_id}/patient_attachment`, `GET
+/patient/{client_id}/patient_attachment_folder`, `GET /patient_attachment/{id}` and
+its `/presign_url` and `/content`. Records carry absolute `links.*` on the API's
+origin (unless `record_links` is off).
+
 Every `/v1` request goes through one middleware, in this order: latency; unknown
 path or method (403 MISSING_AUTHENTICATION_TOKEN, as API Gateway answers);
 `x-api-key` then `a-api-key` (missing: 403 MISSING_AUTHENTICATION_TOKEN, wrong: 401
@@ -23,13 +29,23 @@ from urllib.parse import quote
 from aiohttp import web
 
 from .faults import ApiFault, Faults, ThrottleStyle, throttle_headers
-from .ledger import Ledger, Record, file_name_problem, parse_paging, render_record
+from .ledger import (
+    Ledger,
+    Record,
+    file_name_problem,
+    parse_paging,
+    parse_sort_by,
+    render_record,
+    sorted_rendered,
+)
+from .recorder import RecordedExchange, kept_headers
 from .sigv4 import Credentials, presign_post
 from .stats import Stats
 
 BARE_LIST = "bare"
 _ATTACHMENTS = "/v1/patient/{client_id}/patient_attachment"
-_RECORD = _ATTACHMENTS + "/{attachment_id}"
+_FOLDERS = "/v1/patient/{client_id}/patient_attachment_folder"
+_RECORD = "/v1/patient_attachment/{attachment_id}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,10 @@ class ApiContext:
     """Appended to every error's `detail` (hostile text: escape sequences ...)."""
     presign_key_name: str | None = None
     """When set, every presigned key ends in this name, not the requested one."""
+    record_links: bool = True
+    """Whether records carry `links` (PracSuite's reference says they do)."""
+    on_request: Callable[[RecordedExchange], None] | None = None
+    """Called with every `/v1` request and its answer (None: nothing recorded)."""
 
 
 class ApiError(Exception):
@@ -116,6 +136,7 @@ def build_api_app(context: ApiContext) -> web.Application:
     router = app.router
     router.add_post(_ATTACHMENTS, _presign, name="presign")
     router.add_get(_ATTACHMENTS, _list, name="list")
+    router.add_get(_FOLDERS, _folders, name="folders")
     router.add_get(_RECORD, _record, name="record")
     router.add_get(_RECORD + "/presign_url", _presign_url, name="presign_url")
     router.add_get(_RECORD + "/content", _content, name="content")
@@ -139,6 +160,7 @@ async def _middleware(
         response.headers["x-request-id"] = request_id
         return response
     context = request.app[API_CONTEXT]
+    body = await request.read() if context.on_request is not None else b""
     delay = context.faults.latency_s()
     if delay:
         await asyncio.sleep(delay)
@@ -149,6 +171,18 @@ async def _middleware(
         response = error.response(request_id)
     response.headers["x-request-id"] = request_id
     context.stats.count(request.match_info.route.name or "unknown", response.status)
+    if context.on_request is not None:
+        answer = response.body if isinstance(response, web.Response) else None
+        context.on_request(RecordedExchange(
+            method=request.method,
+            path=request.rel_url.raw_path,
+            query=request.rel_url.raw_query_string,
+            headers=kept_headers(dict(request.headers)),
+            body=body,
+            status=response.status,
+            response_headers={k.lower(): v for k, v in response.headers.items()},
+            response_body=answer if isinstance(answer, bytes) else b"",
+        ))
     return response
 
 
@@ -237,20 +271,29 @@ async def _list(request: web.Request) -> web.StreamResponse:
     paging = parse_paging(request.query)
     if isinstance(paging, str):
         raise ApiError(400, "INVALID_PARAMS", "Invalid paging", paging)
+    sort_by = parse_sort_by(request.query.get("sort_by"))
+    if isinstance(sort_by, str):
+        raise ApiError(400, "INVALID_PARAMS", "Invalid sort_by", sort_by)
     page, size = paging
     records = context.ledger.records_of(client_id)
     start = (page - 1) * size
-    items = [
-        render_record(
-            r, base_url=_base_url(request), row_num=start + i + 1, total_rows=len(records)
-        )
-        for i, r in enumerate(records[start : start + size])
-    ]
+
+    def rendered(r: Record, row: int) -> dict[str, Any]:
+        return render_record(r, base_url=_base_url(request), row_num=row,
+                             total_rows=len(records), links=context.record_links)
+
+    if sort_by:
+        everything = sorted_rendered([rendered(r, 0) for r in records], sort_by)
+        items = everything[start : start + size]
+        for i, item in enumerate(items):
+            item["row_num"] = start + i + 1
+    else:
+        items = [rendered(r, start + i + 1) for i, r in enumerate(records[start : start + size])]
     if context.list_key == BARE_LIST:
         return web.json_response(items)
 
     def page_url(n: int) -> str:
-        return str(request.url.with_query({"page": n, "page_size": size}))
+        return str(request.url.update_query({"page": n, "page_size": size}))
 
     links = {"self": page_url(page)}
     if start + size < len(records):
@@ -261,23 +304,30 @@ async def _list(request: web.Request) -> web.StreamResponse:
     return web.json_response(body)
 
 
-def _found(request: web.Request, context: ApiContext) -> Record:
+async def _folders(request: web.Request) -> web.StreamResponse:
+    """One folder per patient: the reference documents the endpoint, not its contents."""
+    context = request.app[API_CONTEXT]
     client_id = _client_id(request, context)
-    record = context.ledger.record(client_id, request.match_info["attachment_id"])
+    attachments = f"{_base_url(request)}/patient/{quote(client_id, safe='')}/patient_attachment"
+    folder = {"attachment_client_folder_id": 1, "description": "General",
+              "links": {"patient_attachments": attachments}}
+    return web.json_response({"attachment_client_folders": [folder], "total_entries": 1,
+                              "links": {"self": str(request.url)}})
+
+
+def _found(request: web.Request, context: ApiContext) -> Record:
+    record_id = request.match_info["attachment_id"]
+    record = context.ledger.record_by_id(record_id)
     if record is None:
-        raise ApiError(
-            404,
-            "NOT_FOUND",
-            "Attachment not found",
-            f"No attachment {request.match_info['attachment_id']} for patient {client_id}.",
-        )
+        raise ApiError(404, "NOT_FOUND", "Attachment not found", f"No attachment {record_id}.")
     return record
 
 
 async def _record(request: web.Request) -> web.StreamResponse:
     context = request.app[API_CONTEXT]
     record = _found(request, context)
-    body = render_record(record, base_url=_base_url(request), row_num=1, total_rows=1)
+    body = render_record(record, base_url=_base_url(request), row_num=1, total_rows=1,
+                         links=context.record_links)
     return web.json_response(body)
 
 

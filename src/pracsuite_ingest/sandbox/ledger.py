@@ -7,6 +7,7 @@ without touching the network. The aiohttp handlers in `api.py` only call these.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import uuid
@@ -140,19 +141,55 @@ def validation_failure(
     return None
 
 
+def parse_sort_by(raw: str | None) -> list[str] | str:
+    """The `sort_by` fields ([] when absent), or why it is refused (400 INVALID_PARAMS).
+
+    PracSuite documents a JSON array of field names (`["file_date","description"]`);
+    the descending syntax is not published, so none is accepted here.
+    """
+    if raw is None or raw == "":
+        return []
+    try:
+        fields = json.loads(raw)
+    except ValueError:
+        return 'sort_by must be a JSON array of field names, e.g. ["file_date"].'
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        return 'sort_by must be a JSON array of field names, e.g. ["file_date"].'
+    unknown = [f for f in fields if f not in SORTABLE_FIELDS]
+    if unknown:
+        return f"sort_by names unknown fields: {', '.join(unknown)}."
+    return fields
+
+
+SORTABLE_FIELDS = frozenset({"tenant_id", "attachment_client_id", "client_id", "user_id",
+                             "file_date", "description", "file_type", "file_size"})
+
+
+def sorted_rendered(records: list[dict[str, Any]], fields: list[str]) -> list[dict[str, Any]]:
+    """Rendered records sorted ascending by `fields`, in order (stable)."""
+
+    def value(v: Any) -> tuple[int, int, str]:
+        return (0, v, "") if isinstance(v, int) else (1, 0, str(v))
+
+    return sorted(records, key=lambda r: tuple(value(r.get(f, "")) for f in fields))
+
+
 def render_record(
-    record: Record, *, base_url: str, row_num: int, total_rows: int
+    record: Record, *, base_url: str, row_num: int, total_rows: int, links: bool = True
 ) -> dict[str, Any]:
-    """A record as the API shows it; `base_url` ends in /v1. No file name, no key."""
-    self_url = f"{base_url}/patient/{record.client_id}/patient_attachment/{record.id}"
-    return {
-        "row_num": row_num,
-        "total_rows": total_rows,
-        "links": {
+    """A record as the API shows it; `base_url` ends in /v1. No file name, no key.
+
+    `links` (absolute, on the API's origin) are left out when `links` is False.
+    """
+    self_url = f"{base_url}/patient_attachment/{record.id}"
+    shown: dict[str, Any] = {"row_num": row_num, "total_rows": total_rows}
+    if links:
+        shown["links"] = {
             "self": self_url,
             "content": f"{self_url}/content",
             "presign_url": f"{self_url}/presign_url",
-        },
+        }
+    return shown | {
         "tenant_id": record.tenant_id,
         "attachment_client_id": record.id,
         "client_id": int(record.client_id) if record.client_id.isdigit() else record.client_id,
@@ -228,6 +265,10 @@ class Ledger:
     def records_of(self, client_id: str) -> list[Record]:
         """A known client's records, ids ascending (a copy)."""
         return list(self._records[client_id])
+
+    def record_by_id(self, record_id: str) -> Record | None:
+        """The record with this id (as in the URL), None when there is none."""
+        return self._record_by_id.get(int(record_id)) if record_id.isdigit() else None
 
     def record(self, client_id: str, record_id: str) -> Record | None:
         """The client's record with this id (as in the URL), None when there is none."""

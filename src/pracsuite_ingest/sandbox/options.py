@@ -36,6 +36,10 @@ class SandboxOptions:
     `x-amz-security-token` (PracSuite always sends one, so the default has one).
     `external_s3` set: no S3 of its own; presign for, and validate from, that S3
     (`bucket`, `region`, the S3 keys and the S3 fault knobs then do not apply).
+    `record_links` False: records carry no `links` (the reference says they do; off,
+    the worker must build the documented paths itself). `record_requests`: keep every
+    API request and answer (`Sandbox.api_requests`) for the test suite's contract check;
+    the `sandbox` command, which runs until stopped, keeps none.
     """
 
     host: str = "127.0.0.1"
@@ -55,6 +59,8 @@ class SandboxOptions:
     existing_records_per_client: int = 3
     list_key: str = "patient_attachments"
     description_mode: DescriptionMode = DescriptionMode.EMPTY
+    record_links: bool = True
+    record_requests: bool = True
     validation_delay_s: float = 0.5
     policy_lifetime_s: float = 3600.0
     max_file_bytes: int = MAX_FILE_BYTES
@@ -177,6 +183,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.description_mode,
         help="what a record's description holds",
     )
+    add("--no-record-links", action="store_true",
+        help="records carry no links.* (PracSuite's reference says they do)")
     add("--validation-delay", type=float, default=d.validation_delay_s, metavar="SECONDS",
         help="time from an upload to its record")
     add("--policy-lifetime", type=float, default=d.policy_lifetime_s, metavar="SECONDS",
@@ -262,6 +270,8 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         existing_records_per_client=ns.existing_records,
         list_key=ns.list_key,
         description_mode=ns.description_mode,
+        record_links=not ns.no_record_links,
+        record_requests=False,
         validation_delay_s=ns.validation_delay,
         policy_lifetime_s=ns.policy_lifetime,
         max_file_bytes=ns.max_file_bytes,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import aiohttp
 from aiohttp import web
@@ -27,6 +27,7 @@ from .external import HeadLookup, SeenSizes, StoreWatcher
 from .faults import FaultPlan, Faults
 from .ledger import Ledger
 from .options import SandboxOptions
+from .recorder import RecordedExchange
 from .s3 import S3Context, build_s3_app
 from .sigv4 import Credentials
 from .stats import Stats
@@ -51,6 +52,9 @@ class Sandbox:
     admin_url: str
     """`<api root>/_sandbox`: GET stats, POST reset-faults."""
     _store: LocalStore | None
+    stop_hooks: ClassVar[list[Callable[[Sandbox], None]]] = []
+    """Called with each sandbox whose block ends without an error, before it stops
+    (the test suite checks every recorded request against the API contract here)."""
 
     def __init__(self, options: SandboxOptions | None = None) -> None:
         self.options = options if options is not None else SandboxOptions()
@@ -63,6 +67,8 @@ class Sandbox:
         self._store = None
         self._watcher: StoreWatcher | None = None
         self._session: aiohttp.ClientSession | None = None
+        self.api_requests: list[RecordedExchange] = []
+        """Every `/v1` request and its answer, in order (when `options.record_requests`)."""
 
     @property
     def vendor_key(self) -> str:
@@ -130,7 +136,12 @@ class Sandbox:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._stop()
+        try:
+            if exc is None:
+                for hook in list(Sandbox.stop_hooks):
+                    hook(self)
+        finally:
+            await self._stop()
 
     async def _start(self) -> None:
         o = self.options
@@ -187,6 +198,8 @@ class Sandbox:
                 on_presigned=on_presigned,
                 error_detail_suffix=o.error_detail_suffix,
                 presign_key_name=o.presign_key_name,
+                record_links=o.record_links,
+                on_request=self.api_requests.append if o.record_requests else None,
             )
         )
         api_root = await self._serve(api_app, o.api_port)
