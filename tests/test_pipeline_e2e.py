@@ -89,17 +89,21 @@ async def test_a_rerun_sends_nothing_for_validated_files(tmp_path: Path) -> None
     assert all(it["attachment_id"] for it in report["items"])
 
 
-@pytest.mark.parametrize(("list_key", "description"), [
-    ("bare", DescriptionMode.EMPTY),
-    ("items", DescriptionMode.FILE_NAME),
-    ("data", DescriptionMode.TEXT),
+@pytest.mark.parametrize(("list_key", "description", "links"), [
+    ("bare", DescriptionMode.EMPTY, True),
+    ("patient_attachments", DescriptionMode.EMPTY, False),
+    ("attachments", DescriptionMode.EMPTY, True),
+    ("items", DescriptionMode.FILE_NAME, True),
+    ("data", DescriptionMode.TEXT, False),
 ])
 async def test_every_list_envelope_and_description_variant_reconciles(
-        tmp_path: Path, list_key: str, description: DescriptionMode) -> None:
+        tmp_path: Path, list_key: str, description: DescriptionMode, links: bool) -> None:
     # 120 existing records per client: the list spans pages, and old records with the
-    # same names must never be claimed.
+    # same names must never be claimed. The suite-wide contract check (conftest.py)
+    # fails this test if any request the worker sent is not a documented operation.
     opts = SandboxOptions(validation_delay_s=0.1, list_key=list_key,
-                          description_mode=description, existing_records_per_client=120)
+                          description_mode=description, existing_records_per_client=120,
+                          record_links=links)
     async with Sandbox(opts) as sb:
         rows = make_files(tmp_path, 24, ["7", "8"])
         # the same name twice for one client: two uploads, two records
@@ -113,12 +117,19 @@ async def test_every_list_envelope_and_description_variant_reconciles(
         result = await run_cli("run", "--config", str(cfg), "--manifest", str(manifest),
                                cwd=tmp_path)
         stats = sb.stats()
+        name_reads = [ex for ex in sb.api_requests if ex.path.endswith("/presign_url")]
     assert result.code == 0, result.stderr[-3000:]
     report = result.report(tmp_path / "reports")
     ids = [it["attachment_id"] for it in report["items"]]
     assert len(set(ids)) == 26
     created = {r["id"] for c in stats["records_created"].values() for r in c["records"]}
     assert set(ids) == created
+    if description is not DescriptionMode.FILE_NAME:
+        # no record carries the name: every match was read back through presign_url,
+        # on the documented path (or the record's own link to it)
+        assert len(name_reads) >= 26
+        assert {ex.status for ex in name_reads} == {200}
+        assert all(ex.path.startswith("/v1/patient_attachment/") for ex in name_reads)
 
 
 async def test_folder_input_and_dry_run_send_nothing(tmp_path: Path) -> None:

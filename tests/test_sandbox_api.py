@@ -258,10 +258,11 @@ async def test_record_has_no_file_name_and_presign_url_gives_it(
 
 
 async def test_unknown_record_is_404(sb: Sandbox, session: aiohttp.ClientSession) -> None:
-    status, body, _ = await _get(
-        session, f"{sb.base_url}/patient/1/patient_attachment/999999", _keys(sb)
-    )
-    assert (status, body["error"]["code"]) == (404, "NOT_FOUND")
+    for path in ("", "/presign_url", "/content"):
+        status, body, _ = await _get(
+            session, f"{sb.base_url}/patient_attachment/999999{path}", _keys(sb)
+        )
+        assert (status, body["error"]["code"]) == (404, "NOT_FOUND")
 
 
 @pytest.mark.parametrize(
@@ -309,6 +310,7 @@ def test_cli_flags_become_options() -> None:
             "--vendor-key",
             "v",
             "--no-session-token",
+            "--no-record-links",
         ]
     )
     options = options_from_args(ns)
@@ -320,8 +322,11 @@ def test_cli_flags_become_options() -> None:
     assert options.clients == ("1", "2", "3", "1001")
     assert options.vendor_key == "v"
     assert options.session_token is None
+    assert options.record_links is False
+    assert options.record_requests is False  # the command runs until stopped: keep nothing
     defaults = options_from_args(parser.parse_args([]))
     assert (defaults.api_port, defaults.s3_port) == (8700, 8701)
+    assert defaults.record_links is True
     assert defaults.practice_key != options_from_args(parser.parse_args([])).practice_key
 
 
