@@ -49,7 +49,13 @@ def describe(ex: RecordedExchange) -> str:
     return f"{ex.method} {ex.path}{'?' + ex.query if ex.query else ''} -> {ex.status}"
 
 
+NOT_FOUND = {"ServerNotFound": "no documented path", "PathNotFound": "no documented path",
+             "OperationNotFound": "no documented operation for this method"}
+
+
 def _first_line(exc: Exception) -> str:
+    if type(exc).__name__ in NOT_FOUND:
+        return NOT_FOUND[type(exc).__name__]
     cause = exc.__cause__ or exc.__context__
     text = f"{type(exc).__name__}: {exc}"
     if cause is not None:

@@ -92,7 +92,6 @@ async def test_a_rerun_sends_nothing_for_validated_files(tmp_path: Path) -> None
 @pytest.mark.parametrize(("list_key", "description", "links"), [
     ("bare", DescriptionMode.EMPTY, True),
     ("patient_attachments", DescriptionMode.EMPTY, False),
-    ("attachments", DescriptionMode.EMPTY, True),
     ("items", DescriptionMode.FILE_NAME, True),
     ("data", DescriptionMode.TEXT, False),
 ])
