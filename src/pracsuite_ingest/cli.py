@@ -129,9 +129,15 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true",
                         help="print JSON: the runs, each with its items per stage (also "
                              "what is printed when stdout is not a terminal)")
-    with_config(_command(
+    check = with_config(_command(
         sub, "check", "configuration, writable paths, and one API call proving both keys",
-        "pracsuite-ingest check --config practice.toml"))
+        epilog="example:\n  pracsuite-ingest check --config practice.toml\n"
+               "  pracsuite-ingest check --config practice.toml --client 42   # first contact"))
+    check.add_argument("--client", metavar="ID",
+                       help="also read this patient's attachment list (read-only) and say "
+                            "what it shows about this PracSuite and which settings follow")
+    check.add_argument("--json", action="store_true",
+                       help="with --client: print the findings as JSON on stdout")
 
     sb = _command(sub, "sandbox", "start the local PracSuite + S3 stand-in",
                   epilog="example:\n"
@@ -286,7 +292,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings,
     if args.command == "status":
         return cmd_status(settings, as_json=args.json)
     if args.command == "check":
-        return aio.run(cmd_check(settings))
+        return aio.run(cmd_check(settings, client=args.client, as_json=args.json))
     watch = _watch_for(args, settings, shard)
     if args.command == "reconcile":
         return aio.run(cmd_reconcile(settings, args.run_id, watch=watch))
@@ -481,11 +487,13 @@ def cmd_status(settings: Settings, *, as_json: bool = False) -> int:
     return EXIT_OK
 
 
-async def cmd_check(settings: Settings) -> int:
+async def cmd_check(settings: Settings, *, client: str | None = None,
+                    as_json: bool = False) -> int:
     from pracsuite_ingest.localfs import private_dir
     from pracsuite_ingest.pipeline import make_client, make_session
     from pracsuite_ingest.plan import limits_text
 
+    out = sys.stderr if as_json else sys.stdout  # --json: stdout holds the JSON only
     problems = []
     for label, folder in (("state.path", Path(settings.state.path).parent),
                           ("report.dir", Path(settings.report.dir))):
@@ -498,25 +506,43 @@ async def cmd_check(settings: Settings) -> int:
             problems.append(f"{label}: {folder} is not writable ({exc.strerror}); fix its "
                             f"permissions or set another {label}")
         else:
-            print(f"ok: {label}: {folder} is writable")
+            print(f"ok: {label}: {folder} is writable", file=out)
     if problems:
         for p in problems:
             _say(p)
         return EXIT_FATAL
     from pracsuite_ingest.proxy import describe
 
-    print(f"ok: {describe(settings.api.base_url)}")
+    print(f"ok: {describe(settings.api.base_url)}", file=out)
     try:
         async with make_session(settings) as session:
-            await make_client(settings, session).probe()
+            api = make_client(settings, session)
+            await api.probe()
+            print(f"ok: api: PracSuite at {settings.api.base_url} accepted both keys "
+                  "(api.vendor_api_key, api.practice_api_key)", file=out)
+            print("pace: " + limits_text(settings.api.requests_per_second,
+                                         settings.api.max_requests_per_second,
+                                         settings.upload.max_bytes_per_second), file=out)
+            if client is not None:
+                return await _first_contact(api, settings, client, as_json)
     except Retryable as exc:
         _say(f"cannot reach PracSuite at {settings.api.base_url}: {exc}; "
              "check api.base_url and the network")
         return EXIT_FATAL
-    print(f"ok: api: PracSuite at {settings.api.base_url} accepted both keys "
-          "(api.vendor_api_key, api.practice_api_key)")
-    print("pace: " + limits_text(settings.api.requests_per_second,
-                                 settings.api.max_requests_per_second,
-                                 settings.upload.max_bytes_per_second))
-    print("all checks passed: the configuration is valid; try `run --dry-run` next")
+    print("all checks passed: the configuration is valid; try `run --dry-run` next", file=out)
     return EXIT_OK
+
+
+async def _first_contact(api: Any, settings: Settings, client: str, as_json: bool) -> int:
+    """`check --client`: what one patient's attachment list shows (discovery.py)."""
+    from pracsuite_ingest.discovery import discover, render
+
+    findings = await discover(api, client)
+    if as_json:
+        print(json.dumps(findings.to_json(), indent=1))
+    else:
+        print(render(findings, settings.api.base_url), end="")
+    if findings.list_read:
+        return EXIT_OK
+    # a patient PracSuite does not know is a wrong argument; anything else stops here
+    return EXIT_CONFIG if findings.list_status == 404 else EXIT_FATAL
