@@ -55,7 +55,7 @@ async def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {"shown": [], "quiet": []}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        async with Sandbox(SandboxOptions(validation_delay_s=0.2)) as sb:
+        async with Sandbox(SandboxOptions(validation_delay_s=0.2, record_requests=False)) as sb:
             manifest = write_manifest(root, make_files(root, args.files, ["1", "2", "3"],
                                                        size=20_000))
             for n in range(args.rounds):

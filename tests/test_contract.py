@@ -16,7 +16,7 @@ import pytest
 
 from contract import answer_problems, request_problems
 from e2e import api_keys
-from pracsuite_ingest.api import classify_api_answer
+from pracsuite_ingest.api import PracSuiteClient, RateGate, RecordRef, classify_api_answer
 from pracsuite_ingest.errors import CredentialsRefused
 from pracsuite_ingest.sandbox import FaultPlan, Sandbox, SandboxOptions, ThrottleStyle
 
@@ -136,3 +136,19 @@ def test_a_403_after_accepted_calls_names_the_path_and_both_causes() -> None:
     assert "request_id r-1" in text
     first = str(classify_api_answer(403, body, {}, 0.0, method="GET", path="/v1/x"))
     assert "GET /v1/x" in first and "meanwhile" not in first
+
+
+async def test_a_records_presign_link_is_followed_on_the_api_origin_only(
+        session: aiohttp.ClientSession) -> None:
+    base = "https://api.pracsuite.com/v1"
+    api = PracSuiteClient(session, base, "v", "p", RateGate(1.0), timeout_s=5)
+    own = f"{base}/patient_attachment/9/presign_url?sig=1"
+    assert api.presign_url_of(RecordRef("9", own)) == own
+    assert api.presign_url_of(RecordRef("9", "/v1/patient_attachment/9/presign_url")) == (
+        f"{base}/patient_attachment/9/presign_url")
+    documented = f"{base}/patient_attachment/9/presign_url"
+    for elsewhere in ("https://evil.example/v1/patient_attachment/9/presign_url",
+                      "http://api.pracsuite.com/v1/patient_attachment/9/presign_url",
+                      "https://api.pracsuite.com:8443/x", ""):
+        assert api.presign_url_of(RecordRef("9", elsewhere)) == documented
+    assert api.presign_url_of(RecordRef("a/b")) == f"{base}/patient_attachment/a%2Fb/presign_url"

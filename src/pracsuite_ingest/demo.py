@@ -207,7 +207,9 @@ async def _demo(count: int, out: Path, cmd_run: Runner) -> int:
     from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
     from pracsuite_ingest.watch import Watch
 
-    options = SandboxOptions(validation_delay_s=0.3, data_dir=out / "sandbox-s3")
+    # record_requests off: the demo may run many files, and nothing checks them here
+    options = SandboxOptions(validation_delay_s=0.3, data_dir=out / "sandbox-s3",
+                             record_requests=False)
     async with Sandbox(options) as sandbox:
         clients = ["1", "2", "3", "1001"]
         manifest, good = await asyncio.to_thread(write_samples, out, count, clients)
