@@ -16,8 +16,9 @@ import pytest
 
 from contract import answer_problems, request_problems
 from e2e import api_keys
-from pracsuite_ingest.api import PracSuiteClient, RateGate, RecordRef, classify_api_answer
+from pracsuite_ingest.api import PracSuiteClient, RecordRef, classify_api_answer
 from pracsuite_ingest.errors import CredentialsRefused
+from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.sandbox import FaultPlan, Sandbox, SandboxOptions, ThrottleStyle
 
 

@@ -9,8 +9,9 @@ import aiohttp
 import pytest
 
 from e2e import config, run_cli
-from pracsuite_ingest.api import PracSuiteClient, RateGate
+from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.discovery import BARE, Findings, discover, render, shown
+from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.sandbox import DescriptionMode, Sandbox, SandboxOptions
 
 

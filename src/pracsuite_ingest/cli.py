@@ -535,6 +535,8 @@ async def cmd_check(settings: Settings, *, client: str | None = None,
 
 async def _first_contact(api: Any, settings: Settings, client: str, as_json: bool) -> int:
     """`check --client`: what one patient's attachment list shows (discovery.py)."""
+    import json
+
     from pracsuite_ingest.discovery import discover, render
 
     findings = await discover(api, client)
