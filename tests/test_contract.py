@@ -18,6 +18,7 @@ from contract import answer_problems, request_problems
 from e2e import api_keys
 from pracsuite_ingest.api import PracSuiteClient, RecordRef, classify_api_answer
 from pracsuite_ingest.errors import CredentialsRefused
+from pracsuite_ingest.logs import scrub
 from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.sandbox import FaultPlan, Sandbox, SandboxOptions, ThrottleStyle
 
@@ -135,6 +136,7 @@ def test_a_403_after_accepted_calls_names_the_path_and_both_causes() -> None:
     assert "revoked the practice key meanwhile" in text
     assert "PracSuite has no such path" in text
     assert "request_id r-1" in text
+    assert scrub(text) == text  # nothing in it looks like a secret to the log scrubber
     first = str(classify_api_answer(403, body, {}, 0.0, method="GET", path="/v1/x"))
     assert "GET /v1/x" in first and "meanwhile" not in first
 

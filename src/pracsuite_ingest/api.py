@@ -82,7 +82,8 @@ def missing_token_text(method: str, path: str, accepted_before: bool, detail: st
     if accepted_before:
         return (f"{method} {path} was refused after earlier calls of this run were accepted "
                 "with the same keys: either the clinic revoked the practice key meanwhile "
-                "(api.practice_api_key, a-api-key: Settings > Integrations > API), or "
+                "(api.practice_api_key, the a-api-key it manages in Settings > Integrations "
+                "> API), or "
                 "PracSuite has no such path (report it: the worker calls documented paths "
                 "only)")
     return (f"{method} {path}: a key is missing or refused, or PracSuite has no such path; "
