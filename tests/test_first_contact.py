@@ -81,11 +81,12 @@ async def test_check_client_on_the_command_line_in_text_and_json(tmp_path: Path)
 
 def test_text_from_pracsuite_is_neutralised_before_it_reaches_a_terminal() -> None:
     hostile = "desc\x1b]0;owned\x07\x1b[2J\r\nfake: ok"
-    assert shown(hostile) == "desc\\x1b]0;owned\\x07\\x1b[2J\\r\\nfake: ok"
+    assert shown(hostile) == "desc\\x1b]0;owned\\x07\\x1b[2J\\x0d\\x0afake: ok"
+    assert shown("a\u202eb") == "a\\u202eb"  # bidi overrides too (visible.py)
     found = Findings("7\x1b[31m", list_status=200, envelope="items\x1b[2J", records_on_page=1,
                      fields=["file_size", "evil\x1b[0m\n"],
                      rate_limit_headers={"x-ratelimit-limit": "200\r\nx"})
     text = render(found, "https://api.pracsuite.com/v1")
     assert "\x1b" not in text and "\r" not in text
-    assert "\\x1b[2J" in text and "evil\\x1b[0m\\n" in text
+    assert "\\x1b[2J" in text and "evil\\x1b[0m\\x0a" in text
     assert all(line.isprintable() for line in text.splitlines())

@@ -25,6 +25,7 @@ from pracsuite_ingest.api import (
     record_links,
 )
 from pracsuite_ingest.reconcile import record_id
+from pracsuite_ingest.visible import visible
 
 BARE = "(bare array)"
 SAMPLES = 3  # records whose presign_url is read: enough to see a pattern, few calls
@@ -33,10 +34,10 @@ RATE_HEADER_PARTS = ("ratelimit", "rate-limit", "retry-after", "x-amzn-ratelimit
 
 
 def shown(text: object, limit: int = 120) -> str:
-    """`text` safe for a terminal: anything non-printable escaped as repr would, cut short."""
+    """`text` safe for a terminal (`visible`: controls and invisible characters escaped),
+    cut short."""
     raw = str(text)
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw[:limit])
-    return out + ("..." if len(raw) > limit else "")
+    return visible(raw[:limit]) + ("..." if len(raw) > limit else "")
 
 
 def envelope_of(body: Any) -> tuple[str | None, list[dict[str, Any]]]:
