@@ -44,7 +44,8 @@ async def one(total_mb: int, cap: int) -> dict[str, Any]:
                 fh.write(os.urandom(size))
             lines.append(f"1,{path}")
         (root / "m.csv").write_text("\n".join(lines) + "\n")
-        async with Sandbox(SandboxOptions(validation_delay_s=0.1, clients=("1",))) as sb:
+        async with Sandbox(SandboxOptions(validation_delay_s=0.1, clients=("1",),
+                                          record_requests=False)) as sb:
             (root / "c.toml").write_text(
                 f"[api]\nbase_url = {json.dumps(sb.base_url)}\n"
                 f"vendor_api_key = {json.dumps(sb.vendor_key)}\n"
