@@ -143,10 +143,11 @@ async def test_a_sharded_migration_of_two_practices_accounts_for_every_row_once(
     assert restarts[-1] == 0, f"restarts exited {restarts}: {err}"
     for key, (code, err) in results.items():
         assert code == 0, (key, err)
-    # the killed shard resumed from its own state file: the killed run, then the restarts
+    # the killed shard resumed from its own state file: the killed run (marked interrupted
+    # by the restart that found it dead), then the restarts
     runs = json.loads(status_out)["runs"]
     assert json.loads(status_out)["state"].endswith("clinic-a.db.shard-2-of-3")
-    assert [r["outcome"] for r in runs] == ["running"] + ["finished"] * len(restarts)
+    assert [r["outcome"] for r in runs] == ["interrupted"] + ["finished"] * len(restarts)
     assert sum(runs[0]["stages"].values()) > 0
     shard_dirs = sorted((tmp_path / "reports").glob("*/shard-*-of-*"))
     assert [f"{d.parent.name}/{d.name}" for d in shard_dirs] == [
