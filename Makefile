@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth container-test soak radosgw-start radosgw-stop clean
+.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls container-test soak radosgw-start radosgw-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ bench-rate: $(VENV)/.installed
 # upload.max_bytes_per_second held over a 100 MB run, against no cap in the same run
 bench-bandwidth: $(VENV)/.installed
 	$(BIN)/python bench/bandwidth.py
+
+# API calls per file on a practice-shaped input against the least the flow needs
+bench-calls: $(VENV)/.installed
+	$(BIN)/python bench/calls_per_file.py
 
 # The image built and run with podman (installed if missing; root): build time, size,
 # `demo`, the compose rehearsal. Minutes of CPU: not part of `check` (README, "Running in

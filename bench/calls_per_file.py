@@ -1,0 +1,114 @@
+"""API calls per file on a practice-shaped input, against the least the flow needs.
+
+    make bench-calls                  # or: .venv/bin/python bench/calls_per_file.py
+
+A practice: `--patients` patients with 1 to `--max-files` files each (seeded), records
+without file names (so every match reads a `presign_url`), validation taking
+`--validation-delay` s, `reconcile.poll_interval_s` 2 s. The least the flow needs, per
+file: its presign and its record's `presign_url`; per patient: one snapshot and one
+poll that finds every upload (more pages when a patient has over 100 records). Printed:
+the calls by kind, calls per file against that least, files per hour at this run's
+pace, and the hours a 100,000-file practice would take at 3, 10 and 30 requests/s if
+the API rate is the bound (calls per file x 100,000 / rate). Not part of the test
+suite. Writes bench/results/<time>-calls.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+
+from pracsuite_ingest.sandbox import Sandbox, SandboxOptions  # noqa: E402
+from pracsuite_ingest.sandbox.options import DescriptionMode  # noqa: E402
+
+
+async def run(patients: int, max_files: int, delay: float, rate: float, seed: int,
+              ) -> dict[str, Any]:
+    rng = random.Random(seed)
+    counts = {str(1000 + p): rng.randint(1, max_files) for p in range(patients)}
+    files = sum(counts.values())
+    opts = SandboxOptions(validation_delay_s=delay, clients=tuple(counts),
+                          description_mode=DescriptionMode.EMPTY, record_requests=False,
+                          existing_records_per_client=3)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        lines = ["client_id,path"]
+        for client, n in counts.items():
+            for i in range(n):
+                path = root / "files" / client / f"doc{i}.pdf"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(os.urandom(1024))
+                lines.append(f"{client},{path}")
+        (root / "m.csv").write_text("\n".join(lines) + "\n")
+        async with Sandbox(opts) as sb:
+            (root / "c.toml").write_text(
+                f"[api]\nbase_url = {json.dumps(sb.base_url)}\n"
+                f"vendor_api_key = {json.dumps(sb.vendor_key)}\n"
+                f"practice_api_key = {json.dumps(sb.practice_key)}\n"
+                f"requests_per_second = {rate}\n"
+                "[reconcile]\ndeadline_s = 300\npoll_interval_s = 2\n"
+                f"[state]\npath = {json.dumps(str(root / 's.db'))}\n"
+                f"[report]\ndir = {json.dumps(str(root / 'r'))}\n"
+                "[log]\nformat = \"json\"\nlevel = \"warning\"\n")
+            env = {k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")}
+            started = time.monotonic()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pracsuite_ingest", "run", "--config",
+                str(root / "c.toml"), "--manifest", str(root / "m.csv"), env=env, cwd=root,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            await proc.communicate()
+            wall = time.monotonic() - started
+            stats = sb.stats()
+        report = json.loads((root / "r" / "latest.json").read_text())
+    by_kind = {k: sum(v.values()) for k, v in stats["requests"].items()
+               if not k.startswith("s3_") and sum(v.values())}
+    calls = sum(by_kind.values())
+    least = 2 * files + 2 * patients
+    return {"patients": patients, "files": files, "exit": proc.returncode,
+            "validated": report["summary"]["validated"], "wall_s": round(wall, 1),
+            "calls": calls, "by_kind": by_kind, "least": least,
+            "calls_per_file": round(calls / files, 3),
+            "least_per_file": round(least / files, 3),
+            "ratio_to_least": round(calls / least, 3),
+            "files_per_hour": round(files / wall * 3600),
+            "hours_for_100k": {str(r): round(calls / files * 100_000 / r / 3600, 1)
+                               for r in (3, 10, 30)}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--patients", type=int, default=2000)
+    p.add_argument("--max-files", type=int, default=10)
+    p.add_argument("--validation-delay", type=float, default=1.0)
+    p.add_argument("--rate", type=float, default=1000.0,
+                   help="api.requests_per_second of the run (high: count calls, not wait)")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    row = asyncio.run(run(args.patients, args.max_files, args.validation_delay, args.rate,
+                          args.seed))
+    print(f"{row['patients']:,} patients, {row['files']:,} files: {row['calls']:,} API calls "
+          f"({row['by_kind']}), {row['calls_per_file']} per file against the least "
+          f"{row['least_per_file']} (x{row['ratio_to_least']}); {row['files_per_hour']:,} "
+          f"files/hour here; a 100,000-file practice at 3/10/30 requests/s: "
+          f"{row['hours_for_100k']['3']} / {row['hours_for_100k']['10']} / "
+          f"{row['hours_for_100k']['30']} hours; exit {row['exit']}, "
+          f"{row['validated']:,} validated")
+    out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}-calls.json"
+    out.write_text(json.dumps({"args": vars(args), "run": row}, indent=1) + "\n")
+    print(f"written: {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
