@@ -71,7 +71,7 @@ def test_report_is_built_from_state_and_written_atomically_owner_only(tmp_path: 
     doc = report.build(state, "r1")
     path = report.write(doc, tmp_path / "rep")
     assert doc["summary"] == {"total": 3, "validated": 1, "missing": 0, "failed": 0,
-                              "invalid": 1, "skipped": 1, "pending": 0}
+                              "invalid": 1, "skipped": 1, "pending": 0, "verified": 0}
     loaded = json.loads(path.read_text())
     assert loaded["items"][1]["attachment_id"] == "77"  # a duplicate carries the first's record
     assert loaded["items"][0]["extra"] == {"note": "n"}

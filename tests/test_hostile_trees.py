@@ -3,6 +3,7 @@ are never opened, unreadable entries are reported, and `input.root` confines pat
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import stat
@@ -115,21 +116,26 @@ def test_a_fifo_swapped_in_after_the_stat_is_refused_on_the_descriptor(tmp_path:
         assert fh.read() == b"data"
 
 
-async def test_hashing_refuses_a_file_swapped_for_a_fifo(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path / "1" / "a.pdf")
-    real_stat = os.stat
+async def test_the_check_judges_the_file_it_opened_not_what_the_path_became(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "1" / "a.pdf", b"checked")
+    real_open = os.open
 
-    def stat_then_swap(p: object, *args: object, **kwargs: object) -> os.stat_result:
-        result = real_stat(p, *args, **kwargs)  # type: ignore[arg-type]
-        if Path(str(p)) == path and stat.S_ISREG(result.st_mode):
+    def open_then_swap(p: object, *args: object, **kwargs: object) -> int:
+        fd = real_open(p, *args, **kwargs)  # type: ignore[arg-type]
+        if Path(str(p)) == path:
             path.unlink()
             os.mkfifo(path)
-        return result
+        return fd
 
-    monkeypatch.setattr(os, "stat", stat_then_swap)  # Path.stat, in the check's thread
+    monkeypatch.setattr(os, "open", open_then_swap)  # in the check's thread
     result = await check_local(Row(1, "1", str(path), "a.pdf"))
-    assert result == "not a regular file (a FIFO (named pipe)); not read"
+    monkeypatch.undo()
+    assert isinstance(result, LocalFile)
+    assert result.sha256 == hashlib.sha256(b"checked").hexdigest()
+    # The identity is the opened file's: the path now names another inode (a FIFO),
+    # which the upload refuses (tests/test_proof.py sends such swaps).
+    assert result.identity is not None and result.identity.ino != os.lstat(path).st_ino
 
 
 def _deny(monkeypatch: pytest.MonkeyPatch, target: Path) -> None:

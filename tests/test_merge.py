@@ -47,7 +47,7 @@ def test_shards_and_practices_merge_into_one_report_with_their_totals(
     assert [it["file_name"] for it in doc["items"]] == ["x.pdf", "y.pdf", "z.pdf", "x.pdf"]
     assert doc["items"][0] == item("1", "x.pdf", "validated")  # items pass through unchanged
     assert doc["summary"] == {"total": 4, "validated": 3, "missing": 0, "failed": 0,
-                              "invalid": 0, "skipped": 1, "pending": 0}
+                              "invalid": 0, "skipped": 1, "pending": 0, "verified": 0}
     practices = {p["practice"]: p for p in doc["practices"]}
     assert practices["clinic-a"]["parts"] == 2 and practices["clinic-a"]["summary"]["total"] == 3
     assert practices["clinic-b"]["summary"]["validated"] == 1

@@ -13,11 +13,12 @@ import pytest
 from pracsuite_ingest.errors import Permanent
 from pracsuite_ingest.reconcile import (
     NAME_LOOKUPS_IN_FLIGHT,
+    Evidence,
     RecordView,
     Upload,
-    _sizes_agree,
+    _named,
+    _proof,
     _sort_key,
-    _strong,
     match,
     read_names,
     view,
@@ -27,32 +28,33 @@ T = TypeVar("T")
 
 
 def pairwise(uploads: list[Upload], records: list[RecordView], excluded: set[str],
-             names: Mapping[str, str]) -> dict[int, str]:
+             names: Mapping[str, str]) -> Evidence:
     """The rules applied to every (upload, record) pair: the reference `match` must equal."""
     candidates = sorted((r for r in records if r.record_id not in excluded),
                         key=lambda r: _sort_key(r.record_id))
     taken: set[str] = set()
-    out: dict[int, str] = {}
+    proven: dict[int, str] = {}
     pending = sorted(uploads, key=lambda u: u.item_id)
-    for rule in ("strong", "name"):
-        for up in pending:
-            if up.item_id in out:
-                continue
-            for rec in candidates:
-                if rec.record_id in taken:
-                    continue
-                ok = (_strong(up, rec) if rule == "strong" else
-                      names.get(rec.record_id) == up.file_name and _sizes_agree(up, rec))
-                if ok:
-                    out[up.item_id] = rec.record_id
-                    taken.add(rec.record_id)
-                    break
-    return out
+    for up in pending:
+        for rec in candidates:
+            if rec.record_id not in taken and _proof(up, rec):
+                proven[up.item_id] = rec.record_id
+                taken.add(rec.record_id)
+                break
+    named: dict[int, list[str]] = {}
+    for up in pending:
+        if up.item_id in proven:
+            continue
+        ids = [rec.record_id for rec in candidates
+               if rec.record_id not in taken and _named(up, rec, names)]
+        if ids:
+            named[up.item_id] = ids
+    return Evidence(proven, named)
 
 
 def scenario(rng: random.Random) -> tuple[list[Upload], list[RecordView], set[str],
                                           dict[str, str]]:
-    names = ["a.pdf", "B.PDF", "scan 1.jpg", "x/y.pdf", "é.png", " a.pdf"]
+    names = ["a.pdf", "B.PDF", "scan 1.jpg", "x/y.pdf", "é.png", " a.pdf", "e\u0301.png"]
     uuids = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(6)]
     uploads = []
     for item in range(rng.randint(0, 12)):
@@ -93,7 +95,7 @@ def test_a_uuid_found_in_two_records_claims_the_lower_id_first() -> None:
            Upload(2, "7", "a.pdf", 10, f"temp/{key_uuid}/a.pdf")]
     recs = [v for v in (view({"attachment_client_id": rid, "description": f"x {key_uuid} y"})
                         for rid in (12, 9)) if v is not None]
-    assert match(ups, recs, set(), {}) == {1: "9", 2: "12"}
+    assert match(ups, recs, set(), {}).proven == {1: "9", 2: "12"}
 
 
 class SlowNames:
@@ -109,8 +111,8 @@ class SlowNames:
     async def list_page(self, client_id: str, ref: Any) -> Any:
         raise AssertionError("not listed here")
 
-    async def record_file_name(self, client_id: str, record_id: str,
-                               presign_link: str = "") -> str:
+    async def record_presign(self, ref: Any) -> dict[str, Any]:
+        record_id = ref.record_id
         self.calls += 1
         self.in_flight += 1
         self.most = max(self.most, self.in_flight)
@@ -118,7 +120,7 @@ class SlowNames:
             await asyncio.sleep(0.01)
             if record_id == self.fail:
                 raise Permanent(f"presign_url {record_id}: 404")
-            return f"{record_id}.pdf"
+            return {"file_name": f"{record_id}.pdf", "url": f"http://127.0.0.1/{record_id}"}
         finally:
             self.in_flight -= 1
 

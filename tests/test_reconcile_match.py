@@ -1,12 +1,18 @@
-"""Matching PracSuite's records to our uploads: the pure rules."""
+"""Matching PracSuite's records to our uploads, and what `reconcile.verify` claims: the
+pure rules."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from pracsuite_ingest.reconcile import (
+    Digest,
+    Evidence,
     Upload,
     candidate,
+    decide,
     in_every_snapshot,
     match,
     needs_name,
@@ -17,6 +23,7 @@ from pracsuite_ingest.reconcile import (
 
 UUID_A = "11111111-2222-3333-4444-555555555555"
 UUID_B = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+SHA_A, SHA_B = "a" * 64, "b" * 64
 
 
 def rec(rid: int, description: str = "", size: int = 10, **extra: Any) -> dict[str, Any]:
@@ -24,50 +31,99 @@ def rec(rid: int, description: str = "", size: int = 10, **extra: Any) -> dict[s
             "file_type": "PDF", "links": {"self": f"/x/{rid}"}, **extra}
 
 
-def up(item_id: int, name: str = "a.pdf", size: int = 10, uuid: str = UUID_A) -> Upload:
-    return Upload(item_id, "42", name, size, f"temp/1/42/1/1/{uuid}/{name}")
+def up(item_id: int, name: str = "a.pdf", size: int = 10, uuid: str = UUID_A,
+       sha: str = SHA_A) -> Upload:
+    return Upload(item_id, "42", name, size, f"temp/1/42/1/1/{uuid}/{name}", sha256=sha)
 
 
 def views(*records: dict[str, Any]) -> list[Any]:
     return [v for v in (view(r) for r in records) if v is not None]
 
 
-def test_uuid_of_the_key_anywhere_in_the_record_is_a_match() -> None:
+def test_uuid_of_the_key_anywhere_in_the_record_is_proof() -> None:
     records = views(rec(5, links_content=f"https://s3/temp/{UUID_A}/a.pdf"))
-    assert match([up(1)], records, set(), {}) == {1: "5"}
+    assert match([up(1)], records, set(), {}) == Evidence({1: "5"}, {})
 
 
-def test_description_equal_to_the_file_name_matches_when_sizes_agree() -> None:
+def test_description_equal_to_the_file_name_names_a_candidate_when_sizes_agree() -> None:
     records = views(rec(5, "a.pdf", size=99), rec(6, "a.pdf", size=10))
-    assert match([up(1)], records, set(), {}) == {1: "6"}
+    assert match([up(1)], records, set(), {}) == Evidence({}, {1: ["6"]})
 
 
-def test_a_substring_of_the_name_is_not_a_match() -> None:
+def test_a_substring_of_the_name_is_not_a_candidate() -> None:
     records = views(rec(5, "data.pdf"))
-    assert match([up(1, "a.pdf")], records, set(), {}) == {}
+    assert match([up(1, "a.pdf")], records, set(), {}) == Evidence({}, {})
 
 
-def test_records_in_the_snapshot_or_claimed_are_never_claimed() -> None:
+def test_records_in_the_snapshot_or_claimed_are_never_candidates() -> None:
     records = views(rec(5, "a.pdf"), rec(6, "a.pdf"))
-    assert match([up(1)], records, {"5", "6"}, {}) == {}
-    assert match([up(1)], records, {"5"}, {}) == {1: "6"}
+    assert match([up(1)], records, {"5", "6"}, {}) == Evidence({}, {})
+    assert match([up(1)], records, {"5"}, {}).named == {1: ["6"]}
 
 
-def test_two_uploads_with_the_same_name_claim_two_records() -> None:
-    records = views(rec(7, "a.pdf"), rec(8, "a.pdf"))
-    assert match([up(1), up(2, uuid=UUID_B)], records, set(), {}) == {1: "7", 2: "8"}
-
-
-def test_presign_url_names_match_new_records_without_description() -> None:
+def test_presign_url_names_name_candidates_for_records_without_description() -> None:
     records = views(rec(7), rec(8), rec(9, size=11))
     names = {"7": "b.pdf", "8": "a.pdf", "9": "a.pdf"}
     ups = [up(1, "a.pdf"), up(2, "a.pdf", size=11, uuid=UUID_B)]
-    assert match(ups, records, set(), names) == {1: "8", 2: "9"}
+    assert match(ups, records, set(), names).named == {1: ["8"], 2: ["9"]}
 
 
-def test_needs_name_asks_only_for_new_unmatched_unknown_records() -> None:
-    records = views(rec(1), rec(2), rec(3), rec(4))
-    assert needs_name(records, {"1"}, ["2"], {"3": "x.pdf"}) == ["4"]
+def test_names_are_compared_in_nfc() -> None:
+    nfd, nfc = "Re\u0301sume\u0301.pdf", "R\u00e9sum\u00e9.pdf"
+    assert match([up(1, nfc)], views(rec(7, nfd)), set(), {}).named == {1: ["7"]}
+    assert match([up(1, nfd)], views(rec(7)), set(), {"7": nfc}).named == {1: ["7"]}
+
+
+def test_needs_name_asks_only_for_new_unmatched_unknown_records_of_a_possible_size() -> None:
+    records = views(rec(1), rec(2), rec(3), rec(4), rec(5, size=99))
+    assert needs_name(records, {"1"}, ["2"], {"3": "x.pdf"}) == ["4", "5"]
+    assert needs_name(records, {"1"}, ["2"], {"3": "x.pdf"}, [up(1)]) == ["4"]
+
+
+@pytest.mark.parametrize("verify", ["ambiguous", "all"])
+def test_a_lone_lookalike_is_never_claimed_before_its_bytes_are_read(verify: str) -> None:
+    # Someone else's record with our name and size appeared before ours: alone at this
+    # poll, name and size cannot tell it is not ours. The bytes decide.
+    evidence = Evidence({}, {1: ["7"]})
+    first = decide([up(1)], evidence, verify, {})
+    assert first.claims == {} and first.download == ["7"]
+    theirs = decide([up(1)], evidence, verify, {"7": Digest(10, SHA_B)})
+    assert theirs.claims == {} and theirs.differ == {1: ["7"]} and theirs.download == []
+    ours = decide([up(1)], Evidence({}, {1: ["7", "8"]}), verify,
+                  {"7": Digest(10, SHA_B), "8": Digest(10, SHA_A)})
+    assert ours.claims == {1: ("8", True)}
+
+
+def test_bytes_with_the_same_hash_but_another_size_are_not_ours() -> None:
+    decision = decide([up(1)], Evidence({}, {1: ["7"]}), "ambiguous", {"7": Digest(11, SHA_A)})
+    assert decision.claims == {}
+
+
+def test_proof_is_claimed_without_bytes_unless_verify_is_all() -> None:
+    evidence = Evidence({1: "5"}, {})
+    assert decide([up(1)], evidence, "ambiguous", {}).claims == {1: ("5", False)}
+    assert decide([up(1)], evidence, "off", {}).claims == {1: ("5", False)}
+    assert decide([up(1)], evidence, "all", {}).download == ["5"]
+    assert decide([up(1)], evidence, "all", {"5": Digest(10, SHA_A)}).claims == {
+        1: ("5", True)}
+
+
+def test_with_verify_off_only_a_match_that_name_and_size_single_out_is_claimed() -> None:
+    assert decide([up(1)], Evidence({}, {1: ["7"]}), "off", {}).claims == {1: ("7", False)}
+    two_records = decide([up(1)], Evidence({}, {1: ["7", "8"]}), "off", {})
+    assert two_records.claims == {} and two_records.ambiguous == {1: ["7", "8"]}
+    assert two_records.download == []
+    # two uploads naming the one record: neither is claimed
+    two_uploads = decide([up(1), up(2, uuid=UUID_B, sha=SHA_B)],
+                         Evidence({}, {1: ["7"], 2: ["7"]}), "off", {})
+    assert two_uploads.claims == {} and two_uploads.ambiguous == {1: ["7"], 2: ["7"]}
+
+
+def test_each_record_is_claimed_once_even_when_bytes_match_twice() -> None:
+    ups = [up(1), up(2, uuid=UUID_B)]
+    decision = decide(ups, Evidence({}, {1: ["7"], 2: ["7"]}), "ambiguous",
+                      {"7": Digest(10, SHA_A)})
+    assert decision.claims == {1: ("7", True)}
 
 
 def test_record_without_any_id_is_ignored() -> None:
@@ -91,11 +147,11 @@ def test_each_upload_is_matched_against_the_snapshot_taken_before_it() -> None:
                      before=frozenset({"1", "2"}))
     fresh = Upload(2, "42", "b.pdf", 10, f"temp/1/42/1/1/{UUID_B}/b.pdf",
                    before=frozenset({"1", "2", "5"}))
-    assert match([carried, fresh], records, set(), names) == {1: "5", 2: "6"}
+    assert match([carried, fresh], records, set(), names).named == {1: ["5"], 2: ["6"]}
     # a record in an upload's own snapshot is never its candidate, even by name
-    assert match([fresh], views(rec(5)), set(), {"5": "b.pdf"}) == {}
+    assert match([fresh], views(rec(5)), set(), {"5": "b.pdf"}) == Evidence({}, {})
     # and the later snapshot does not hide record 5 from the carried upload alone
-    assert match([carried], views(rec(5)), set(), names) == {1: "5"}
+    assert match([carried], views(rec(5)), set(), names).named == {1: ["5"]}
 
 
 def test_names_are_read_back_for_records_new_to_any_waiting_upload() -> None:

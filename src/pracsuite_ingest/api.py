@@ -422,6 +422,11 @@ class PracSuiteClient:
             self._gate.throttle(wait.seconds, sent_at_rate)
         return Exchange(status, {k.lower(): v for k, v in headers.items()}, body, elapsed)
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session (downloads from the storage use it, without the keys)."""
+        return self._session
+
     async def probe(self) -> None:
         """One read-only call that proves both keys work (a 404 for the probe client is fine)."""
         try:

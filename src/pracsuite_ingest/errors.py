@@ -71,6 +71,17 @@ class Permanent(IngestError):
     """This item cannot be sent; retrying will not help."""
 
 
+SOURCE_CHANGED = "the file changed while being sent; the next run sends it"
+
+
+class SourceChanged(Permanent):
+    """The file is not the one checked (changed, replaced, a link, outside input.root):
+    the upload was stopped before its body was complete, so S3 stored nothing."""
+
+    def __init__(self, message: str = SOURCE_CHANGED) -> None:
+        super().__init__(message)
+
+
 class Throttled(Retryable):
     """429 from PracSuite or S3 SlowDown: slow the whole process down."""
 

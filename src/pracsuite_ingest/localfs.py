@@ -7,13 +7,17 @@ worker's own files, kept private.
   an entry with a problem, never opened and never silently dropped.
 - `open_regular`: open a file only if it is a regular file, without blocking on a
   FIFO; the check is made on the open descriptor, so a file swapped after a `stat`
-  is still caught.
+  is still caught. With `nofollow` a symbolic link is not followed (`O_NOFOLLOW`);
+  with `root` the file actually opened (its descriptor's real path, not the path
+  asked for) must lie inside that folder.
+- `real_path_of`: where the file open on a descriptor really is.
 - `private_dir` / `private_file`: folders the worker creates are 0700, its files 0600.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -39,6 +43,22 @@ class Entry:
 
 class NotRegularFile(OSError):
     """The path is a folder, FIFO, socket or device: it is not opened for reading."""
+
+
+class OutsideRoot(OSError):
+    """The file opened lies outside `input.root` (e.g. reached through a link)."""
+
+
+class IsLink(OSError):
+    """The path is a symbolic link and links are not followed."""
+
+
+def real_path_of(fd: int) -> Path | None:
+    """The real path of the file open on `fd` (Linux: /proc/self/fd), None if unknown."""
+    try:
+        return Path(f"/proc/self/fd/{fd}").readlink()
+    except OSError:
+        return None
 
 
 def special_kind(mode: int) -> str | None:
@@ -177,19 +197,37 @@ def _inspect(entry: os.DirEntry[str], parts: tuple[str, ...], real_root: Path,
     return Entry(path, parts)
 
 
-def open_regular(path: Path) -> BinaryIO:
+def _opened_inside(fd: int, root: Path) -> bool:
+    real = real_path_of(fd)
+    return real is not None and _inside(real, Path(os.path.realpath(root)))
+
+
+def open_regular(path: Path, *, nofollow: bool = False, root: Path | None = None) -> BinaryIO:
     """Open `path` for reading if it is a regular file; `NotRegularFile` otherwise.
 
     O_NONBLOCK: opening a FIFO never waits for a writer; O_NOCTTY: a terminal
-    never becomes ours. The type is checked on the descriptor itself.
+    never becomes ours. The type is checked on the descriptor itself. `nofollow`: a
+    link is refused (`IsLink`), never followed. `root`: the file opened, by its
+    descriptor, must be inside `root` (`OutsideRoot`), whatever the path said.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
+    if nofollow:
+        flags |= os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if nofollow and exc.errno == errno.ELOOP:
+            raise IsLink(exc.errno, "a symbolic link; not followed", str(path)) from None
+        raise
     try:
         kind = special_kind(os.fstat(fd).st_mode)
+        outside = kind is None and root is not None and not _opened_inside(fd, root)
     except BaseException:
         os.close(fd)
         raise
+    if outside:
+        os.close(fd)
+        raise OutsideRoot(0, f"the file opened is outside input.root ({root})", str(path))
     if kind is not None:
         os.close(fd)
         raise NotRegularFile(0, f"not a regular file ({kind})", str(path))

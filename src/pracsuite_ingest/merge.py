@@ -58,11 +58,15 @@ def read_part(folder: Path) -> dict[str, Any]:
     if not isinstance(items, list) or not isinstance(doc.get("run_id"), str):
         raise ConfigError(f"{path}: not a pracsuite-ingest report (no run_id or items)")
     for n, item in enumerate(items, start=1):
-        if not isinstance(item, dict) or not set(rpt.ITEM_COLUMNS) <= item.keys():
+        if not isinstance(item, dict) or not set(REQUIRED_COLUMNS) <= item.keys():
             raise ConfigError(f"{path}: item {n} lacks report columns")
         if item["status"] not in STATUSES:
             raise ConfigError(f"{path}: item {n} has an unknown status {item['status']!r}")
     return doc
+
+
+# `verified` came later: a report without it is still merged (its items count as unverified).
+REQUIRED_COLUMNS = tuple(c for c in rpt.ITEM_COLUMNS if c != "verified")
 
 
 def check_parts(folders: Sequence[Path], out: Path) -> None:
@@ -105,7 +109,7 @@ def merge(parts: Iterable[tuple[Path, dict[str, Any]]], now: datetime) -> dict[s
     by_practice: dict[str, list[dict[str, Any]]] = {}
     for folder, doc in parts:
         practice, shard = practice_and_shard(folder)
-        summary = rpt.summarise(it["status"] for it in doc["items"])
+        summary = rpt.summarise_items(doc["items"])
         items.extend(doc["items"])
         entry = {"dir": str(folder), "practice": practice,
                  "shard": f"{shard[0]}/{shard[1]}" if shard else None,
@@ -122,7 +126,7 @@ def merge(parts: Iterable[tuple[Path, dict[str, Any]]], now: datetime) -> dict[s
         "run_id": f"merged-{now:%Y-%m-%dT%H-%M-%SZ}-{secrets.token_hex(2)}",
         "started_at": min(starts, default=None),
         "finished_at": max(ends, default=None),
-        "summary": rpt.summarise(it["status"] for it in items),
+        "summary": rpt.summarise_items(items),
         "items": items,
         "practices": practices,
         "parts": entries,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -54,13 +55,33 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """Which file, in which state: equal identities mean the same inode, unchanged."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Identity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
 class LocalFile:
-    """A row whose file passed every local check."""
+    """A row whose file passed every local check.
+
+    `path` is the file that was checked, as opened (its real path where the system
+    tells it); `identity` what it was when checked (None when not known, e.g. an
+    upload sent again from the state file: then only its bytes are compared).
+    """
 
     row: Row
     path: Path
     size: int
     sha256: str
+    identity: Identity | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,14 @@ from pracsuite_ingest.admission import Action, admit
 from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.bandwidth import BandwidthCap
 from pracsuite_ingest.counters import Counters
-from pracsuite_ingest.errors import Fatal, OutcomeUnknown, Permanent, PolicyExpired, Retryable
+from pracsuite_ingest.errors import (
+    Fatal,
+    OutcomeUnknown,
+    Permanent,
+    PolicyExpired,
+    Retryable,
+    SourceChanged,
+)
 from pracsuite_ingest.filters import NO_FILTER
 from pracsuite_ingest.guards import tls_context
 from pracsuite_ingest.logs import bind_context, get_logger
@@ -129,6 +136,10 @@ class Run:
         cap = settings.upload.max_bytes_per_second
         self._bandwidth = BandwidthCap(cap) if cap else None  # one for every upload
         self._share = cap / settings.upload.concurrency  # each upload's share of the cap
+        # Where links are not followed (a folder walked without following them), the
+        # check opens without following one either; input.root binds the file opened.
+        self._nofollow = bool(settings.input.source_dir) and not settings.input.follow_symlinks
+        self._root = Path(settings.input.root) if settings.input.root else None
 
     # ---------------------------------------------------------------- the scan phase
     def rows(self) -> Iterator[Row]:
@@ -216,7 +227,8 @@ class Run:
         try:
             bind_context(client_id=row.client_id, item=seq, stage="scan")  # this task only
             try:
-                local: LocalFile | str = await check_local(row)
+                local: LocalFile | str = await check_local(
+                    row, nofollow=self._nofollow, root=self._root)
             except asyncio.CancelledError:
                 self._not_started(seq, row)  # stopped while checked: the row keeps its item
                 raise
@@ -335,10 +347,10 @@ class Run:
                     assert self.session is not None
                     self.counters.in_flight += 1
                     try:
-                        await upload_file(self.session, p, local.path, local.row.file_name,
+                        await upload_file(self.session, p, local, local.row.file_name,
                                           timeout=upload_timeout(
                                               local.size, self._upload_cap_s, self._share),
-                                          cap=self._bandwidth)
+                                          cap=self._bandwidth, root=self._root)
                     finally:
                         self.counters.in_flight -= 1
 
@@ -360,6 +372,12 @@ class Run:
             self.counters.tally(Stage.UPLOADED)
             log.debug("item uploaded", stage="upload", attempts=attempts,
                       file_name=local.row.file_name)
+        except SourceChanged as exc:
+            # S3 holds nothing of it: the report shows no size or hash it does not hold.
+            self.state.set_stage(item_id, Stage.FAILED, error=str(exc), size=None, sha256=None)
+            self.counters.tally(Stage.FAILED)
+            log.warning("item failed", stage="upload", error=str(exc),
+                        file_name=local.row.file_name)
         except OutcomeUnknown as exc:
             self.state.set_stage(item_id, Stage.UPLOADING, outcome_unknown=True,
                                  error=f"{exc}; reconciling before any re-send")

@@ -1,29 +1,50 @@
 """The reconcile polling loop (I/O): ask PracSuite until every upload has its record.
 
 The matching itself is pure and lives in `reconcile.py`; this loop owns the deadline,
-the poll intervals, and the one decision that lets a lost upload be sent again.
+the poll intervals, the downloads that let the bytes decide (`verification.py`), and
+the one decision that lets a lost upload be sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+from functools import partial
 from typing import Any
 
+from pracsuite_ingest import MAX_FILE_BYTES
 from pracsuite_ingest import reconcile as rc
-from pracsuite_ingest.api import PracSuiteClient
+from pracsuite_ingest.api import PracSuiteClient, RecordRef
 from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.errors import Permanent, Retryable
 from pracsuite_ingest.models import Stage
 from pracsuite_ingest.retry import PolicyRetrier
 from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.state import ItemRecord, State
+from pracsuite_ingest.verification import Verifier, VerifyFailed
 
 
 def _upload_of(item: ItemRecord, before: frozenset[str]) -> rc.Upload:
     return rc.Upload(item.id, item.client_id, item.file_name, item.size, item.key or "",
-                     before)
+                     before, item.sha256)
+
+
+def ambiguous_error(records: list[str]) -> str:
+    """Why an upload was left unclaimed with verification off, and what would decide."""
+    ids = ", ".join(records)
+    return (f"{len(records)} new PracSuite records share this file's name and size "
+            f"(attachment ids {ids}) and name and size cannot tell which is this upload's; "
+            "reconcile.verify = \"off\" reads no bytes, so none was claimed: set "
+            "reconcile.verify = \"ambiguous\" and run `pracsuite-ingest reconcile` to let "
+            "the bytes decide")
+
+
+def differ_note(records: set[str]) -> str:
+    ids = ", ".join(sorted(records, key=rc._sort_key))
+    return (f"; {len(records)} new record(s) with the same name and size hold other bytes "
+            f"(attachment ids {ids}): someone else's, not claimed")
 
 
 async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Settings,
@@ -63,6 +84,12 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
                     delay_s=round(delay, 2))
 
     names: dict[str, str] = {}
+    answers: dict[str, rc.PresignAnswer] = {}  # presign_url answers: names and GET URLs
+    digests: dict[str, rc.Digest] = {}  # records whose bytes were read
+    ambiguous: dict[int, list[str]] = {}  # verify off: candidates left unclaimed
+    differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
+    verify = settings.reconcile.verify
+    verifier = Verifier(api.session, settings.reconcile.verify_concurrency)
     call = PolicyRetrier(settings.api.max_attempts, random.Random(), on_retry)
     snapshots: dict[tuple[str, str], frozenset[str]] = {}  # a snapshot, once taken, is fixed
 
@@ -77,31 +104,82 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
             snapshots[at] = frozenset(taken)
         return snapshots[at]
 
+    async def read_bytes(client_id: str, uploads: list[rc.Upload],
+                         evidence: rc.Evidence, links: dict[str, str]) -> None:
+        """Download what the bytes must decide; each digest is kept as it comes, so a
+        poll cut by its time limit loses none of those already read."""
+        decision = rc.decide(uploads, evidence, verify, digests)
+        if not decision.download:
+            return
+
+        async def read_answer(rid: str) -> rc.PresignAnswer:
+            data = await call(partial(api.record_presign, RecordRef(rid, links.get(rid, ""))))
+            return rc.presign_answer(data, time.monotonic())
+
+        def failed(rid: str, reason: str) -> None:
+            log.warning("record bytes not read; the next poll tries again",
+                        stage="verify", client_id=client_id, attachment_id=rid, error=reason)
+
+        limit = max((u.size for u in uploads if u.size is not None), default=MAX_FILE_BYTES)
+        await verifier.digest_records(decision.download, answers, read_answer, limit,
+                                      digests, failed)
+        log.debug("record bytes read", stage="verify", client_id=client_id,
+                  records=len(decision.download), downloads_total=verifier.downloads,
+                  bytes_total=verifier.bytes_read)
+
     async def poll(client_id: str, items: list[ItemRecord], limit_s: float) -> bool:
         """One complete look at the client's records; False if PracSuite could not be asked."""
         claims = state.claims(client_id)
         uploads = [_upload_of(i, before(i)) for i in items]
-        found = rc.proven_by_own_key(uploads, claims)
+        # Another row of the same upload (same key) claimed its record: that is proof.
+        found: dict[int, tuple[str, bool]] = {
+            i: (r, False) for i, r in rc.proven_by_own_key(uploads, claims).items()}
         waiting = [u for u in uploads if u.item_id not in found]
+        evidence: rc.Evidence | None = None
+        complete = True
+        wanted = {rc.nfc(u.file_name) for u in waiting} if verify != "off" else set()
+        limit = max((u.size for u in waiting if u.size is not None), default=MAX_FILE_BYTES)
+        links: dict[str, str] = {}
+
+        async def read_early(rid: str, answer: rc.PresignAnswer) -> None:
+            """A record whose name is an upload's: its bytes now, while the URL is fresh."""
+            if rid not in digests and rc.nfc(answer.file_name) in wanted:
+                with contextlib.suppress(VerifyFailed):
+                    digests[rid] = await verifier.digest_bounded(answer.url, limit)
+
         try:
             if waiting:
                 async with asyncio.timeout(limit_s):
-                    found |= await rc.match_client(api, client_id, waiting, claims.keys(),
-                                                   names, call)
+                    evidence = await rc.match_client(api, client_id, waiting, claims.keys(),
+                                                     names, call, answers, read_early, links)
+                    await read_bytes(client_id, waiting, evidence, links)
         except (Permanent, Retryable, TimeoutError) as exc:
             log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
                         error=str(exc) or type(exc).__name__)
-            return False
+            if evidence is None:
+                return False
+            complete = False  # the list was read: claim what the bytes read so far prove
+        if evidence is not None:
+            decision = rc.decide(waiting, evidence, verify, digests)
+            found |= decision.claims
+            for item in items:
+                if item.id in decision.ambiguous:
+                    ambiguous[item.id] = decision.ambiguous[item.id]
+                else:
+                    ambiguous.pop(item.id, None)
+                if item.id in decision.differ:
+                    differ.setdefault(item.id, set()).update(decision.differ[item.id])
         by_id = {i.id: i for i in items}
-        for item_id, record in found.items():
-            state.set_stage(item_id, Stage.VALIDATED, attachment_id=record, error=None)
+        for item_id, (record, verified) in found.items():
+            state.set_stage(item_id, Stage.VALIDATED, attachment_id=record, error=None,
+                            verified=True if verified else None)
             c.tally(Stage.VALIDATED)
             c.awaiting -= 1
             log.info("item validated", stage="reconcile", client_id=client_id,
-                     item=by_id[item_id].seq, attachment_id=record,
+                     item=by_id[item_id].seq, attachment_id=record, verified=verified,
                      file_name=by_id[item_id].file_name)
         state.commit()  # one commit per poll, not per record
-        return True
+        return complete
 
     def by_client(items: list[ItemRecord]) -> dict[str, list[ItemRecord]]:
         out: dict[str, list[ItemRecord]] = {}
@@ -137,6 +215,11 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
     waited = time.monotonic() - started
     absent: set[int] = set()
     for item in state.awaiting(run_id):
+        note = differ_note(differ[item.id]) if item.id in differ else ""
+        if item.id in ambiguous:
+            # Its record may be among the candidates: never sent again on a guess.
+            state.set_stage(item.id, Stage.MISSING, error=ambiguous_error(ambiguous[item.id]))
+            continue
         if item.outcome_unknown or item.stage is Stage.UPLOADING:
             if item.client_id in asked:
                 error = (f"S3's answer to the upload was lost and no PracSuite record "
@@ -149,7 +232,8 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
             state.set_stage(item.id, Stage.MISSING, error=error, outcome_unknown=True)
         else:
             error = (f"S3 accepted the upload but no PracSuite record appeared within "
-                     f"{waited:.0f}s; run `pracsuite-ingest reconcile` later to look again")
+                     f"{waited:.0f}s; run `pracsuite-ingest reconcile` later to look again"
+                     f"{note}")
             state.set_stage(item.id, Stage.MISSING, error=error)
     state.commit()
     return absent

@@ -25,7 +25,7 @@ from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.visible import visible
 
 ITEM_COLUMNS = ("client_id", "path", "file_name", "size", "sha256", "status", "attachment_id",
-                "key", "error", "attempts", "extra")
+                "key", "error", "attempts", "verified", "extra")
 
 _STAGE_STATUS = {
     Stage.VALIDATED: Status.VALIDATED,
@@ -71,7 +71,9 @@ def item_dict(item: ItemRecord, state: State) -> dict[str, Any]:
         "size": item.size, "sha256": item.sha256, "status": status.value,
         "attachment_id": attachment_id, "key": key,
         "error": None if status is Status.VALIDATED or item.error is None else scrub(item.error),
-        "attempts": item.attempts, "extra": item.extra,
+        "attempts": item.attempts,
+        "verified": True if status is Status.VALIDATED and item.verified else None,
+        "extra": item.extra,
     }
 
 
@@ -80,13 +82,30 @@ def items_of(state: State, run_id: str) -> Iterator[dict[str, Any]]:
         yield item_dict(item, state)
 
 
-def summarise(statuses: Iterable[str]) -> dict[str, int]:
+def summarise(statuses: Iterable[str], verified: int = 0) -> dict[str, int]:
+    """Items per status; `verified` counts the validated items whose record's bytes
+    were downloaded and found equal to the file's."""
     counts = Counter(statuses)
     summary = {"total": sum(counts.values())}
     summary.update({s.value: counts.get(s.value, 0) for s in (
         Status.VALIDATED, Status.MISSING, Status.FAILED, Status.INVALID, Status.SKIPPED,
         Status.PENDING)})
+    summary["verified"] = verified
     return summary
+
+
+def summarise_items(items: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """`summarise` of report items, in one pass."""
+    verified = 0
+
+    def statuses() -> Iterator[str]:
+        nonlocal verified
+        for it in items:
+            verified += 1 if it.get("verified") else 0
+            yield it["status"]
+
+    counts = Counter(statuses())
+    return summarise(counts.elements(), verified)
 
 
 def _atomic_write(path: Path, content: str | Callable[[TextIO], None]) -> None:
@@ -154,7 +173,7 @@ def write_csv(fh: TextIO, items: Iterable[Mapping[str, Any]]) -> None:
     writer.writerow(ITEM_COLUMNS)
     for it in items:
         writer.writerow([csv_cell(json.dumps(it[c], ensure_ascii=False) if c == "extra"
-                                  else ("" if it[c] is None else it[c])) for c in ITEM_COLUMNS])
+                                  else ("" if it.get(c) is None else it[c])) for c in ITEM_COLUMNS])
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -219,7 +238,7 @@ def build(state: State, run_id: str) -> dict[str, Any]:
         "run_id": run_id,
         "started_at": info.get("started_at"),
         "finished_at": info.get("finished_at"),
-        "summary": summarise(it["status"] for it in items),
+        "summary": summarise_items(items),
         "items": items,
     }
 
@@ -250,5 +269,7 @@ def summary_text(doc: dict[str, Any], path: Path | None) -> str:
     s = doc["summary"]
     parts = [f"{k} {s[k]}" for k in ("validated", "skipped", "missing", "failed", "invalid",
                                      "pending") if s[k]]
+    if s.get("verified"):
+        parts.insert(1, f"verified by their bytes {s['verified']}")
     line = f"run {doc['run_id']}: {s['total']} items" + (": " + ", ".join(parts) if parts else "")
     return visible(line + (f"\nreport: {path}" if path else ""), keep_lines=True)

@@ -39,9 +39,13 @@ _ADVICE: tuple[tuple[str, str, str], ...] = (
     ("failed", "expired", "Check the network speed, or lower "
      "upload.concurrency; then run again."),
     ("failed", "EntityTooLarge", "Make the file smaller than 100 MB, then run again."),
+    ("failed", "changed while being sent", "Nothing was stored. Leave the file as it is now "
+     "and run again: it is checked and sent then."),
     ("failed", "", "Fix what the error says, then run again (only unsent files are sent)."),
     ("missing", "lost", "Nothing yet: the next run checks PracSuite once more, then sends it "
      "again if there is still no record."),
+    ("missing", "reconcile.verify", "Let the bytes decide: set reconcile.verify = "
+     "\"ambiguous\" and run `pracsuite-ingest reconcile`."),
     ("missing", "", "Run `pracsuite-ingest reconcile` later. If it stays missing, look for it "
      "in PracSuite before running again."),
     ("invalid", "file not found", "Check the path (a relative path is relative to the "
@@ -129,8 +133,10 @@ def verdict(summary: Mapping[str, int]) -> tuple[str, str]:
     if total == 0:
         return "warn", "No items: the input had no rows (or every row was filtered out)."
     if bad == 0:
+        proof = (f" {summary['verified']:,} of them proven by their bytes."
+                 if summary.get("verified") else "")
         return "ok", (f"All {total:,} items are in PracSuite: {summary.get('validated', 0):,} "
-                      f"validated now, {summary.get('skipped', 0):,} already there.")
+                      f"validated now, {summary.get('skipped', 0):,} already there.{proof}")
     parts = ", ".join(f"{summary[s]:,} {s}" for s in ATTENTION if summary.get(s))
     return "bad", f"{bad:,} of {total:,} items need attention ({parts}); see below."
 
@@ -155,7 +161,7 @@ h3{font-size:16px;margin:20px 0 4px}
 .tile.zero{opacity:.55}
 .s-validated{border-top-color:#1a7f37}.s-skipped{border-top-color:#8c959f}
 .s-missing,.s-pending{border-top-color:#bf8700}.s-failed,.s-invalid{border-top-color:#cf222e}
-.s-total{border-top-color:#0969da}
+.s-total{border-top-color:#0969da}.s-verified{border-top-color:#116329}
 dl.times{display:grid;grid-template-columns:max-content auto;gap:2px 16px;margin:8px 0}
 dl.times dt{color:#59636e}dl.times dd{margin:0;font-variant-numeric:tabular-nums}
 table{border-collapse:collapse;width:100%;background:#fff;margin:6px 0 10px;font-size:14px}
@@ -249,6 +255,10 @@ def render(doc: Mapping[str, Any], extra_sections: str = "", charts: str = "") -
     tiles = "".join(
         f"<div class='tile s-{k}{' zero' if not s.get(k) else ''}'><b>{s.get(k, 0):,}</b>"
         f"<span>{esc(k)}</span></div>" for k in ["total", *STATUSES])
+    tiles += (f"<div class='tile s-verified{' zero' if not s.get('verified') else ''}' "
+              f"title='validated items whose record&#39;s bytes were downloaded and equal "
+              f"the file&#39;s (reconcile.verify)'><b>{s.get('verified', 0):,}</b>"
+              "<span>verified by bytes</span></div>")
 
     started, finished = _when(doc.get("started_at")), _when(doc.get("finished_at"))
     times = [("Started", esc(_moment(doc.get("started_at"), "—"))),

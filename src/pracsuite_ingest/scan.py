@@ -22,21 +22,25 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePath
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import aiofiles.os
 
 from pracsuite_ingest import MAX_FILE_BYTES
 from pracsuite_ingest import manifest_format as mf
 from pracsuite_ingest.localfs import (
+    FOLLOW_HINT,
+    IsLink,
     NotRegularFile,
+    OutsideRoot,
     has_surrogates,
     open_regular,
     printable,
+    real_path_of,
     special_kind,
     walk,
 )
-from pracsuite_ingest.models import LocalFile, Row
+from pracsuite_ingest.models import Identity, LocalFile, Row
 from pracsuite_ingest.visible import name_problem
 
 HASH_CHUNK = 1 << 20
@@ -303,61 +307,89 @@ def hash_file(path: Path, limit: int = MAX_FILE_BYTES + 1,
     """(bytes read, sha256 hex), reading in 1 MiB chunks, never more than `limit` bytes
     (a "file" that keeps giving, e.g. under /proc, is not read to its end); `stop`, when
     set, ends the reading at the next chunk (`Stopped`). Blocking: run in a thread."""
+    with open_regular(path) as fh:
+        return _hash_open(fh, limit, stop)
+
+
+def _hash_open(fh: BinaryIO, limit: int, stop: threading.Event | None) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
-    with open_regular(path) as fh:
-        while size < limit and (chunk := fh.read(min(HASH_CHUNK, limit - size))):
-            if stop is not None and stop.is_set():
-                raise Stopped
-            digest.update(chunk)
-            size += len(chunk)
+    while size < limit and (chunk := fh.read(min(HASH_CHUNK, limit - size))):
+        if stop is not None and stop.is_set():
+            raise Stopped
+        digest.update(chunk)
+        size += len(chunk)
     return size, digest.hexdigest()
 
 
-def inspect_file(row: Row, path: Path, stop: threading.Event | None = None) -> LocalFile | str:
-    """stat, the type and size checks, then sha256: blocking, so it runs in a thread.
-
-    One thread hand-off per file instead of two (stat, then hash): at a few hundred
-    files a second the hand-offs themselves are a tenth of the worker's CPU.
-    """
-    try:
-        st = path.stat()
-    except FileNotFoundError:
+def _open_problem(path: Path, exc: Exception) -> str:
+    """Why `path` could not be opened for its check, in words."""
+    if isinstance(exc, FileNotFoundError):
         return "file not found"
-    except PermissionError:
-        return "file not readable (permission denied on a parent folder)"
-    except OSError as exc:
-        return f"cannot stat file: {exc.strerror}"
-    except ValueError:  # a NUL byte that got this far
+    if isinstance(exc, IsLink):
+        return f"symbolic link not followed ({FOLLOW_HINT})"
+    if isinstance(exc, OutsideRoot):
+        return f"{exc.strerror}; not read"
+    if isinstance(exc, NotRegularFile):
+        return f"{exc.strerror}; not opened"
+    if isinstance(exc, PermissionError):
+        return "file not readable (permission denied)"
+    if isinstance(exc, ValueError):  # a NUL byte that got this far
         return "path contains a NUL byte"
-    kind = special_kind(st.st_mode)
+    try:  # e.g. a socket cannot be opened at all: say what it is
+        kind = special_kind(path.stat().st_mode)
+    except OSError:
+        kind = None
     if kind is not None:
         return f"not a regular file ({kind}); not opened"
-    if st.st_size > MAX_FILE_BYTES:
-        return (f"file is {st.st_size:,} bytes; PracSuite accepts at most "
-                f"{MAX_FILE_BYTES:,} bytes (100 MB)")
+    return f"cannot open file: {getattr(exc, 'strerror', None) or type(exc).__name__}"
+
+
+def inspect_file(row: Row, path: Path, stop: threading.Event | None = None, *,
+                 nofollow: bool = False, root: Path | None = None) -> LocalFile | str:
+    """Open once, the type and size checks on the descriptor, then sha256: blocking, so
+    it runs in a thread (one hand-off per file).
+
+    The file is opened once and everything is judged on that descriptor, so a file
+    swapped between two system calls is never checked in one shape and read in
+    another. `nofollow`: a link is not followed. `root`: the file actually opened must
+    be inside it. The `LocalFile` carries the opened file's real path and `Identity`,
+    which the upload compares before it sends a byte (`formbody.open_with_first_chunk`).
+    """
     try:
-        # One byte past the size it claims, and never past the limit: enough to tell a
-        # file that keeps giving bytes.
-        size, sha = hash_file(path, min(st.st_size, MAX_FILE_BYTES) + 1, stop)
-    except NotRegularFile as exc:  # swapped for a FIFO or a device since the stat
-        return f"{exc.strerror}; not read"
-    except PermissionError:
-        return "file not readable (permission denied)"
-    except OSError as exc:
-        return f"cannot read file: {exc.strerror}"
-    if size > st.st_size:
-        return (f"file gives more bytes than its size ({st.st_size:,}): it is still being "
-                "written, or it is not a real file (e.g. under /proc); not read further")
-    if size != st.st_size:
-        return "file changed while being read; run again once it is complete"
-    return LocalFile(row=row, path=path, size=size, sha256=sha)
+        fh = open_regular(path, nofollow=nofollow, root=root)
+    except (OSError, ValueError) as exc:
+        return _open_problem(path, exc)
+    with fh:
+        try:
+            before = os.fstat(fh.fileno())
+            if before.st_size > MAX_FILE_BYTES:
+                return (f"file is {before.st_size:,} bytes; PracSuite accepts at most "
+                        f"{MAX_FILE_BYTES:,} bytes (100 MB)")
+            # One byte past the size it claims, and never past the limit: enough to tell
+            # a file that keeps giving bytes.
+            size, sha = _hash_open(fh, min(before.st_size, MAX_FILE_BYTES) + 1, stop)
+            after = os.fstat(fh.fileno())
+        except PermissionError:
+            return "file not readable (permission denied)"
+        except OSError as exc:
+            return f"cannot read file: {exc.strerror}"
+        if size > before.st_size:
+            return (f"file gives more bytes than its size ({before.st_size:,}): it is still "
+                    "being written, or it is not a real file (e.g. under /proc); not read "
+                    "further")
+        identity = Identity.of(after)
+        if size != before.st_size or Identity.of(before) != identity:
+            return "file changed while being read; run again once it is complete"
+        real = real_path_of(fh.fileno()) or path
+    return LocalFile(row=row, path=real, size=size, sha256=sha, identity=identity)
 
 
 _inspect_file = aiofiles.os.wrap(inspect_file)  # in the loop's default executor
 
 
-async def check_local(row: Row) -> LocalFile | str:
+async def check_local(row: Row, *, nofollow: bool = False,
+                      root: Path | None = None) -> LocalFile | str:
     """The row's file, checked and hashed; or the reason it cannot be sent.
 
     The file system is touched only in a worker thread (`inspect_file`, through
@@ -373,7 +405,8 @@ async def check_local(row: Row) -> LocalFile | str:
         return problem
     stop = threading.Event()
     try:
-        result: LocalFile | str = await _inspect_file(row, Path(row.path), stop)
+        result: LocalFile | str = await _inspect_file(row, Path(row.path), stop,
+                                                      nofollow=nofollow, root=root)
     except asyncio.CancelledError:
         stop.set()  # Ctrl-C, SIGTERM: the thread stops at its next chunk
         raise

@@ -102,6 +102,8 @@ class UploadSettings(_Section):
 class ReconcileSettings(_Section):
     deadline_s: float = Field(default=900.0, ge=0)
     poll_interval_s: float = Field(default=10.0, gt=0)
+    verify: Literal["off", "ambiguous", "all"] = "ambiguous"
+    verify_concurrency: int = Field(default=4, ge=1, le=64)
 
 
 class StateSettings(_Section):

@@ -19,6 +19,7 @@ import fcntl
 import json
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,8 @@ CREATE TABLE IF NOT EXISTS items (
   duplicate_of INTEGER,
   uploaded_at REAL,
   updated_at REAL NOT NULL,
+  name_nfc TEXT,
+  verified INTEGER,
   UNIQUE (run_id, seq)
 );
 CREATE INDEX IF NOT EXISTS items_identity ON items (client_id, file_name, sha256);
@@ -94,6 +97,33 @@ CREATE TABLE IF NOT EXISTS snapshot_done (
 
 DEAD_RUN = "interrupted"  # a run found `running` by the next process to take the lock
 
+# Columns added after the first release: a state file without them gains them at open.
+ADDED_COLUMNS = (("name_nfc", "TEXT"), ("verified", "INTEGER"))
+NFC_INDEX = ("CREATE INDEX IF NOT EXISTS items_identity_nfc "
+             "ON items (client_id, name_nfc, sha256)")
+
+
+def nfc(name: str) -> str:
+    """A file name as identity compares it: Unicode NFC, so that the same name written
+    composed (NFC) or decomposed (NFD, as macOS writes it) is one name."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Add the columns a state file of an earlier version lacks, and fill `name_nfc`."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+    missing = [(name, kind) for name, kind in ADDED_COLUMNS if name not in have]
+    if missing:
+        conn.execute("BEGIN")
+        for name, kind in missing:
+            conn.execute(f"ALTER TABLE items ADD COLUMN {name} {kind}")
+        rows = conn.execute("SELECT id, file_name FROM items").fetchall()
+        conn.executemany("UPDATE items SET name_nfc = ? WHERE id = ?",
+                         [(nfc(name), item_id) for item_id, name in rows])
+        conn.execute("COMMIT")
+    conn.execute(NFC_INDEX)
+
+
 # Stages whose upload reached S3, or may have: such an item is reconciled, never re-sent blindly.
 RECONCILE_STAGES = (Stage.UPLOADED.value, Stage.MISSING.value)
 
@@ -121,11 +151,12 @@ class ItemRecord:
     snapshot_run: str | None
     duplicate_of: int | None
     uploaded_at: float | None
+    verified: bool | None = None  # the record's bytes were downloaded and equal the file's
 
 
 _COLUMNS = ("id, run_id, seq, line, client_id, path, file_name, size, sha256, extra, stage, "
             "error, attempts, key, attachment_id, outcome_unknown, snapshot_run, duplicate_of, "
-            "uploaded_at")
+            "uploaded_at, verified")
 
 
 def _item(row: tuple[Any, ...]) -> ItemRecord:
@@ -133,6 +164,7 @@ def _item(row: tuple[Any, ...]) -> ItemRecord:
     values[9] = json.loads(values[9])
     values[10] = Stage(values[10])
     values[15] = bool(values[15])
+    values[19] = None if values[19] is None else bool(values[19])
     return ItemRecord(*values)
 
 
@@ -173,6 +205,7 @@ class State:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
+            _upgrade(conn)
             if lock:
                 # We hold the lock, so no other process runs on this state file: a run
                 # still `running` died without a word (SIGKILL, power cut, OOM).
@@ -265,10 +298,11 @@ class State:
                  duplicate_of: int | None = None) -> int:
         now = time.time()
         cur = self._write(
-            "INSERT INTO items (run_id, seq, line, client_id, path, file_name, size, sha256, "
-            "extra, stage, error, key, attachment_id, snapshot_run, outcome_unknown, "
-            "uploaded_at, duplicate_of, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (run_id, seq, row.line, row.client_id, row.path, row.file_name,
+            "INSERT INTO items (run_id, seq, line, client_id, path, file_name, name_nfc, size, "
+            "sha256, extra, stage, error, key, attachment_id, snapshot_run, outcome_unknown, "
+            "uploaded_at, duplicate_of, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, seq, row.line, row.client_id, row.path, row.file_name, nfc(row.file_name),
              local.size if local else None, local.sha256 if local else None,
              json.dumps(row.extra, ensure_ascii=False, default=str), stage.value, error, key,
              attachment_id, snapshot_run, int(outcome_unknown), uploaded_at, duplicate_of, now),
@@ -282,7 +316,7 @@ class State:
         else is a bug and raises `IllegalTransition` (nothing is written).
         """
         allowed = {"error", "attempts", "key", "attachment_id", "outcome_unknown",
-                   "snapshot_run", "uploaded_at"}
+                   "snapshot_run", "uploaded_at", "size", "sha256", "verified"}
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"not an item column: {sorted(bad)}")
@@ -323,29 +357,31 @@ class State:
 
     def find_in_run(self, run_id: str, client_id: str, file_name: str,
                     sha256: str) -> ItemRecord | None:
-        """The earliest admitted (not skipped) item of this run with the same identity."""
+        """The earliest admitted (not skipped) item of this run with the same identity
+        (client, file name in NFC, sha256)."""
         # INDEXED BY: left alone, SQLite walks the (run_id, seq) index to skip the sort,
         # reading every item of the run per look-up (quadratic: 10k rows took 10 s).
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items INDEXED BY items_identity "  # noqa: S608
-            "WHERE run_id = ? AND client_id = ? AND file_name = ? "
+            f"SELECT {_COLUMNS} FROM items INDEXED BY items_identity_nfc "  # noqa: S608
+            "WHERE run_id = ? AND client_id = ? AND name_nfc = ? "
             "AND sha256 = ? AND stage NOT IN ('skipped', 'invalid') ORDER BY seq LIMIT 1",
-            (run_id, client_id, file_name, sha256)).fetchone()
+            (run_id, client_id, nfc(file_name), sha256)).fetchone()
         return _item(row) if row else None
 
     def find_earlier(self, run_id: str, client_id: str, file_name: str,
                      sha256: str) -> ItemRecord | None:
-        """The most telling item of an earlier run with the same identity.
+        """The most telling item of an earlier run with the same identity (client, file
+        name in NFC, sha256).
 
         A validated one first; else one whose upload reached S3 or may have
         (it must be reconciled, not sent again); else None (send it).
         """
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE run_id != ? AND client_id = ? AND file_name = ? "  # noqa: S608
-            "AND sha256 = ? AND (stage IN ('validated', 'uploaded', 'missing') "
+            f"SELECT {_COLUMNS} FROM items WHERE run_id != ? AND client_id = ? "  # noqa: S608
+            "AND name_nfc = ? AND sha256 = ? AND (stage IN ('validated', 'uploaded', 'missing') "
             "  OR (stage = 'uploading')) "
             "ORDER BY CASE stage WHEN 'validated' THEN 0 ELSE 1 END, id DESC LIMIT 1",
-            (run_id, client_id, file_name, sha256)).fetchone()
+            (run_id, client_id, nfc(file_name), sha256)).fetchone()
         return _item(row) if row else None
 
     def item(self, item_id: int) -> ItemRecord | None:

@@ -20,12 +20,18 @@ from pracsuite_ingest.errors import (
     Permanent,
     PolicyExpired,
     Retryable,
+    SourceChanged,
     Throttled,
     describe_s3_error,
 )
-from pracsuite_ingest.formbody import content_type_of, form_body, open_with_first_chunk
+from pracsuite_ingest.formbody import (
+    FileChanged,
+    content_type_of,
+    form_body,
+    open_with_first_chunk,
+)
 from pracsuite_ingest.guards import SMALL_BODY_LIMIT, BodyTooLarge, read_capped
-from pracsuite_ingest.models import Presigned
+from pracsuite_ingest.models import LocalFile, Presigned
 
 RETRYABLE_S3_CODES = frozenset(
     {"SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable"})
@@ -95,11 +101,12 @@ def build_form(presigned: Presigned, file: object, file_name: str) -> aiohttp.Fo
 async def upload_file(
     session: aiohttp.ClientSession,
     presigned: Presigned,
-    path: Path,
+    path: Path | LocalFile,
     file_name: str,
     *,
     timeout: aiohttp.ClientTimeout | None = None,  # noqa: ASYNC109 - aiohttp's own timeouts
     cap: BandwidthCap | None = None,
+    root: Path | None = None,
 ) -> None:
     """POST `path` to the presigned form; return on 204, raise what the caller acts on.
 
@@ -109,17 +116,33 @@ async def upload_file(
     known size, so the request carries a Content-Length and is never chunked (S3
     answers 411 to a chunked POST); the file is streamed from disk in chunks, never
     read whole into memory.
+
+    Given the checked `LocalFile`, the bytes sent are the bytes checked: the file is
+    opened without following a link (inside `root`), its identity compared with the
+    check's, and what is streamed hashed; anything different fails the upload before
+    the body is complete, so S3 stores nothing (`SourceChanged`).
     """
+    local = path if isinstance(path, LocalFile) else None
+    where = local.path if local is not None else path
+    assert isinstance(where, Path)
     try:
         # Opened and the first chunk read in one thread hand-off; never blocks on a
         # swapped-in FIFO.
-        fh, first = await asyncio.to_thread(open_with_first_chunk, path)
+        fh, first = await asyncio.to_thread(
+            open_with_first_chunk, where,
+            identity=local.identity if local is not None else None, root=root)
+    except FileChanged:
+        raise SourceChanged() from None
     except OSError as exc:
         raise Permanent(f"cannot open the file for upload: {exc.strerror}") from None
     try:
         # The same bytes as build_form's, but the fields in one write (FormData makes
         # one per part and line break).
-        form = form_body(presigned.fields, fh, file_name, first=first, cap=cap)
+        if local is not None:
+            form = form_body(presigned.fields, fh, file_name, size=local.size, first=first,
+                             cap=cap, sha256=local.sha256, identity=local.identity)
+        else:
+            form = form_body(presigned.fields, fh, file_name, first=first, cap=cap)
         # No redirects: the body is a patient's file, and it goes where PracSuite said only.
         async with session.post(presigned.url, data=form, timeout=timeout,
                                 allow_redirects=False) as resp:
@@ -134,7 +157,10 @@ async def upload_file(
     except aiohttp.ClientConnectorError as exc:
         # Nothing reached S3: safe to send again.
         raise Retryable(f"cannot connect to S3: {type(exc).__name__}") from None
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except (aiohttp.ClientError, TimeoutError, FileChanged) as exc:
+        if form.changed:
+            # The body was cut before its end: S3 stored nothing.
+            raise SourceChanged() from None
         if not form.handed_on:
             # S3 stores nothing from an incomplete body: a stalled or cut upload is
             # safe to send again at once.
