@@ -63,6 +63,8 @@ class PresignTarget:
     credentials: Credentials
     lifetime_s: float
     max_bytes: int
+    get_signer: Callable[[str], str] | None = None
+    """A presigned GET for a key (external S3); None: `object_url` serves it as is."""
 
     def presign(self, key: str, now: datetime) -> tuple[str, list[tuple[str, str]]]:
         return presign_post(
@@ -77,6 +79,9 @@ class PresignTarget:
         )
 
     def object_location(self, key: str) -> str:
+        """Where a record's bytes can be read: a presigned GET on an external S3."""
+        if self.get_signer is not None:
+            return self.get_signer(key)
         return f"{self.object_url}/{quote(key)}"
 
 

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from yarl import URL
 
-from .sigv4 import ALGORITHM, SERVICE, TERMINATOR, Credentials, signing_key
+from .sigv4 import ALGORITHM, SERVICE, TERMINATOR, Credentials, presign_post, signing_key
 
 _log = logging.getLogger(__name__)
 
@@ -89,6 +89,50 @@ def sign_head(s3: ExternalS3, key: str, now: datetime) -> tuple[str, dict[str, s
         f"SignedHeaders={';'.join(names)}, Signature={signature}")
     del headers["host"]  # aiohttp sends it from the URL, the same value
     return f"{parts.scheme}://{host}{path}", headers
+
+
+def presign_get(s3: ExternalS3, key: str, now: datetime, expires_in_s: int = 3600) -> str:
+    """A SigV4 query-presigned GET of `key` (what PracSuite's presign_url answers). Pure.
+
+    The URL is already encoded: send it as it is (yarl `encoded=True`).
+    """
+    parts = urlsplit(s3.url)
+    host = parts.netloc
+    path = (parts.path.rstrip("/") if parts.path else "") + object_path(s3.bucket, key)
+    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+    date_stamp = now.strftime("%Y%m%d")
+    creds = s3.credentials
+    scope = f"{date_stamp}/{s3.region}/{SERVICE}/{TERMINATOR}"
+    params = {"X-Amz-Algorithm": ALGORITHM, "X-Amz-Credential": f"{creds.access_key}/{scope}",
+              "X-Amz-Date": amz_date, "X-Amz-Expires": str(expires_in_s),
+              "X-Amz-SignedHeaders": "host"}
+    if creds.session_token is not None:
+        params["X-Amz-Security-Token"] = creds.session_token
+    query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
+                     for k, v in sorted(params.items()))
+    canonical = "\n".join(["GET", path, query, f"host:{host}", "", "host", "UNSIGNED-PAYLOAD"])
+    to_sign = "\n".join(
+        [ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key_bytes = signing_key(creds.secret_key, date_stamp, s3.region)
+    signature = hmac.new(key_bytes, to_sign.encode(), hashlib.sha256).hexdigest()
+    return f"{parts.scheme}://{host}{path}?{query}&X-Amz-Signature={signature}"
+
+
+async def put_object(s3: ExternalS3, session: aiohttp.ClientSession, key: str,
+                     data: bytes) -> None:
+    """Store `data` at `key` on the external S3 through a presigned POST (someone
+    else's upload, `SandboxOptions.others_rate`)."""
+    url, fields = presign_post(url=s3.bucket_url, bucket=s3.bucket, key=key,
+                               creds=s3.credentials, region=s3.region,
+                               now=datetime.now(UTC), expires_in_s=300, max_bytes=len(data))
+    form = aiohttp.FormData(quote_fields=False)
+    for name, value in fields:
+        form.add_field(name, value)
+    form.add_field("file", data, filename=key.rsplit("/", 1)[-1],
+                   content_type="application/octet-stream")
+    async with session.post(url, data=form) as resp:
+        if resp.status not in (200, 201, 204):
+            raise HeadError(f"POST {key} answered {resp.status}")
 
 
 class HeadError(Exception):

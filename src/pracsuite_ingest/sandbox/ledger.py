@@ -68,6 +68,7 @@ class Record:
     tenant_id: int
     user_id: int
     pre_existing: bool
+    by_others: bool = False  # someone else's upload (front desk, another integration)
 
     @property
     def file_type(self) -> str:
@@ -278,9 +279,25 @@ class Ledger:
     def created_records(self) -> list[Record]:
         """Records made from uploads (not pre-existing), ids ascending."""
         return sorted(
-            (r for records in self._records.values() for r in records if not r.pre_existing),
+            (r for records in self._records.values() for r in records
+             if not r.pre_existing and not r.by_others),
             key=lambda r: r.id,
         )
+
+    def others_records(self) -> list[Record]:
+        """Records someone else made during the run (`SandboxOptions.others_rate`)."""
+        return sorted((r for records in self._records.values() for r in records
+                       if r.by_others), key=lambda r: r.id)
+
+    def lookalike_key(self, pending: PendingUpload) -> str:
+        """Where someone else's upload of the same name for the same patient is stored."""
+        return (f"temp/{self.tenant_id}/{pending.client_id}/{self.user_id + 1}/1/"
+                f"{uuid.uuid4()}/{pending.file_name}")
+
+    def create_other(self, pending: PendingUpload, key: str, size: int, today: date) -> Record:
+        """Someone else's record: the same patient, file name and size as `pending`."""
+        return self._add(client_id=pending.client_id, file_name=pending.file_name, key=key,
+                         size=size, file_date=today, pre_existing=False, by_others=True)
 
     def create_record(self, pending: PendingUpload, size: int, today: date) -> Record | None:
         """The record for a validated upload; None if its key already has one."""
@@ -304,6 +321,7 @@ class Ledger:
         size: int,
         file_date: date,
         pre_existing: bool,
+        by_others: bool = False,
     ) -> Record:
         record = Record(
             id=self._next_id,
@@ -316,6 +334,7 @@ class Ledger:
             tenant_id=self.tenant_id,
             user_id=self.user_id,
             pre_existing=pre_existing,
+            by_others=by_others,
         )
         self._next_id += 1
         self._records[client_id].append(record)

@@ -79,6 +79,10 @@ class SandboxOptions:
     external_s3: ExternalS3 | None = None
     error_detail_suffix: str = ""
     presign_key_name: str | None = None
+    others_rate: float = 0.0
+    """The share of validated uploads for which someone else (the front desk, another
+    integration) also uploads a file of the same name and size for the same patient,
+    with other bytes, during the run: its record appears just before ours."""
 
     def fault_plan(self) -> FaultPlan:
         """The fault knobs, validated (ValueError when out of range)."""
@@ -218,6 +222,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of uploads whose connection drops after the object is stored")
     add("--latency-ms", type=parse_latency, default=None, metavar="MIN,MAX",
         help="added latency per API request (default: none)")
+    add("--others-rate", type=_rate, default=0.0, metavar="RATE",
+        help="share of uploads for which someone else uploads the same name and size "
+             "(other bytes) for the same patient during the run")
     add("--rate-budget", type=float, default=0.0, metavar="PER_SECOND",
         help="play a rate limit: API requests/s accepted, 429 above (0 = none)")
     add("--error-detail-suffix", default="", metavar="TEXT",
@@ -286,6 +293,7 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         s3_drop_before_rate=ns.s3_drop_before,
         s3_drop_after_rate=ns.s3_drop_after,
         latency_ms=ns.latency_ms,
+        others_rate=ns.others_rate,
         rate_budget=ns.rate_budget,
         external_s3=external_from_args(ns),
         error_detail_suffix=ns.error_detail_suffix,

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import random
 import tempfile
-from collections.abc import Callable
-from datetime import date
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -23,7 +23,7 @@ from aiohttp import web
 
 from .api import ApiContext, PresignTarget, build_api_app
 from .config_text import api_block, whole_config, write_config
-from .external import HeadLookup, SeenSizes, StoreWatcher
+from .external import HeadLookup, SeenSizes, StoreWatcher, presign_get, put_object
 from .faults import FaultPlan, Faults
 from .ledger import Ledger
 from .options import SandboxOptions
@@ -156,15 +156,27 @@ class Sandbox:
             o.existing_records_per_client, random.Random(o.seed), date.today()
         )
         lookup: ObjectLookup
+        put: Callable[[str, str, bytes], Awaitable[None]]
+        get_signer: Callable[[str], str] | None = None
         if o.external_s3 is not None:
             # Pre-existing records have no object there: nothing reads their content.
-            self._session = aiohttp.ClientSession()
-            lookup = SeenSizes(HeadLookup(o.external_s3, self._session))
+            ext = o.external_s3
+            session = self._session = aiohttp.ClientSession()
+            lookup = SeenSizes(HeadLookup(ext, session))
+
+            async def put(bucket: str, key: str, data: bytes) -> None:
+                await put_object(ext, session, key, data)
+
+            def get_signer(key: str) -> str:
+                return presign_get(ext, key, datetime.now(UTC))
         else:
-            self._store = self._open_store()
+            store = self._store = self._open_store()
             for record in seeded:
-                self._store.put_bytes(o.bucket, record.key, b"%PDF-1.4\n% pre-existing\n")
-            lookup = self._store
+                store.put_bytes(o.bucket, record.key, b"%PDF-1.4\n% pre-existing\n")
+            lookup = store
+
+            async def put(bucket: str, key: str, data: bytes) -> None:
+                await asyncio.to_thread(store.put_bytes, bucket, key, data)
         self._validator = Validator(
             ledger=ledger,
             lookup=lookup,
@@ -173,6 +185,9 @@ class Sandbox:
             delay_s=o.validation_delay_s,
             max_bytes=o.max_file_bytes,
             reject_names=o.reject_pattern(),
+            others_rate=o.others_rate,
+            put_object=put,
+            rng=random.Random(o.seed),
         )
         on_presigned = await self._start_s3(lookup)
         creds = self.s3_credentials
@@ -184,6 +199,7 @@ class Sandbox:
             credentials=creds,
             lifetime_s=o.policy_lifetime_s,
             max_bytes=o.max_file_bytes,
+            get_signer=get_signer,
         )
         api_app = build_api_app(
             ApiContext(

@@ -68,6 +68,9 @@ class Stats:
             "uploads_stored": self.uploads_stored,
             "records_created": created,
             "records_created_total": len(records),
+            "records_by_others": [
+                {"id": str(r.id), "client_id": r.client_id, "file_name": r.file_name,
+                 "key": r.key, "file_size": r.file_size} for r in ledger.others_records()],
             "validation_failures": list(self.validation_failures),
             "validations_pending": validations_pending,
             "validation_errors": list(self.validation_errors),

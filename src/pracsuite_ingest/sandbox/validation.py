@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import date
 
 from .ledger import Ledger, PendingUpload, validation_failure
@@ -36,6 +38,9 @@ class Validator:
         max_bytes: int,
         reject_names: re.Pattern[str] | None,
         today: Callable[[], date] = date.today,
+        others_rate: float = 0.0,
+        put_object: Callable[[str, str, bytes], Awaitable[None]] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._ledger = ledger
         self._lookup = lookup
@@ -47,6 +52,9 @@ class Validator:
         self._today = today
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._others_rate = others_rate
+        self._put_object = put_object
+        self._rng = rng or random.Random()
 
     @property
     def pending_count(self) -> int:
@@ -82,6 +90,8 @@ class Validator:
             pending, size, max_bytes=self._max_bytes, reject_names=self._reject_names
         )
         if reason is None and size is not None:
+            if self._put_object is not None and self._rng.random() < self._others_rate:
+                await self._lookalike(pending, size)
             self._ledger.create_record(pending, size, self._today())
             return
         self._stats.validation_failures.append(
@@ -93,6 +103,16 @@ class Validator:
                 "reason": reason,
             }
         )
+
+    async def _lookalike(self, pending: PendingUpload, size: int) -> None:
+        """Someone else uploads a file with the same name and size for the same patient
+        (other bytes): its record appears with ours, just before it, as a front desk
+        re-scan during the run would. Its bytes are stored so that they can be read."""
+        assert self._put_object is not None
+        key = self._ledger.lookalike_key(pending)
+        data = os.urandom(size)
+        await self._put_object(self._bucket, key, data)
+        self._ledger.create_other(pending, key, size, self._today())
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -1,0 +1,281 @@
+"""Proof of arrival that cannot be fooled, on real servers (the sandbox, and radosgw as
+its S3): other people's lookalike records are never claimed, the bytes sent are the
+bytes checked, and names are one name in NFC and NFD.
+
+The radosgw tests read every stored object back and compare it with the report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import unicodedata
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from e2e import config, make_files, run_cli, write_manifest
+from pracsuite_ingest.errors import SOURCE_CHANGED
+from pracsuite_ingest.formbody import FileChanged, form_body
+from pracsuite_ingest.models import Identity
+from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
+from pracsuite_ingest.sandbox.faults import FaultPlan
+from pracsuite_ingest.sandbox.ledger import DescriptionMode
+from radosgw import RadosgwTarget, presign_post, require_radosgw, s3_client
+from test_sandbox_external import external
+
+FAST = {"deadline_s": 15, "poll_interval_s": 0.3}
+
+
+def stored(target: RadosgwTarget, key: str) -> bytes | None:
+    """The object radosgw holds at `key`, None when it holds none."""
+    client = s3_client(target)
+    try:
+        body: bytes = client.get_object(Bucket=target.bucket, Key=key)["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return None
+    return body
+
+
+def assert_report_is_what_radosgw_stored(target: RadosgwTarget, items: list[dict[str, Any]],
+                                         stats: dict[str, Any]) -> int:
+    """Every validated item's size and sha256 are those of the object its record names."""
+    keys = {r["id"]: r["key"] for c in stats["records_created"].values() for r in c["records"]}
+    checked = 0
+    for it in items:
+        if it["status"] == "validated":
+            data = stored(target, keys[it["attachment_id"]])
+            assert data is not None, it
+            assert (it["size"], it["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+            checked += 1
+    return checked
+
+
+def names_with_two_records(stats: dict[str, Any]) -> list[tuple[str, str]]:
+    counts = Counter((client, unicodedata.normalize("NFC", r["file_name"]))
+                     for client, c in stats["records_created"].items() for r in c["records"])
+    return [name for name, n in counts.items() if n > 1]
+
+
+@pytest.mark.radosgw
+@pytest.mark.parametrize("mode", [DescriptionMode.EMPTY, DescriptionMode.FILE_NAME])
+async def test_other_peoples_lookalike_records_are_never_claimed(
+        tmp_path: Path, mode: DescriptionMode) -> None:
+    target = require_radosgw()
+    options = SandboxOptions(external_s3=external(target), validation_delay_s=0.2,
+                             others_rate=0.3, seed=13, description_mode=mode)
+    async with Sandbox(options) as sb:
+        rows = make_files(tmp_path, 20, ["1", "2"], size=3000)
+        cfg = config(tmp_path, sb, reconcile=FAST)
+        result = await run_cli("run", "--config", str(cfg), "--manifest",
+                               str(write_manifest(tmp_path, rows)), cwd=tmp_path)
+        stats = sb.stats()
+    report = result.report(tmp_path / "reports")
+    assert result.code == 0, result.stderr[-3000:]
+    others = {r["id"] for r in stats["records_by_others"]}
+    assert len(others) >= 3  # about 30% of 20: the lookalikes were there to be claimed
+    claimed = {it["attachment_id"] for it in report["items"]}
+    assert claimed.isdisjoint(others)  # 0 records of others claimed
+    own = {r["id"]: r["key"] for c in stats["records_created"].values() for r in c["records"]}
+    assert all(own[it["attachment_id"]] == it["key"] for it in report["items"])
+    assert report["summary"]["validated"] == report["summary"]["verified"] == 20
+    assert all(it["verified"] is True for it in report["items"])
+    assert assert_report_is_what_radosgw_stored(target, report["items"], stats) == 20
+
+
+async def test_with_verify_off_lookalikes_leave_the_upload_missing_and_named(
+        tmp_path: Path) -> None:
+    async with Sandbox(SandboxOptions(validation_delay_s=0.1, others_rate=1.0)) as sb:
+        rows = make_files(tmp_path, 4, ["3"])
+        cfg = config(tmp_path, sb, reconcile={"deadline_s": 2, "poll_interval_s": 0.2,
+                                              "verify": "off"})
+        result = await run_cli("run", "--config", str(cfg), "--manifest",
+                               str(write_manifest(tmp_path, rows)), cwd=tmp_path)
+        stats = sb.stats()
+    report = result.report(tmp_path / "reports")
+    assert result.code == 1
+    others = {r["id"]: r for r in stats["records_by_others"]}
+    ours = {r["file_name"]: r["id"] for r in stats["records_created"]["3"]["records"]}
+    assert len(others) == 4
+    for it in report["items"]:
+        assert it["status"] == "missing" and it["attachment_id"] is None
+        theirs = next(i for i, r in others.items() if r["file_name"] == it["file_name"])
+        for rid in (theirs, ours[it["file_name"]]):
+            assert rid in it["error"]
+        assert 'reconcile.verify = "ambiguous"' in it["error"]
+    html = (tmp_path / "reports" / "latest.html").read_text()
+    assert "Let the bytes decide" in html
+
+
+@pytest.mark.radosgw
+async def test_verify_all_proves_every_item_by_its_bytes(tmp_path: Path) -> None:
+    target = require_radosgw()
+    async with Sandbox(SandboxOptions(external_s3=external(target),
+                                      validation_delay_s=0.1)) as sb:
+        rows = make_files(tmp_path, 100, ["1", "2", "3", "4"], size=2000)
+        cfg = config(tmp_path, sb, reconcile={**FAST, "verify": "all"})
+        result = await run_cli("run", "--config", str(cfg), "--manifest",
+                               str(write_manifest(tmp_path, rows)), cwd=tmp_path)
+        stats = sb.stats()
+    report = result.report(tmp_path / "reports")
+    assert result.code == 0, result.stderr[-3000:]
+    assert report["summary"]["validated"] == report["summary"]["verified"] == 100
+    assert all(it["verified"] is True for it in report["items"])
+    html = (tmp_path / "reports" / "latest.html").read_text()
+    assert "verified by bytes" in html and "100 of them proven by their bytes" in html
+    assert assert_report_is_what_radosgw_stored(target, report["items"], stats) == 100
+
+
+async def wait_for(sb: Sandbox, kind: str, limit_s: float = 30.0) -> None:
+    """Until the sandbox has answered a `kind` request (e.g. the first attachment list)."""
+    for _ in range(int(limit_s / 0.02)):
+        if sb.stats()["requests"][kind]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no {kind} request within {limit_s}s")
+
+
+@pytest.mark.radosgw
+async def test_a_file_changed_while_its_upload_waits_is_never_sent_as_the_checked_file(
+        tmp_path: Path) -> None:
+    target = require_radosgw()
+    root = tmp_path / "files"
+    files = {name: root / "5" / name for name in
+             ("append.pdf", "truncate.pdf", "rewrite.pdf", "link.pdf", "steady.pdf")}
+    for path in files.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(1000))
+    secret = tmp_path / "outside" / "other patient.pdf"
+    secret.parent.mkdir()
+    secret.write_bytes(b"another patient's letter " * 40)  # 1,000 bytes too
+    rows = [{"client_id": "5", "path": str(p.relative_to(tmp_path))} for p in files.values()]
+    manifest = write_manifest(tmp_path, rows)
+    # The API holds every request 1.5 s: the files are checked, the client's records
+    # listed, and each presign is held while the files change under it.
+    options = SandboxOptions(external_s3=external(target), validation_delay_s=0.1,
+                             latency_ms=(1500, 1500))
+    async with Sandbox(options) as sb:
+        cfg = config(tmp_path, sb, reconcile=FAST, input={"root": str(root)})
+        run = asyncio.create_task(run_cli("run", "--config", str(cfg), "--manifest",
+                                          str(manifest), cwd=tmp_path))
+        await wait_for(sb, "list")  # every file is checked: the presigns wait
+        with files["append.pdf"].open("ab") as fh:
+            fh.write(b"appended after the check" * 20)
+        with files["truncate.pdf"].open("r+b") as fh:
+            fh.truncate(10)
+        rewrite = files["rewrite.pdf"]
+        with rewrite.open("r+b") as fh:  # the same size, other bytes, in place
+            fh.write(os.urandom(1000))
+        files["link.pdf"].unlink()
+        files["link.pdf"].symlink_to(secret)
+        first = await run
+        first_items = first.report(tmp_path / "reports")["items"]
+        sb.set_faults(FaultPlan())
+        second = await run_cli("run", "--config", str(cfg), "--manifest", str(manifest),
+                               cwd=tmp_path)
+        stats = sb.stats()
+    one = {it["file_name"]: it for it in first_items}
+    assert first.code == 1, first.stderr[-3000:]
+    for name in ("append.pdf", "truncate.pdf", "rewrite.pdf", "link.pdf"):
+        assert one[name]["status"] == "failed"
+        assert one[name]["error"] == SOURCE_CHANGED
+        assert one[name]["size"] is None and one[name]["sha256"] is None  # none S3 holds
+        assert one[name]["key"] and stored(target, one[name]["key"]) is None
+    assert one["steady.pdf"]["status"] == "validated"
+    two = {it["file_name"]: it for it in second.report(tmp_path / "reports")["items"]}
+    for name in ("append.pdf", "truncate.pdf", "rewrite.pdf"):  # sent as they are now
+        assert two[name]["status"] == "validated"
+        assert two[name]["sha256"] == hashlib.sha256(files[name].read_bytes()).hexdigest()
+    assert two["link.pdf"]["status"] == "invalid" and "input.root" in two["link.pdf"]["error"]
+    assert two["steady.pdf"]["status"] == "skipped"
+    assert names_with_two_records(stats) == []
+    every = [*first_items, *second.report(tmp_path / "reports")["items"]]
+    assert assert_report_is_what_radosgw_stored(target, every, stats) == 4
+    keys = [r["key"] for c in stats["records_created"].values() for r in c["records"]]
+    assert all(stored(target, k) != secret.read_bytes() for k in keys)  # 0 bytes from outside
+
+
+class ChangesAfterFirstRead:
+    """A file object that rewrites part of its file, in place, once it has been read
+    from: the body is then being streamed when the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        self._fh = path.open("rb")
+        self._path = path
+        self._reads = 0
+
+    def read(self, n: int = -1) -> bytes:
+        self._reads += 1
+        if self._reads == 2:
+            with self._path.open("r+b") as fh:
+                fh.seek(self._path.stat().st_size - 100)
+                fh.write(os.urandom(100))
+        return self._fh.read(n)
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@pytest.mark.radosgw
+async def test_a_file_changed_while_it_streams_is_cut_before_its_end_and_s3_stores_nothing(
+        tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    target = require_radosgw()
+    path = tmp_path / "big.pdf"
+    path.write_bytes(os.urandom(3 * 2**20))
+    checked = path.read_bytes()
+    key = f"temp/proof/{os.urandom(8).hex()}/big.pdf"
+    url, fields = presign_post(target, key, max_size=2**27, expires_in=300)
+    fh = ChangesAfterFirstRead(path)
+    first = fh.read(256 * 1024)
+    body = form_body(fields, fh, "big.pdf", size=len(checked), first=first,  # type: ignore[arg-type]
+                     sha256=hashlib.sha256(checked).hexdigest(),
+                     identity=Identity.of(os.stat(path)))
+    with pytest.raises((aiohttp.ClientError, FileChanged)):
+        async with session.post(url, data=body) as resp:
+            await resp.read()
+    fh.close()
+    assert body.changed and not body.handed_on
+    assert stored(target, key) is None
+
+
+async def test_nfc_and_nfd_names_are_one_name_in_one_run_and_across_runs(
+        tmp_path: Path) -> None:
+    nfc = unicodedata.normalize("NFC", "Résumé médical.pdf")
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert nfc != nfd
+    content = os.urandom(1200)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / nfc).write_bytes(content)
+    (tmp_path / "b" / nfd).write_bytes(content)
+    async with Sandbox(SandboxOptions(validation_delay_s=0.1)) as sb:
+        cfg = config(tmp_path, sb, reconcile=FAST)
+        both = write_manifest(tmp_path, [{"client_id": "8", "path": f"a/{nfc}"},
+                                         {"client_id": "8", "path": f"b/{nfd}"}])
+        one_run = await run_cli("run", "--config", str(cfg), "--manifest", str(both),
+                                cwd=tmp_path)
+        first = one_run.report(tmp_path / "reports")["items"]
+        (tmp_path / "manifest.csv").unlink()
+        later = write_manifest(tmp_path, [{"client_id": "8", "path": f"b/{nfd}"}])
+        next_run = await run_cli("run", "--config", str(cfg), "--manifest", str(later),
+                                 cwd=tmp_path)
+        stats = sb.stats()
+    assert one_run.code == 0, one_run.stderr[-2000:]
+    assert [it["status"] for it in first] == ["validated", "skipped"]
+    assert "row" in first[1]["error"]  # names the earlier row
+    (again,) = next_run.report(tmp_path / "reports")["items"]
+    assert next_run.code == 0 and again["status"] == "skipped"
+    assert again["attachment_id"] == first[0]["attachment_id"]
+    (record,) = stats["records_created"]["8"]["records"]
+    assert record["file_name"] == nfc  # the name sent is the row's, as given
+    assert names_with_two_records(stats) == []
