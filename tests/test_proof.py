@@ -7,9 +7,11 @@ The radosgw tests read every stored object back and compare it with the report.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
 import os
+import sqlite3
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -19,12 +21,18 @@ import aiohttp
 import pytest
 
 from e2e import config, make_files, run_cli, write_manifest
+from pracsuite_ingest import state as state_mod
 from pracsuite_ingest.errors import SOURCE_CHANGED
 from pracsuite_ingest.formbody import FileChanged, form_body
 from pracsuite_ingest.models import Identity
-from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
+from pracsuite_ingest.reconcile import Digest
+from pracsuite_ingest.sandbox import Sandbox, SandboxOptions, add_arguments
 from pracsuite_ingest.sandbox.faults import FaultPlan
 from pracsuite_ingest.sandbox.ledger import DescriptionMode
+from pracsuite_ingest.sandbox.options import options_from_args
+from pracsuite_ingest.sandbox.store import LocalStore
+from pracsuite_ingest.state import State
+from pracsuite_ingest.verification import Verifier, VerifyFailed
 from radosgw import RadosgwTarget, presign_post, require_radosgw, s3_client
 from test_sandbox_external import external
 
@@ -279,3 +287,46 @@ async def test_nfc_and_nfd_names_are_one_name_in_one_run_and_across_runs(
     (record,) = stats["records_created"]["8"]["records"]
     assert record["file_name"] == nfc  # the name sent is the row's, as given
     assert names_with_two_records(stats) == []
+
+
+def test_the_others_rate_is_a_sandbox_flag() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert options_from_args(parser.parse_args(["--others-rate", "0.3"])).others_rate == 0.3
+    assert options_from_args(parser.parse_args([])).others_rate == 0.0
+
+
+async def test_a_download_stops_past_the_largest_size_that_could_be_ours(
+        session: aiohttp.ClientSession) -> None:
+    async with Sandbox(SandboxOptions()) as sb:
+        data = os.urandom(600_000)
+        sb_store = LocalStore(sb.data_dir)
+        sb_store.put_bytes(sb.bucket, "temp/x/big.pdf", data)
+        url = f"{sb.s3_url}/{sb.bucket}/temp/x/big.pdf"
+        verifier = Verifier(session, 2)
+        whole = await verifier.digest(url, 1_000_000)
+        cut = await verifier.digest(url, 1000)
+    assert whole == Digest(600_000, hashlib.sha256(data).hexdigest())
+    assert cut == Digest(1001, "")
+    assert verifier.bytes_read < 600_000 + 2 * 256 * 1024  # the second read stopped early
+    with pytest.raises(VerifyFailed, match="plain http://"):
+        await verifier.digest("http://storage.example.com/b/k.pdf", 10)
+
+
+def test_a_state_file_of_an_earlier_version_gains_the_new_columns(tmp_path: Path) -> None:
+    old = state_mod.SCHEMA.replace("  name_nfc TEXT,\n  verified INTEGER,\n", "")
+    assert old != state_mod.SCHEMA
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.executescript(old)
+    db.execute("INSERT INTO runs (run_id, started_at) VALUES ('r0', 't')")
+    db.execute("INSERT INTO items (run_id, seq, line, client_id, path, file_name, size, "
+               "sha256, stage, updated_at) VALUES ('r0', 1, 1, '8', '/a', ?, 3, 'ab', "
+               "'validated', 0)", (unicodedata.normalize("NFD", "é.pdf"),))
+    db.commit()
+    db.close()
+    state = State.open(tmp_path / "s.db")
+    try:
+        found = state.find_earlier("r1", "8", unicodedata.normalize("NFC", "é.pdf"), "ab")
+    finally:
+        state.close()
+    assert found is not None and found.verified is None
