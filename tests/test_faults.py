@@ -113,8 +113,11 @@ async def test_expiring_policies_are_presigned_again(tmp_path: Path) -> None:
                           seed=5)
     async with Sandbox(opts) as sb:
         manifest = write_manifest(tmp_path, make_files(tmp_path, 40, ["6"]))
+        # The deadline: every record's presign_url and its bytes (reconcile.verify) pay
+        # the 0.4-2.3 s latency too, 8 at a time.
         cfg = config(tmp_path, sb, upload={"concurrency": 16, "presign_concurrency": 16},
-                     **FAST)
+                     api={"max_attempts": 10},
+                     reconcile={"deadline_s": 40, "poll_interval_s": 0.3})
         code, _, err = await run_to_end(cfg, manifest, tmp_path)
         stats = sb.stats()
     assert code == 0, err[-3000:]

@@ -103,7 +103,7 @@ class ReconcileSettings(_Section):
     deadline_s: float = Field(default=900.0, ge=0)
     poll_interval_s: float = Field(default=10.0, gt=0)
     verify: Literal["off", "ambiguous", "all"] = "ambiguous"
-    verify_concurrency: int = Field(default=4, ge=1, le=64)
+    verify_concurrency: int = Field(default=8, ge=1, le=64)
 
 
 class StateSettings(_Section):
