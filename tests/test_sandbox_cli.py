@@ -79,3 +79,32 @@ async def test_sandbox_help_shows_the_defaults(tmp_path: Path) -> None:
                   "(default: 8700)", "(default: 127.0.0.1)", "(default: 0.0)",
                   "(default: patient_attachments)", "(default: 1-50,1001)", "--config-out"):
         assert shown in text, shown
+
+
+# As a non-interactive shell starts a background job (`pracsuite-ingest sandbox &`):
+# SIGINT ignored on entry, so Python installs no KeyboardInterrupt handler of its own.
+IGNORING_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                   "os.execv(sys.executable, [sys.executable, '-m', 'pracsuite_ingest', "
+                   "*sys.argv[1:]])")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_the_sandbox_stops_at_sigint_or_sigterm_even_started_with_sigint_ignored(
+        tmp_path: Path, sig: signal.Signals) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", IGNORING_SIGINT, "sandbox", "--port", "0", cwd=tmp_path,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        line = b""
+        while line.decode().rstrip("\n") != LAST_LINE:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, "the sandbox exited before serving"
+        proc.send_signal(sig)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 130  # stopped as asked, after closing its servers

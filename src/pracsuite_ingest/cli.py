@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigOutRefused as exc:
             print(f"pracsuite-ingest sandbox: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        return EXIT_OK
+        return EXIT_INTERRUPTED  # it serves until SIGINT or SIGTERM stops it
     if args.command == "demo":
         from pracsuite_ingest.demo import run_demo
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -318,8 +319,24 @@ async def serve_forever(options: SandboxOptions, config_out: Path | None = None)
             print(f"# a whole config is in {config_out}: fill in its [input], then "
                   f"`pracsuite-ingest check --config {config_out}`")
         print("# the sandbox runs until Ctrl-C", flush=True)
-        await _forever()
+        await _until_signal()
 
 
-async def _forever() -> None:
-    await asyncio.get_running_loop().create_future()
+async def _until_signal() -> None:
+    """Return at SIGINT or SIGTERM (or when cancelled).
+
+    Handled on the loop rather than left to Python's KeyboardInterrupt: a process started
+    in the background by a non-interactive shell inherits SIGINT *ignored*, and then
+    Python installs no handler of its own, so Ctrl-C would never stop the sandbox; a
+    container's stop is a SIGTERM, which would otherwise end it without cleaning up.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
