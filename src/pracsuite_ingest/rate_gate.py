@@ -4,15 +4,17 @@
 while PracSuite answers without throttling (additive increase) and lowers it on a 429
 (multiplicative decrease), never above `api.max_requests_per_second`. `AutoRate` is
 that policy, pure: it is told what happened and when, and says the rate. The I/O side
-(`api.RateGate`) paces calls at that rate.
+(`RateGate`, below) paces calls at that rate; with a fixed rate it is aiolimiter's
+leaky bucket, slowed for a while by each 429.
 
 Why this shape (additive increase, multiplicative decrease, as TCP does): a token
 bucket that refuses above N requests/s is found from below in a few seconds (until the
 first 429 the rate grows by half each second, as TCP's slow start doubles), and one
-429 is enough to step back under it. Two refinements keep the 429s rare: the rate at
-the last 429 is remembered, and the probe above it is slow (a tenth of the climb), so
-the rate spends its time just under the limit rather than bouncing off it; and a burst
-of 429s (calls already in flight when the rate was lowered) counts as one decrease.
+429 is enough to step back under it. Three refinements keep the 429s rare: the rate
+at the last 429 is remembered, and the probe near it is slow (a twentieth of the climb
+back), so the rate spends its time just under the limit rather than bouncing off it; a
+burst of 429s (calls already in flight when the rate was lowered) counts as one
+decrease; and the rate climbs only while callers wait for the gate.
 """
 
 from __future__ import annotations
