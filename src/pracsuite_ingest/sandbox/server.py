@@ -10,10 +10,11 @@ API keys to S3, or S3 fields to the API, fails as it would in production. With
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -301,29 +302,35 @@ class Sandbox:
 
 
 async def serve_forever(options: SandboxOptions, config_out: Path | None = None) -> None:
-    """Run the sandbox until cancelled; print the `[api]` block to paste into a config.
+    """Run the sandbox until SIGINT or SIGTERM; print the `[api]` block to paste into a
+    config.
 
     The block is TOML the worker accepts as it is (`base_url`, `vendor_api_key`,
     `practice_api_key`, and the S3 URL as a comment: it is not a config key, the worker
     gets it from each presign). With `config_out`, a whole config is written there too
-    (0600; `ConfigOutRefused` for a file the sandbox did not write).
+    (0600; `ConfigOutRefused` for a file the sandbox did not write). The signals are
+    handled from before the first line is printed, so a caller that stops the sandbox
+    as soon as it has read the block always stops it cleanly.
     """
-    async with Sandbox(options) as sandbox:
-        args = (sandbox.base_url, sandbox.vendor_key, sandbox.practice_key, sandbox.s3_url)
-        if config_out is not None:
-            write_config(config_out, whole_config(*args, options.validation_delay_s))
-        print(api_block(*args), end="")
-        print("# paste the lines above into your config; `pracsuite-ingest check --config "
-              "FILE` tries them")
-        if config_out is not None:
-            print(f"# a whole config is in {config_out}: fill in its [input], then "
-                  f"`pracsuite-ingest check --config {config_out}`")
-        print("# the sandbox runs until Ctrl-C", flush=True)
-        await _until_signal()
+    with _stop_on_signals() as stop:
+        async with Sandbox(options) as sandbox:
+            args = (sandbox.base_url, sandbox.vendor_key, sandbox.practice_key,
+                    sandbox.s3_url)
+            if config_out is not None:
+                write_config(config_out, whole_config(*args, options.validation_delay_s))
+            print(api_block(*args), end="")
+            print("# paste the lines above into your config; `pracsuite-ingest check "
+                  "--config FILE` tries them")
+            if config_out is not None:
+                print(f"# a whole config is in {config_out}: fill in its [input], then "
+                      f"`pracsuite-ingest check --config {config_out}`")
+            print("# the sandbox runs until Ctrl-C", flush=True)
+            await stop.wait()
 
 
-async def _until_signal() -> None:
-    """Return at SIGINT or SIGTERM (or when cancelled).
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set at SIGINT or SIGTERM, for as long as the block runs.
 
     Handled on the loop rather than left to Python's KeyboardInterrupt: a process started
     in the background by a non-interactive shell inherits SIGINT *ignored*, and then
@@ -336,7 +343,7 @@ async def _until_signal() -> None:
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
