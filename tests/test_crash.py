@@ -19,7 +19,7 @@ from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 
 pytestmark = pytest.mark.slow
 
-ROWS = 90
+ROWS = 60
 PHASES = ("presign", "upload", "reconcile")
 SEEDS = range(21)  # 7 kill points in each phase
 

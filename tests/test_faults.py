@@ -59,17 +59,23 @@ async def run_to_end(cfg: Path, manifest: Path, cwd: Path) -> tuple[int, str, st
     return proc.returncode, out.decode(), err.decode()
 
 
-FAST = {"reconcile": {"deadline_s": 12, "poll_interval_s": 0.3},
+# The deadline is what an upload whose S3 answer was lost waits before it is sent
+# again: 8 s is 80 times the validation delay, and polls retry their 429s within it.
+FAST = {"reconcile": {"deadline_s": 8, "poll_interval_s": 0.3},
         "api": {"max_attempts": 10}}
 
 
 @pytest.mark.parametrize("style", list(ThrottleStyle))
 async def test_every_throttle_style_slows_down_and_nothing_is_lost(
         tmp_path: Path, style: ThrottleStyle) -> None:
-    opts = SandboxOptions(validation_delay_s=0.1, fail_rate_429=0.2, throttle_style=style,
-                          retry_after_s=1, seed=11)
+    # The date and reset styles name a moment retry_after_s + 1 s ahead, to the second:
+    # with 0 they still ask for a wait (up to a second) and the run takes half as long.
+    wait = 1 if style is ThrottleStyle.RETRY_AFTER_SECONDS else 0
+    opts = SandboxOptions(validation_delay_s=0.1, fail_rate_429=0.1, throttle_style=style,
+                          retry_after_s=wait, seed=11)
+    rows = 12  # each 429 pauses the whole run for about a second: time goes with the 429s
     async with Sandbox(opts) as sb:
-        manifest = write_manifest(tmp_path, make_files(tmp_path, 24, ["1", "2"]))
+        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["1", "2"]))
         # Every 429 pauses the whole process for the server's 1-2 s: give the polls time.
         cfg = config(tmp_path, sb, reconcile={"deadline_s": 40, "poll_interval_s": 0.3},
                      api={"max_attempts": 10})
@@ -80,14 +86,14 @@ async def test_every_throttle_style_slows_down_and_nothing_is_lost(
     one_record_per_row(report, stats)
     assert stats["faults"].get("api_429", 0) > 0  # the faults did happen
     # no retry storm: at most 2 presigns per row on average
-    assert sum(stats["requests"]["presign"].values()) <= 2 * 24
+    assert sum(stats["requests"]["presign"].values()) <= 2 * rows
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_all_faults_at_once_every_row_validated_exactly_once(
         tmp_path: Path, seed: int) -> None:
     opts = SandboxOptions(
-        validation_delay_s=0.1, seed=seed, fail_rate_429=0.2, retry_after_s=1,
+        validation_delay_s=0.1, seed=seed, fail_rate_429=0.1, retry_after_s=1,
         throttle_style=ThrottleStyle.GATEWAY, fail_rate_500=0.05, s3_slowdown_rate=0.1,
         s3_drop_before_rate=0.05, s3_drop_after_rate=0.05, latency_ms=(20, 80))
     rows = 60
@@ -107,14 +113,15 @@ async def test_all_faults_at_once_every_row_validated_exactly_once(
 
 
 async def test_expiring_policies_are_presigned_again(tmp_path: Path) -> None:
-    # Policies live 2 s, S3 answers after 0.4-2.3 s: about one upload in seven arrives
-    # expired (more on a loaded machine); 40 rows make at least one expiry near certain.
-    opts = SandboxOptions(validation_delay_s=0.1, policy_lifetime_s=2, latency_ms=(400, 2300),
+    # Policies live 2 s, to the second (so 1-2 s), and S3 answers after 0.3-1.8 s: about
+    # one upload in five arrives expired (more on a loaded machine); 30 rows make at least
+    # one expiry near certain, and eight in a row for one file near impossible.
+    opts = SandboxOptions(validation_delay_s=0.1, policy_lifetime_s=2, latency_ms=(300, 1800),
                           seed=5)
     async with Sandbox(opts) as sb:
-        manifest = write_manifest(tmp_path, make_files(tmp_path, 40, ["6"]))
+        manifest = write_manifest(tmp_path, make_files(tmp_path, 30, ["6"]))
         # The deadline: every record's presign_url and its bytes (reconcile.verify) pay
-        # the 0.4-2.3 s latency too, 8 at a time.
+        # the 0.3-1.8 s latency too, 8 at a time.
         cfg = config(tmp_path, sb, upload={"concurrency": 16, "presign_concurrency": 16},
                      api={"max_attempts": 10},
                      reconcile={"deadline_s": 40, "poll_interval_s": 0.3})
@@ -142,7 +149,7 @@ async def test_refused_keys_stop_the_run_early_naming_the_key(tmp_path: Path) ->
 async def test_sigterm_mid_run_exits_130_and_the_next_run_finishes_without_duplicates(
         tmp_path: Path) -> None:
     opts = SandboxOptions(validation_delay_s=0.1, latency_ms=(80, 160), seed=9)
-    rows = 80
+    rows = 40
     async with Sandbox(opts) as sb:
         manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["7", "8"]))
         cfg = config(tmp_path, sb, upload={"concurrency": 3, "grace_s": 5}, **FAST)
