@@ -17,6 +17,7 @@ import pytest
 
 from e2e import api_keys as _keys
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions, presign_post
+from pracsuite_ingest.sandbox.store import LocalStore
 
 FAST = {"clients": ("1", "2", "42"), "existing_records_per_client": 1, "validation_delay_s": 0.05}
 
@@ -105,6 +106,32 @@ async def test_stored_object_can_be_read_back_with_get_and_head(
     async with session.get(f"{url}/temp/nothing.pdf") as response:
         assert response.status == 404
         assert "<Code>NoSuchKey</Code>" in await response.text()
+
+
+async def test_a_pre_existing_record_s_object_is_read_through_its_presign_url(
+    sb: Sandbox, session: aiohttp.ClientSession
+) -> None:
+    # Seeded objects are written at their first read: S3 must still serve them.
+    record = (await _records(sb, session, "42"))[0]
+    url = f"{sb.base_url}/patient_attachment/{record['attachment_client_id']}/presign_url"
+    async with session.get(url, headers=_keys(sb)) as response:
+        assert response.status == 200
+        get_url = (await response.json())["url"]
+    async with session.get(get_url) as response:
+        assert response.status == 200
+        assert (await response.read()).startswith(b"%PDF-")
+
+
+def test_an_upload_to_a_seeded_key_is_never_undone_by_a_later_read(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.seed("b", ["a/one.pdf", "a/two.pdf"], b"seeded")
+    assert store.stat_size("b", "a/one.pdf") == len(b"seeded")
+    store.put_bytes("b", "a/two.pdf", b"uploaded bytes")  # before anything read it
+    path = store.stored_path("b", "a/two.pdf")
+    assert path is not None and path.read_bytes() == b"uploaded bytes"
+    assert store.stat_size("b", "a/none.pdf") is None
+    with pytest.raises(ValueError):
+        store.seed("b", ["../out.pdf"], b"x")
 
 
 def _error_code(text: str) -> str:

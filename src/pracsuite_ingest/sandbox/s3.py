@@ -238,7 +238,7 @@ async def _get_object(request: web.Request) -> web.StreamResponse:
     bucket, key = request.match_info["bucket"], request.match_info["key"]
     if bucket not in context.buckets:
         return _error(request, 404, "NoSuchBucket", "The specified bucket does not exist")
-    path = context.store.object_path(bucket, key)
+    path = context.store.stored_path(bucket, key)
     if path is None or not path.is_file():
         return _error(request, 404, "NoSuchKey", "The specified key does not exist.")
     return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})

@@ -173,8 +173,7 @@ class Sandbox:
                 return presign_get(ext, key, datetime.now(UTC))
         else:
             store = self._store = self._open_store()
-            for record in seeded:
-                store.put_bytes(o.bucket, record.key, b"%PDF-1.4\n% pre-existing\n")
+            store.seed(o.bucket, (r.key for r in seeded), b"%PDF-1.4\n% pre-existing\n")
             lookup = store
 
             async def put(bucket: str, key: str, data: bytes) -> None:
