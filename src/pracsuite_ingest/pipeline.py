@@ -36,6 +36,7 @@ from pracsuite_ingest.guards import tls_context
 from pracsuite_ingest.logs import bind_context, get_logger
 from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
 from pracsuite_ingest.polling import reconcile_run
+from pracsuite_ingest.presign_ahead import PresignAhead
 from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.retry import PolicyRetrier, retrying
 from pracsuite_ingest.scan import check_local, read_rows
@@ -49,6 +50,7 @@ __all__ = ["Counters", "Run", "make_client", "make_session", "new_run_id", "reco
 
 MAX_PRESIGN_ROUNDS = 8  # a policy that S3 keeps calling expired: a slow link
 MAX_RESEND_ROUNDS = 4  # uploads whose answer was lost and that got no record: send again
+NOT_SENT = "not started: the run was interrupted; the next run sends it"
 
 
 STALL_FLOOR_S = 60.0
@@ -127,7 +129,9 @@ class Run:
         self.counters = Counters()
         self.rng = random.Random()
         self.log = get_logger(run_id=run_id)
-        self._slots = asyncio.Semaphore(settings.upload.concurrency)
+        # files worked on (upload slots + a few presigned ahead), and the upload slots
+        self.ahead = PresignAhead(settings.upload.concurrency,
+                                  settings.upload.presign_concurrency)
         self._presign_slots = asyncio.Semaphore(settings.upload.presign_concurrency)
         self._snap_locks: dict[str, asyncio.Lock] = {}
         self._snap_refused: dict[str, str] = {}
@@ -168,13 +172,13 @@ class Run:
                     for seq, row in enumerate(self.rows(), start=1):
                         self.counters.rows = seq
                         if not self.shutdown.is_set():
-                            await self._slots.acquire()  # backpressure before the task starts
+                            await self.ahead.rows.acquire()  # backpressure before the task
                             if not self.shutdown.is_set():
                                 task = tg.create_task(self._one(seq, row))
                                 in_flight.add(task)
                                 task.add_done_callback(in_flight.discard)
                                 continue
-                            self._slots.release()
+                            self.ahead.rows.release()
                         self._not_started(seq, row)
             finally:
                 watcher.cancel()
@@ -221,7 +225,7 @@ class Run:
 
     def _not_started(self, seq: int, row: Row) -> None:
         self.state.add_item(self.run_id, seq, row, None, Stage.SEEN,
-                            error="not started: the run was interrupted; the next run sends it")
+                            error=NOT_SENT)
 
     async def _one(self, seq: int, row: Row) -> None:
         try:
@@ -243,7 +247,7 @@ class Run:
                 return
             await self._admit_and_send(seq, local, log)
         finally:
-            self._slots.release()
+            self.ahead.rows.release()
 
     async def _admit_and_send(self, seq: int, local: LocalFile, log: Any) -> None:
         row = local.row
@@ -330,41 +334,25 @@ class Run:
             self.counters.presigning -= 1
 
     async def _send(self, item_id: int, local: LocalFile, log: Any, attempts: int = 0) -> None:
+        """Snapshot the client, presign, wait presigned for an upload slot, upload.
+
+        The presign is made before the slot is taken (`presign_ahead`); a run stopping
+        meanwhile leaves the file presigned and unsent (`pending`: the next run sends it).
+        """
         try:
             await self._snapshot(local.row.client_id)
-            for presign_round in range(1, MAX_PRESIGN_ROUNDS + 1):
-                presigned = await self._presign(local)
-                # This run's snapshot was taken before this upload: it is what the
-                # record must not be part of.
-                self.state.set_stage(item_id, Stage.PRESIGNED, key=presigned.key,
-                                     snapshot_run=self.run_id)
-
-                async def once(p: Presigned = presigned) -> None:
-                    nonlocal attempts
-                    attempts += 1
-                    bind_context(stage="upload", attempt=attempts)
-                    self.state.set_stage(item_id, Stage.UPLOADING, attempts=attempts)
-                    assert self.session is not None
-                    self.counters.in_flight += 1
-                    try:
-                        await upload_file(self.session, p, local, local.row.file_name,
-                                          timeout=upload_timeout(
-                                              local.size, self._upload_cap_s, self._share),
-                                          cap=self._bandwidth, root=self._root)
-                    finally:
-                        self.counters.in_flight -= 1
-
-                try:
-                    await retrying(once, max_attempts=self.settings.api.max_attempts,
-                                   rng=self.rng, on_retry=self._on_retry)
-                    break
-                except PolicyExpired:
-                    if presign_round == MAX_PRESIGN_ROUNDS:
-                        raise Permanent(
-                            "the presigned POST expired before the upload finished, "
-                            f"{MAX_PRESIGN_ROUNDS} times (S3 said so); check the network "
-                            "speed, or lower upload.concurrency") from None
-                    log.warning("presigned POST expired; presigning again", stage="upload")
+            presigned = await self._presign(local)
+            # This run's snapshot was taken before this upload: it is what the
+            # record must not be part of.
+            self.state.set_stage(item_id, Stage.PRESIGNED, key=presigned.key,
+                                 snapshot_run=self.run_id)
+            async with self.ahead.upload_slot(time.monotonic()) as fresh:
+                if self.shutdown.is_set():
+                    self.state.set_stage(item_id, Stage.PRESIGNED, error=NOT_SENT)
+                    log.debug("item not sent: stopping", stage="upload")
+                    return
+                attempts = await self._upload(item_id, local, presigned if fresh else None,
+                                              log, attempts)
             now = time.time()
             self.state.set_stage(item_id, Stage.UPLOADED, uploaded_at=now, error=None,
                                  outcome_unknown=False)
@@ -388,10 +376,55 @@ class Run:
             self.counters.tally(Stage.FAILED)
             log.warning("item failed", stage="upload", error=str(exc),
                         file_name=local.row.file_name)
+        except asyncio.CancelledError:
+            current = self.state.item(item_id)
+            if current is not None and current.stage is Stage.PRESIGNED:  # never sent
+                self.state.set_stage(item_id, Stage.PRESIGNED, error=NOT_SENT)
+            raise
         except Fatal:
             raise
         except Exception as exc:  # a bug in one file's path must not stop the others
             self._record_unexpected(item_id, exc, log)
+
+    async def _upload(self, item_id: int, local: LocalFile, presigned: Presigned | None,
+                      log: Any, attempts: int) -> int:
+        """Upload in the slot held, presigning again (`presigned` None: first) on an
+        expired policy; returns the attempts made so far."""
+        for presign_round in range(1, MAX_PRESIGN_ROUNDS + 1):
+            if presigned is None:
+                presigned = await self._presign(local)
+                self.state.set_stage(item_id, Stage.PRESIGNED, key=presigned.key,
+                                     snapshot_run=self.run_id)
+
+            async def once(p: Presigned = presigned) -> None:
+                nonlocal attempts
+                attempts += 1
+                bind_context(stage="upload", attempt=attempts)
+                self.state.set_stage(item_id, Stage.UPLOADING, attempts=attempts)
+                assert self.session is not None
+                self.counters.in_flight += 1
+                try:
+                    await upload_file(self.session, p, local, local.row.file_name,
+                                      timeout=upload_timeout(
+                                          local.size, self._upload_cap_s, self._share),
+                                      cap=self._bandwidth, root=self._root)
+                finally:
+                    self.counters.in_flight -= 1
+
+            try:
+                await retrying(once, max_attempts=self.settings.api.max_attempts,
+                               rng=self.rng, on_retry=self._on_retry)
+            except PolicyExpired:
+                if presign_round == MAX_PRESIGN_ROUNDS:
+                    raise Permanent(
+                        "the presigned POST expired before the upload finished, "
+                        f"{MAX_PRESIGN_ROUNDS} times (S3 said so); check the network "
+                        "speed, or lower upload.concurrency") from None
+                log.warning("presigned POST expired; presigning again", stage="upload")
+                presigned = None
+            else:
+                return attempts
+        raise AssertionError("unreachable: the last round returns or raises")
 
     def _record_unexpected(self, item_id: int, exc: Exception, log: Any) -> None:
         what = f"unexpected error ({type(exc).__name__}); please report it"
@@ -441,7 +474,7 @@ class Run:
             for item in items:
                 if self.shutdown.is_set():
                     return
-                await self._slots.acquire()
+                await self.ahead.rows.acquire()
                 tg.create_task(self._resend_one(item))
 
     async def _resend_one(self, item: ItemRecord) -> None:
@@ -452,4 +485,4 @@ class Run:
             bind_context(client_id=item.client_id, item=item.seq)  # this task only
             await self._send(item.id, local, log, attempts=item.attempts)
         finally:
-            self._slots.release()
+            self.ahead.rows.release()

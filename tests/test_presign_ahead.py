@@ -1,0 +1,120 @@
+"""Presigns run ahead of busy upload slots, a few files at most, and a stop leaves the
+files presigned but not yet sent `pending`, sent once by the next run (in process)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+from e2e import make_files, write_manifest
+from pracsuite_ingest.models import Stage
+from pracsuite_ingest.pipeline import NOT_SENT, Run, make_client, make_session
+from pracsuite_ingest.report import status_of
+from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
+from pracsuite_ingest.settings import Settings, load_settings
+from pracsuite_ingest.state import State
+
+# One upload slot and two presigns in flight: presigning keeps ahead of uploading, so
+# presigned files queue for the slot (the sandbox's latency is on its API and its S3).
+UPLOAD = {"concurrency": 1, "presign_concurrency": 2, "grace_s": 5}
+
+
+def settings_for(sb: Sandbox, root: Path, manifest: Path) -> Settings:
+    return load_settings(None, {
+        "api": {"base_url": sb.base_url, "vendor_api_key": sb.vendor_key,
+                "practice_api_key": sb.practice_key, "requests_per_second": 500.0},
+        "input": {"manifest": str(manifest)}, "upload": UPLOAD,
+        "reconcile": {"deadline_s": 15, "poll_interval_s": 0.1},
+        "state": {"path": str(root / "state.db")}, "report": {"dir": str(root / "reports")},
+    })
+
+
+def most_presigned_at_once(db: Path) -> int:
+    """The most items at once whose stage was `presigned`, replaying the state file's
+    transitions in the order they were written (presigned, not yet uploading)."""
+    con = sqlite3.connect(db)
+    try:
+        moves = con.execute("SELECT item_id, stage FROM transitions ORDER BY rowid").fetchall()
+    finally:
+        con.close()
+    stage: dict[int, str] = {}
+    most = 0
+    for item, now in moves:
+        stage[item] = now
+        most = max(most, sum(1 for s in stage.values() if s == "presigned"))
+    return most
+
+
+def new_run(settings: Settings, state: State, session: object, run_id: str) -> Run:
+    import aiohttp
+
+    assert isinstance(session, aiohttp.ClientSession)
+    state.new_run(run_id, "2026-11-30T00:00:00Z")
+    return Run(settings, state, make_client(settings, session), session, dry_run=False,
+               shutdown=asyncio.Event(), run_id=run_id)
+
+
+async def test_presigns_run_ahead_of_busy_upload_slots_never_more_than_the_lookahead(
+        tmp_path: Path) -> None:
+    rows = 16
+    opts = SandboxOptions(validation_delay_s=0.05, latency_ms=(10, 15), seed=5)
+    async with Sandbox(opts) as sb:
+        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["1", "2"]))
+        settings = settings_for(sb, tmp_path, manifest)
+        state = State.open(tmp_path / "state.db")
+        async with make_session(settings) as session:
+            run = new_run(settings, state, session, "run-1")
+            await run.execute()
+        items = list(state.items("run-1"))
+        state.close()
+        stats = sb.stats()
+        order = [(x.method, x.path.split("/")[3]) for x in sb.api_requests
+                 if x.path.endswith("/patient_attachment")]
+    assert run.ahead.lookahead == 4
+    assert 0 < run.ahead.ready_peak <= run.ahead.lookahead  # ahead, and bounded
+    assert run.ahead.waited > 0
+    # the same from the state file: with one upload slot, one presigned file at a time
+    # without the lookahead
+    assert 2 <= most_presigned_at_once(tmp_path / "state.db") <= run.ahead.lookahead
+    assert [i.stage for i in items] == [Stage.VALIDATED] * rows
+    assert stats["uploads_stored"] == stats["records_created_total"] == rows
+    for client in ("1", "2"):  # each client's snapshot before its first presign
+        assert order.index(("GET", client)) < order.index(("POST", client))
+
+
+async def test_a_stop_leaves_presigned_files_unsent_and_the_next_run_sends_each_once(
+        tmp_path: Path) -> None:
+    rows = 14
+    opts = SandboxOptions(validation_delay_s=0.05, latency_ms=(20, 30), seed=6)
+    async with Sandbox(opts) as sb:
+        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["3"]))
+        settings = settings_for(sb, tmp_path, manifest)
+        state = State.open(tmp_path / "state.db")
+        async with make_session(settings) as session:
+            first = new_run(settings, state, session, "run-1")
+            intake = asyncio.create_task(first.upload_all())
+            while first.ahead.ready < 2:  # noqa: ASYNC110 - a state of the run, not a time
+                await asyncio.sleep(0.005)
+            first.shutdown.set()
+            assert await intake is False
+            stored_after_first = sb.stats()["uploads_stored"]
+            stopped = list(state.items("run-1"))
+            second = new_run(settings, state, session, "run-2")
+            await second.execute()
+        again = list(state.items("run-2"))
+        state.close()
+        stats = sb.stats()
+    # every row one item; those presigned but never sent are pending, and say why
+    assert sorted(i.seq for i in stopped) == list(range(1, rows + 1))
+    presigned = [i for i in stopped if i.stage is Stage.PRESIGNED]
+    assert len(presigned) >= 2
+    assert all(i.error == NOT_SENT and status_of(i.stage) == "pending" for i in presigned)
+    uploaded = [i for i in stopped if i.stage is Stage.UPLOADED]
+    assert stored_after_first == len(uploaded) < rows
+    # the next run sends what was not sent, once: one upload and one record per row
+    assert [i.stage for i in again] == [Stage.VALIDATED] * rows
+    assert stats["uploads_stored"] == stats["records_created_total"] == rows
+    per_name = Counter(r["file_name"] for r in stats["records_created"]["3"]["records"])
+    assert set(per_name.values()) == {1} and len(per_name) == rows
