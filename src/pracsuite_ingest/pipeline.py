@@ -346,13 +346,12 @@ class Run:
             # record must not be part of.
             self.state.set_stage(item_id, Stage.PRESIGNED, key=presigned.key,
                                  snapshot_run=self.run_id)
-            async with self.ahead.upload_slot(time.monotonic()) as fresh:
+            async with self.ahead.upload_slot():
                 if self.shutdown.is_set():
                     self.state.set_stage(item_id, Stage.PRESIGNED, error=NOT_SENT)
                     log.debug("item not sent: stopping", stage="upload")
                     return
-                attempts = await self._upload(item_id, local, presigned if fresh else None,
-                                              log, attempts)
+                attempts = await self._upload(item_id, local, presigned, log, attempts)
             now = time.time()
             self.state.set_stage(item_id, Stage.UPLOADED, uploaded_at=now, error=None,
                                  outcome_unknown=False)

@@ -14,12 +14,13 @@ Two limits, both taken before the work they bound, so tasks and memory stay boun
   its first byte goes out.
 While every upload slot is busy at most `lookahead` files wait presigned.
 
-A presigned POST has a lifetime PracSuite does not publish (S3 judges it: SPEC.md). A
-file waits presigned about one presign round trip when the API keeps up; behind slow
-uploads (large files, a slow link) it may wait as long as an upload takes, so a
-presign older than `FRESH_S` when its slot frees is made again before the upload
-(`fresh` says so). Whatever still expires, S3 refuses and the file is presigned again
-(`PolicyExpired`), as without the lookahead.
+A presigned POST has a lifetime PracSuite does not publish, and whether it expired is
+S3's to judge (SPEC.md), never this machine's clock. A file waits presigned about one
+presign round trip when the API keeps up; behind slow uploads, about lookahead /
+concurrency upload times (the lookahead is a few files, not a queue of the input). A
+policy that expires meanwhile (an upload slower than a policy's lifetime) is refused
+by S3 and the file presigned again in its slot (`PolicyExpired`), as without the
+lookahead: at most one presign more for it.
 
 A file presigned but not yet uploading when the run stops is never sent by this run:
 it keeps the stage `presigned` (reported `pending`), and the next run sends it.
@@ -28,11 +29,8 @@ it keeps the stage `presigned` (reported `pending`), and the next run sends it.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-FRESH_S = 300.0  # older presigns are made again once a slot frees (a guess: see above)
 
 
 def lookahead(presign_concurrency: int) -> int:
@@ -59,9 +57,8 @@ class PresignAhead:
         self.waited = 0  # files that found every upload slot busy once presigned
 
     @asynccontextmanager
-    async def upload_slot(self, presigned_at: float) -> AsyncIterator[bool]:
-        """Hold an upload slot; yields whether the presign (`time.monotonic()` when it
-        was made) is still fresh enough to upload with."""
+    async def upload_slot(self) -> AsyncIterator[None]:
+        """Wait, presigned, for an upload slot, and hold it."""
         if self.uploads.locked():
             self.waited += 1
         self.ready += 1
@@ -71,6 +68,6 @@ class PresignAhead:
         finally:
             self.ready -= 1
         try:
-            yield time.monotonic() - presigned_at <= FRESH_S
+            yield
         finally:
             self.uploads.release()
