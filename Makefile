@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls container-test soak radosgw-start radosgw-stop clean
+.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls bench-latency container-test soak radosgw-start radosgw-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,11 @@ bench-bandwidth: $(VENV)/.installed
 # API calls per file on a practice-shaped input against the least the flow needs
 bench-calls: $(VENV)/.installed
 	$(BIN)/python bench/calls_per_file.py
+
+# Small files with 20-30 ms on every API call and upload: before/after presign-ahead,
+# against the naive loop and the pipeline's own bound at that latency
+bench-latency: $(VENV)/.installed
+	$(BIN)/python bench/latency.py
 
 # The image built and run with podman (installed if missing; root): build time, size,
 # `demo`, the compose rehearsal. Minutes of CPU: not part of `check` (README, "Running in

@@ -176,7 +176,8 @@ class SandboxProcess:
 
     def __init__(self, rgw: Radosgw, keys: tuple[str, str, str | None], *,
                  validation_delay_s: float, clients: str = "1-10",
-                 api_latency_ms: int = 0) -> None:
+                 api_latency_ms: int | str = 0, s3_url: str | None = None,
+                 bucket: str = BUCKET) -> None:
         self.vendor_key = secrets.token_hex(16)
         self.practice_key = secrets.token_hex(16)
         port = free_port()
@@ -184,9 +185,9 @@ class SandboxProcess:
         argv = [PYTHON, "-m", "pracsuite_ingest", "sandbox", "--port", str(port),
                 "--vendor-key", self.vendor_key, "--practice-key", self.practice_key,
                 "--clients", clients, "--validation-delay", str(validation_delay_s),
-                "--external-s3-url", rgw.endpoint, "--external-s3-bucket", BUCKET,
+                "--external-s3-url", s3_url or rgw.endpoint, "--external-s3-bucket", bucket,
                 "--external-s3-region", rgw.region, "--external-s3-access-key", access]
-        if api_latency_ms:  # a WAN's round trip to the API (S3 stays on loopback)
+        if api_latency_ms:  # a WAN's round trip to the API ("MIN,MAX" or one number)
             argv += ["--latency-ms", str(api_latency_ms)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")}
         env["SANDBOX_EXTERNAL_S3_SECRET_KEY"] = secret

@@ -1,0 +1,250 @@
+"""Small files with 20-30 ms on every API call and every upload: the worker before and
+after presign-ahead, against the naive loop and against its own bound at that latency.
+
+    make bench-latency        # or: .venv/bin/python bench/latency.py [--files 500]
+
+The sandbox (a child process, `--latency-ms 20,30` on each API request) presigns for
+radosgw; between every client and radosgw runs bench/relay.py, holding each request
+20-30 ms (radosgw has no latency knob, and the sandbox's own S3 stand-in would put a
+Python S3 on the worker's two cores instead of the S3 the other cases use). The same
+files are sent by the naive loop (bench/naive.py) and by the worker at
+upload.concurrency / presign_concurrency 8/4 (the defaults) and 8/8, with the code
+before presign-ahead (the commit before src/pracsuite_ingest/presign_ahead.py was
+added, or `--before REF`, extracted with `git archive`) and the code of this checkout,
+in one run, the order rotated each round. Prints a table; writes
+bench/results/<time>-latency.json. Not part of the test suite.
+
+The bound of the upload phase, from the latency alone (loopback CPU time ignored): a
+file costs one presign (an API call, mean latency La) and one upload POST (mean Ls);
+the client snapshots (one list call per client) are shared by all its files. With
+presign-ahead, c upload slots and p presigns in flight:
+    files/s <= min(c / Ls, p / La, requests_per_second)
+Before it, each slot presigned and then uploaded one file:
+    files/s <= min(c / (La + Ls), p / La, requests_per_second)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import peers
+from measure import run_measured
+from run import fresh_dir, make_files, phases, worker_config
+from servers import PYTHON, REPO, Radosgw, SandboxProcess, radosgw, stop_radosgw
+
+BUCKET = "pracsuite-bench-latency"
+RPS = 1000.0  # the API rate is not what is measured here
+CONFIGS = ((8, 4), (8, 8))
+
+
+def before_tree(ref: str | None, work: Path) -> tuple[str, Path]:
+    """The `src` of the code before presign-ahead, extracted under `work`."""
+    if ref is None:
+        added = subprocess.run(
+            ["git", "log", "--diff-filter=A", "--format=%H", "--",
+             "src/pracsuite_ingest/presign_ahead.py"],
+            cwd=REPO, check=True, capture_output=True, text=True).stdout.split()
+        if not added:
+            raise SystemExit("no commit adds presign_ahead.py: pass --before REF")
+        ref = f"{added[-1]}^"
+    sha = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    dest = work / f"before-{sha}"
+    if not (dest / "src" / "pracsuite_ingest").is_dir():
+        archive = subprocess.run(["git", "archive", "--format=tar", sha, "src"], cwd=REPO,
+                                 check=True, capture_output=True).stdout
+        with tempfile.TemporaryFile() as fh:
+            fh.write(archive)
+            fh.seek(0)
+            with tarfile.open(fileobj=fh) as tar:
+                tar.extractall(dest, filter="data")
+    return sha, dest / "src"
+
+
+@contextlib.contextmanager
+def relay(rgw: Radosgw, latency: str) -> Iterator[str]:
+    """bench/relay.py in front of radosgw; yields its URL."""
+    target = rgw.endpoint.split("//", 1)[1].rstrip("/")
+    proc = subprocess.Popen([PYTHON, str(REPO / "bench" / "relay.py"), "--to", target,
+                             "--latency-ms", latency, "--seed", "1"],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def empty(rgw: Radosgw) -> None:
+    s3 = rgw.s3()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=BUCKET, Delete={"Objects": keys, "Quiet": True})
+
+
+class Tools:
+    def __init__(self, args: argparse.Namespace, rgw: Radosgw, s3_url: str,
+                 before_src: Path) -> None:
+        self.args, self.rgw, self.s3_url, self.before_src = args, rgw, s3_url, before_src
+        self.keys = rgw.session_keys()
+        self.work = Path(args.workdir)
+
+    def sandbox(self) -> SandboxProcess:
+        return SandboxProcess(self.rgw, self.keys, validation_delay_s=0.2,
+                              api_latency_ms=self.args.latency_ms, s3_url=self.s3_url,
+                              bucket=BUCKET)
+
+    def naive(self, manifest: Path) -> dict[str, Any]:
+        with self.sandbox() as sb:
+            result = peers.naive(sb.base_url, sb.vendor_key, sb.practice_key, manifest)
+        empty(self.rgw)
+        return result
+
+    def worker(self, manifest: Path, c: int, pc: int, *, before: bool) -> dict[str, Any]:
+        name = f"{'before' if before else 'after'}-{c}-{pc}"
+        out = fresh_dir(self.work / "runs" / name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")}
+        if before:  # the old code first on the path, ahead of this checkout's
+            env["PYTHONPATH"] = str(self.before_src)
+        with self.sandbox() as sb:
+            cfg = worker_config(out / "config.toml", sb, out, rps=RPS, concurrency=c,
+                                presign_concurrency=pc)
+            m = run_measured([PYTHON, "-m", "pracsuite_ingest", "run", "--config", str(cfg),
+                              "--manifest", str(manifest)], env=env, cwd=out,
+                             log=out / "worker.log")
+            stats = sb.stats()
+        empty(self.rgw)
+        if m.code != 0:
+            raise RuntimeError(f"{name} exited {m.code}; see {out / 'worker.log'}")
+        req = stats["requests"]
+        return {**m.as_dict(), **phases(out / "state.db"),
+                "api_calls": {k: sum(req[k].values()) for k in ("presign", "list",
+                                                                   "presign_url")}}
+
+
+def bounds(c: int, pc: int, la_s: float, ls_s: float) -> dict[str, float]:
+    return {"after": min(c / ls_s, pc / la_s, RPS),
+            "before": min(c / (la_s + ls_s), pc / la_s, RPS)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--files", type=int, default=500, help="16 KB files, 10 clients")
+    p.add_argument("--latency-ms", default="20,30",
+                   help="MIN,MAX on every API call and every upload")
+    p.add_argument("--rounds", type=int, default=1, help="each tool; the median is kept")
+    p.add_argument("--before", help="git ref of the code to compare with")
+    p.add_argument("--workdir", default="/tmp/pracsuite-bench-latency")
+    args = p.parse_args()
+    low, _, high = args.latency_ms.partition(",")
+    mean_s = (int(low) + int(high or low)) / 2 / 1000
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    sha, before_src = before_tree(args.before, work)
+    manifest = make_files(work / f"small-{args.files}", args.files, 16 * 1024, 10)
+    rgw = radosgw()
+    s3 = rgw.s3()
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=BUCKET)
+    n = args.files
+    runs: dict[str, list[dict[str, Any]]] = {}
+    try:
+        with relay(rgw, args.latency_ms) as s3_url:
+            tools = Tools(args, rgw, s3_url, before_src)
+            todo: dict[str, Callable[[], dict[str, Any]]] = {
+                "naive": lambda: tools.naive(manifest)}
+            for c, pc in CONFIGS:
+                for before in (True, False):
+                    todo[f"{'before' if before else 'after'} {c}/{pc}"] = (
+                        lambda c=c, pc=pc, before=before: tools.worker(manifest, c, pc,
+                                                                       before=before))
+            order = list(todo)
+            for r in range(args.rounds):
+                for tool in order[r % len(order):] + order[:r % len(order)]:
+                    print(f"  round {r + 1}: {tool}", flush=True)
+                    try:
+                        res = todo[tool]()
+                    except Exception as exc:  # a benchmark reports a failed tool
+                        print(f"    failed: {exc!r}", flush=True)
+                        res = {"error": repr(exc)[:300]}
+                    runs.setdefault(tool, []).append(res)
+    finally:
+        stop_radosgw(rgw)
+    results = {tool: median(rs, n) for tool, rs in runs.items()}
+    out = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "files": n,
+           "file_bytes": 16 * 1024, "latency_ms": args.latency_ms, "before": sha,
+           "rounds": args.rounds, "cpus": os.cpu_count(), "results": results,
+           "bounds": {f"{c}/{pc}": bounds(c, pc, mean_s, mean_s) for c, pc in CONFIGS}}
+    print_table(out, mean_s)
+    dest = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}-latency.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"written: {dest.relative_to(REPO)}")
+    return 0
+
+
+def median(rs: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    ok = sorted((r for r in rs if "error" not in r), key=lambda r: r.get("upload_s", 0))
+    if not ok:
+        return rs[0]
+    r = ok[(len(ok) - 1) // 2]
+    return {**r, "upload_files_per_s": round(n / r["upload_s"], 1),
+            "files_per_s": round(n / r["wall_s"], 1),
+            "all_upload_files_per_s": [round(n / x["upload_s"], 1) for x in ok]}
+
+
+def print_table(out: dict[str, Any], mean_s: float) -> None:
+    res, n = out["results"], out["files"]
+    ms = mean_s * 1000
+    print(f"\n{n} files of 16 KB, 10 clients; {out['latency_ms']} ms (mean {ms:g}) on every "
+          f"API call and every upload; before = {out['before']}; {out['rounds']} round(s), "
+          f"median; {out['cpus']} shared cores")
+    print("bound (latency alone): a file = 1 presign (API, La) + 1 upload (S3, Ls); "
+          f"La = Ls = {ms:g} ms")
+    print("  after:  min(c / Ls, p / La)        before: min(c / (La + Ls), p / La)")
+    naive = res.get("naive", {})
+    naive_up = n / naive["upload_s"] if "upload_s" in naive else None
+    print(f"\n{'tool':<13}{'upload s':>9}{'upl f/s':>9}{'total s':>9}{'files/s':>9}"
+          f"{'bound f/s':>10}{'of bound':>9}{'x naive':>9}{'x naive (total)':>16}")
+    for tool, r in res.items():
+        if "error" in r:
+            print(f"{tool:<13}failed: {r['error'][:80]}")
+            continue
+        up = n / r["upload_s"]
+        total = n / r["wall_s"]
+        bound = of = x = xt = ""
+        if tool != "naive":
+            side, cfg = tool.split()
+            b = out["bounds"][cfg][side]
+            bound = f"{b:.0f}"
+            of = f"{up / b:.0%}"
+            if naive_up:
+                x = f"{up / naive_up:.1f}x"
+                xt = f"{total / (n / naive['wall_s']):.1f}x"
+        print(f"{tool:<13}{r['upload_s']:>9.2f}{up:>9.1f}{r['wall_s']:>9.2f}{total:>9.1f}"
+              f"{bound:>10}{of:>9}{x:>9}{xt:>16}")
+    for cfg, b in out["bounds"].items():
+        c, pc = cfg.split("/")
+        print(f"  bound {cfg}: after min({c}/{mean_s:g} s, {pc}/{mean_s:g} s) = "
+              f"{b['after']:.0f} files/s; before min({c}/{2 * mean_s:g} s, {pc}/{mean_s:g} s)"
+              f" = {b['before']:.0f} files/s")
+    print("upload f/s: files / the upload phase (first transition to last `uploaded`; the "
+          "naive loop: to its last POST); files/s: end to end, with reconcile (1 s polls)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
