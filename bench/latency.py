@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -39,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import peers
-from measure import run_measured
+from measure import CpuMeter, run_measured
 from run import fresh_dir, make_files, phases, worker_config
+from servers import BUCKET as LIMIT_BUCKET
 from servers import PYTHON, REPO, Radosgw, SandboxProcess, radosgw, stop_radosgw
 
 BUCKET = "pracsuite-bench-latency"
@@ -73,8 +76,8 @@ def before_tree(ref: str | None, work: Path) -> tuple[str, Path]:
 
 
 @contextlib.contextmanager
-def relay(rgw: Radosgw, latency: str) -> Iterator[str]:
-    """bench/relay.py in front of radosgw; yields its URL."""
+def relay(rgw: Radosgw, latency: str) -> Iterator[tuple[str, int]]:
+    """bench/relay.py in front of radosgw; yields its URL and pid."""
     target = rgw.endpoint.split("//", 1)[1].rstrip("/")
     proc = subprocess.Popen([PYTHON, str(REPO / "bench" / "relay.py"), "--to", target,
                              "--latency-ms", latency, "--seed", "1"],
@@ -82,24 +85,25 @@ def relay(rgw: Radosgw, latency: str) -> Iterator[str]:
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def empty(rgw: Radosgw) -> None:
+def empty(rgw: Radosgw, bucket: str = BUCKET, prefix: str = "") -> None:
     s3 = rgw.s3()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
-            s3.delete_objects(Bucket=BUCKET, Delete={"Objects": keys, "Quiet": True})
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
 
 class Tools:
-    def __init__(self, args: argparse.Namespace, rgw: Radosgw, s3_url: str,
+    def __init__(self, args: argparse.Namespace, rgw: Radosgw, s3_url: str, relay_pid: int,
                  before_src: Path) -> None:
         self.args, self.rgw, self.s3_url, self.before_src = args, rgw, s3_url, before_src
+        self.relay_pid = relay_pid
         self.keys = rgw.session_keys()
         self.work = Path(args.workdir)
 
@@ -108,11 +112,28 @@ class Tools:
                               api_latency_ms=self.args.latency_ms, s3_url=self.s3_url,
                               bucket=BUCKET)
 
+    def meter(self, sb: SandboxProcess) -> CpuMeter:
+        meter = CpuMeter({"sandbox": [sb.pid], "relay": [self.relay_pid],
+                          "radosgw": self.rgw.pids})
+        meter.start()
+        return meter
+
     def naive(self, manifest: Path) -> dict[str, Any]:
         with self.sandbox() as sb:
+            meter = self.meter(sb)
             result = peers.naive(sb.base_url, sb.vendor_key, sb.practice_key, manifest)
+            result["server_cpu_s"] = meter.stop()
         empty(self.rgw)
         return result
+
+    def limit(self, manifest: Path, c: int) -> dict[str, Any]:
+        """Raw presigned POSTs, c at a time, through the relay: the most the upload side
+        does at this latency on this machine, with no presign and no checks at all."""
+        through = dataclasses.replace(self.rgw, endpoint=self.s3_url)
+        prefix = f"latency-limit-{c}"
+        result = peers.limit_posts(through, self.keys, manifest, c, prefix)
+        empty(self.rgw, LIMIT_BUCKET, prefix + "/")
+        return {**result, "upload_s": result["wall_s"]}
 
     def worker(self, manifest: Path, c: int, pc: int, *, before: bool) -> dict[str, Any]:
         name = f"{'before' if before else 'after'}-{c}-{pc}"
@@ -123,17 +144,40 @@ class Tools:
         with self.sandbox() as sb:
             cfg = worker_config(out / "config.toml", sb, out, rps=RPS, concurrency=c,
                                 presign_concurrency=pc)
+            meter = self.meter(sb)
             m = run_measured([PYTHON, "-m", "pracsuite_ingest", "run", "--config", str(cfg),
                               "--manifest", str(manifest)], env=env, cwd=out,
                              log=out / "worker.log")
+            servers = meter.stop()
             stats = sb.stats()
         empty(self.rgw)
         if m.code != 0:
             raise RuntimeError(f"{name} exited {m.code}; see {out / 'worker.log'}")
         req = stats["requests"]
-        return {**m.as_dict(), **phases(out / "state.db"),
+        return {**m.as_dict(), **phases(out / "state.db"), **slots(out / "state.db", c),
+                "server_cpu_s": servers,
                 "api_calls": {k: sum(req[k].values()) for k in ("presign", "list",
                                                                    "presign_url")}}
+
+
+def slots(state_db: Path, concurrency: int) -> dict[str, float]:
+    """From the state file: the mean time of one upload POST (`uploading` to
+    `uploaded`: S3's latency and its work), and the share of the upload phase the
+    upload slots spent uploading (1.0: a slot never waited for anything else)."""
+    con = sqlite3.connect(state_db)
+    try:
+        rows = con.execute("SELECT item_id, stage, at FROM transitions ORDER BY rowid").fetchall()
+    finally:
+        con.close()
+    first: dict[int, dict[str, float]] = {}
+    for item, stage, at in rows:
+        first.setdefault(item, {}).setdefault(stage, at)
+    posts = [t["uploaded"] - t["uploading"] for t in first.values()
+             if "uploading" in t and "uploaded" in t]
+    start = min(at for _, _, at in rows)
+    end = max(t["uploaded"] for t in first.values() if "uploaded" in t)
+    return {"upload_post_ms": round(sum(posts) / len(posts) * 1000, 1),
+            "slots_busy": round(sum(posts) / (concurrency * (end - start)), 3)}
 
 
 def bounds(c: int, pc: int, la_s: float, ls_s: float) -> dict[str, float]:
@@ -163,10 +207,11 @@ def main() -> int:
     n = args.files
     runs: dict[str, list[dict[str, Any]]] = {}
     try:
-        with relay(rgw, args.latency_ms) as s3_url:
-            tools = Tools(args, rgw, s3_url, before_src)
+        with relay(rgw, args.latency_ms) as (s3_url, relay_pid):
+            tools = Tools(args, rgw, s3_url, relay_pid, before_src)
             todo: dict[str, Callable[[], dict[str, Any]]] = {
-                "naive": lambda: tools.naive(manifest)}
+                "naive": lambda: tools.naive(manifest),
+                "limit 8": lambda: tools.limit(manifest, 8)}
             for c, pc in CONFIGS:
                 for before in (True, False):
                     todo[f"{'before' if before else 'after'} {c}/{pc}"] = (
@@ -207,6 +252,20 @@ def median(rs: list[dict[str, Any]], n: int) -> dict[str, Any]:
             "all_upload_files_per_s": [round(n / x["upload_s"], 1) for x in ok]}
 
 
+def measured_bound(out: dict[str, Any], cfg: str, side: str, mean_s: float) -> float | None:
+    """The bound with the upload side as measured (raw POSTs through the relay, c in
+    flight); before presign-ahead each slot also waited a presign (La) per file."""
+    limit = out["results"].get("limit 8", {})
+    if "upload_s" not in limit or not cfg.startswith("8/"):
+        return None
+    posts = out["files"] / limit["upload_s"]  # c / (Ls + S3's own time), as measured
+    pc = int(cfg.split("/")[1])
+    if side == "after":
+        return min(posts, pc / mean_s, RPS)
+    per_post_s = 8 / posts
+    return min(8 / (per_post_s + mean_s), pc / mean_s, RPS)
+
+
 def print_table(out: dict[str, Any], mean_s: float) -> None:
     res, n = out["results"], out["files"]
     ms = mean_s * 1000
@@ -219,31 +278,51 @@ def print_table(out: dict[str, Any], mean_s: float) -> None:
     naive = res.get("naive", {})
     naive_up = n / naive["upload_s"] if "upload_s" in naive else None
     print(f"\n{'tool':<13}{'upload s':>9}{'upl f/s':>9}{'total s':>9}{'files/s':>9}"
-          f"{'bound f/s':>10}{'of bound':>9}{'x naive':>9}{'x naive (total)':>16}")
+          f"{'bound f/s':>10}{'of bound':>9}{'of meas.':>9}{'x naive':>8}{'(total)':>8}"
+          f"{'POST ms':>8}{'slots busy':>11}{'CPU ms/file':>12}")
     for tool, r in res.items():
         if "error" in r:
             print(f"{tool:<13}failed: {r['error'][:80]}")
             continue
         up = n / r["upload_s"]
         total = n / r["wall_s"]
-        bound = of = x = xt = ""
-        if tool != "naive":
+        bound = of = of_m = x = xt = post = busy = ""
+        cpu = sum(r.get("server_cpu_s", {}).values()) + (r.get("cpu_s") or 0)
+        if tool != "naive" and not tool.startswith("limit"):
+            post, busy = f"{r['upload_post_ms']:.0f}", f"{r['slots_busy']:.0%}"
             side, cfg = tool.split()
             b = out["bounds"][cfg][side]
             bound = f"{b:.0f}"
             of = f"{up / b:.0%}"
+            measured = measured_bound(out, cfg, side, mean_s)
+            of_m = f"{up / measured:.0%}" if measured else ""
             if naive_up:
                 x = f"{up / naive_up:.1f}x"
                 xt = f"{total / (n / naive['wall_s']):.1f}x"
         print(f"{tool:<13}{r['upload_s']:>9.2f}{up:>9.1f}{r['wall_s']:>9.2f}{total:>9.1f}"
-              f"{bound:>10}{of:>9}{x:>9}{xt:>16}")
+              f"{bound:>10}{of:>9}{of_m:>9}{x:>8}{xt:>8}{post:>8}{busy:>11}"
+              f"{cpu / n * 1000:>12.2f}")
     for cfg, b in out["bounds"].items():
         c, pc = cfg.split("/")
         print(f"  bound {cfg}: after min({c}/{mean_s:g} s, {pc}/{mean_s:g} s) = "
               f"{b['after']:.0f} files/s; before min({c}/{2 * mean_s:g} s, {pc}/{mean_s:g} s)"
               f" = {b['before']:.0f} files/s")
+        limit = res.get("limit 8", {})
+        if "upload_s" in limit:
+            lim = n / limit["upload_s"]
+            print(f"  measured bound {cfg}: the same with c / Ls replaced by what {c} raw "
+                  f"POSTs in flight did through the relay (limit 8: {lim:.0f} files/s): "
+                  f"after min({lim:.0f}, {int(pc) / mean_s:.0f}) = "
+                  f"{measured_bound(out, cfg, 'after', mean_s):.0f}; before "
+                  f"min({c} / ({c}/{lim:.0f} s + La), {int(pc) / mean_s:.0f}) = "
+                  f"{measured_bound(out, cfg, 'before', mean_s):.0f}")
     print("upload f/s: files / the upload phase (first transition to last `uploaded`; the "
-          "naive loop: to its last POST); files/s: end to end, with reconcile (1 s polls)")
+          "naive loop: to its last POST); files/s and (total): end to end, with reconcile "
+          "(1 s polls)")
+    print("POST ms: mean time of one upload POST (`uploading` to `uploaded`: the relay's "
+          "latency and radosgw's work); slots busy: the share of the upload phase the c "
+          "slots spent in a POST (100%: no slot ever waited for a presign); CPU ms/file: "
+          "the worker (or naive), sandbox, relay and radosgw, over the whole run")
 
 
 if __name__ == "__main__":

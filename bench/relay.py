@@ -102,7 +102,11 @@ async def serve(host: str, port: int, low_ms: int, high_ms: int, seed: int | Non
             for w in (c_writer, s_writer):
                 w.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async def quiet(c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # the relay stopping: no traceback
+            await handle(c_reader, c_writer)
+
+    server = await asyncio.start_server(quiet, "127.0.0.1", 0)
     print(server.sockets[0].getsockname()[1], flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
