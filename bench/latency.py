@@ -206,6 +206,7 @@ def main() -> int:
         s3.create_bucket(Bucket=BUCKET)
     n = args.files
     runs: dict[str, list[dict[str, Any]]] = {}
+    load_before = os.getloadavg()[0]
     try:
         with relay(rgw, args.latency_ms) as (s3_url, relay_pid):
             tools = Tools(args, rgw, s3_url, relay_pid, before_src)
@@ -233,6 +234,8 @@ def main() -> int:
     out = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "files": n,
            "file_bytes": 16 * 1024, "latency_ms": args.latency_ms, "before": sha,
            "rounds": args.rounds, "cpus": os.cpu_count(), "results": results,
+           # other work on the machine: the figures are only as good as it was quiet
+           "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
            "bounds": {f"{c}/{pc}": bounds(c, pc, mean_s, mean_s) for c, pc in CONFIGS}}
     print_table(out, mean_s)
     dest = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}-latency.json"
@@ -271,7 +274,8 @@ def print_table(out: dict[str, Any], mean_s: float) -> None:
     ms = mean_s * 1000
     print(f"\n{n} files of 16 KB, 10 clients; {out['latency_ms']} ms (mean {ms:g}) on every "
           f"API call and every upload; before = {out['before']}; {out['rounds']} round(s), "
-          f"median; {out['cpus']} shared cores")
+          f"median; {out['cpus']} shared cores, load average {out['load_average'][0]} at the "
+          f"start, {out['load_average'][1]} at the end")
     print("bound (latency alone): a file = 1 presign (API, La) + 1 upload (S3, Ls); "
           f"La = Ls = {ms:g} ms")
     print("  after:  min(c / Ls, p / La)        before: min(c / (La + Ls), p / La)")
