@@ -21,6 +21,10 @@ presign-ahead, c upload slots and p presigns in flight:
     files/s <= min(c / Ls, p / La, requests_per_second)
 Before it, each slot presigned and then uploaded one file:
     files/s <= min(c / (La + Ls), p / La, requests_per_second)
+On a loaded machine S3 and the CPU take time of their own, so the table also gives a
+measured bound: c / Ls replaced by the least of what 8 raw presigned POSTs in flight
+did through the same relay (`limit 8`, no presign, no checks) and what the same
+pipeline did with no latency at all (`after c/p @0ms`: the machine's CPU, now).
 """
 
 from __future__ import annotations
@@ -101,15 +105,15 @@ def empty(rgw: Radosgw, bucket: str = BUCKET, prefix: str = "") -> None:
 
 class Tools:
     def __init__(self, args: argparse.Namespace, rgw: Radosgw, s3_url: str, relay_pid: int,
-                 before_src: Path) -> None:
+                 before_src: Path, latency_ms: str) -> None:
         self.args, self.rgw, self.s3_url, self.before_src = args, rgw, s3_url, before_src
-        self.relay_pid = relay_pid
+        self.relay_pid, self.latency_ms = relay_pid, latency_ms
         self.keys = rgw.session_keys()
         self.work = Path(args.workdir)
 
     def sandbox(self) -> SandboxProcess:
         return SandboxProcess(self.rgw, self.keys, validation_delay_s=0.2,
-                              api_latency_ms=self.args.latency_ms, s3_url=self.s3_url,
+                              api_latency_ms=self.latency_ms, s3_url=self.s3_url,
                               bucket=BUCKET)
 
     def meter(self, sb: SandboxProcess) -> CpuMeter:
@@ -136,7 +140,7 @@ class Tools:
         return {**result, "upload_s": result["wall_s"]}
 
     def worker(self, manifest: Path, c: int, pc: int, *, before: bool) -> dict[str, Any]:
-        name = f"{'before' if before else 'after'}-{c}-{pc}"
+        name = f"{'before' if before else 'after'}-{c}-{pc}-{self.latency_ms}"
         out = fresh_dir(self.work / "runs" / name)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")}
         if before:  # the old code first on the path, ahead of this checkout's
@@ -181,6 +185,8 @@ def slots(state_db: Path, concurrency: int) -> dict[str, float]:
 
 
 def bounds(c: int, pc: int, la_s: float, ls_s: float) -> dict[str, float]:
+    if not la_s or not ls_s:  # no latency: only the rate is a bound
+        return {"after": RPS, "before": RPS}
     return {"after": min(c / ls_s, pc / la_s, RPS),
             "before": min(c / (la_s + ls_s), pc / la_s, RPS)}
 
@@ -208,8 +214,11 @@ def main() -> int:
     runs: dict[str, list[dict[str, Any]]] = {}
     load_before = os.getloadavg()[0]
     try:
-        with relay(rgw, args.latency_ms) as (s3_url, relay_pid):
-            tools = Tools(args, rgw, s3_url, relay_pid, before_src)
+        with relay(rgw, args.latency_ms) as (s3_url, relay_pid), \
+                relay(rgw, "0") as (s3_url_0, relay_pid_0):
+            tools = Tools(args, rgw, s3_url, relay_pid, before_src, args.latency_ms)
+            # the same pipeline without the latency: what this machine's CPU allows now
+            zero = Tools(args, rgw, s3_url_0, relay_pid_0, before_src, "0")
             todo: dict[str, Callable[[], dict[str, Any]]] = {
                 "naive": lambda: tools.naive(manifest),
                 "limit 8": lambda: tools.limit(manifest, 8)}
@@ -218,6 +227,9 @@ def main() -> int:
                     todo[f"{'before' if before else 'after'} {c}/{pc}"] = (
                         lambda c=c, pc=pc, before=before: tools.worker(manifest, c, pc,
                                                                        before=before))
+                if mean_s:
+                    todo[f"after {c}/{pc} @0ms"] = (
+                        lambda c=c, pc=pc: zero.worker(manifest, c, pc, before=False))
             order = list(todo)
             for r in range(args.rounds):
                 for tool in order[r % len(order):] + order[:r % len(order)]:
@@ -262,11 +274,15 @@ def measured_bound(out: dict[str, Any], cfg: str, side: str, mean_s: float) -> f
     if "upload_s" not in limit or not cfg.startswith("8/"):
         return None
     posts = out["files"] / limit["upload_s"]  # c / (Ls + S3's own time), as measured
+    cpu = out["results"].get(f"after {cfg} @0ms", {})
+    if "upload_s" in cpu:  # no faster than the same pipeline without the latency
+        posts = min(posts, out["files"] / cpu["upload_s"])
     pc = int(cfg.split("/")[1])
+    presigns = pc / mean_s if mean_s else RPS
     if side == "after":
-        return min(posts, pc / mean_s, RPS)
+        return min(posts, presigns, RPS)
     per_post_s = 8 / posts
-    return min(8 / (per_post_s + mean_s), pc / mean_s, RPS)
+    return min(8 / (per_post_s + mean_s), presigns, RPS)
 
 
 def print_table(out: dict[str, Any], mean_s: float) -> None:
@@ -292,7 +308,7 @@ def print_table(out: dict[str, Any], mean_s: float) -> None:
         total = n / r["wall_s"]
         bound = of = of_m = x = xt = post = busy = ""
         cpu = sum(r.get("server_cpu_s", {}).values()) + (r.get("cpu_s") or 0)
-        if tool != "naive" and not tool.startswith("limit"):
+        if tool != "naive" and not tool.startswith("limit") and "@" not in tool:
             post, busy = f"{r['upload_post_ms']:.0f}", f"{r['slots_busy']:.0%}"
             side, cfg = tool.split()
             b = out["bounds"][cfg][side]
@@ -313,13 +329,15 @@ def print_table(out: dict[str, Any], mean_s: float) -> None:
               f" = {b['before']:.0f} files/s")
         limit = res.get("limit 8", {})
         if "upload_s" in limit:
-            lim = n / limit["upload_s"]
-            print(f"  measured bound {cfg}: the same with c / Ls replaced by what {c} raw "
-                  f"POSTs in flight did through the relay (limit 8: {lim:.0f} files/s): "
-                  f"after min({lim:.0f}, {int(pc) / mean_s:.0f}) = "
-                  f"{measured_bound(out, cfg, 'after', mean_s):.0f}; before "
-                  f"min({c} / ({c}/{lim:.0f} s + La), {int(pc) / mean_s:.0f}) = "
-                  f"{measured_bound(out, cfg, 'before', mean_s):.0f}")
+            sides = [f"8 raw POSTs in flight through the relay did {n / limit['upload_s']:.0f}"]
+            flat = res.get(f"after {cfg} @0ms", {})
+            if "upload_s" in flat:
+                sides.append(f"the same pipeline with no latency, on this machine now, "
+                             f"{n / flat['upload_s']:.0f}")
+            print(f"  measured bound {cfg}: c / Ls as measured, the least of: "
+                  f"{'; '.join(sides)} files/s; after "
+                  f"{measured_bound(out, cfg, 'after', mean_s):.0f}, before "
+                  f"{measured_bound(out, cfg, 'before', mean_s):.0f} files/s")
     print("upload f/s: files / the upload phase (first transition to last `uploaded`; the "
           "naive loop: to its last POST); files/s and (total): end to end, with reconcile "
           "(1 s polls)")
