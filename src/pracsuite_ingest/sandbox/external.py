@@ -62,33 +62,54 @@ def object_path(bucket: str, key: str) -> str:
     return "/" + quote(bucket, safe="") + "/" + quote(key, safe="/~")
 
 
+@dataclass(frozen=True)
+class _Signing:
+    """What a SigV4 signature of one request to an object needs: where, when, who."""
+
+    origin: str  # scheme://host
+    host: str
+    path: str  # encoded, with any path prefix of the S3 URL
+    amz_date: str
+    scope: str
+    creds: Credentials
+    key_bytes: bytes
+
+    @classmethod
+    def of(cls, s3: ExternalS3, key: str, now: datetime) -> _Signing:
+        parts = urlsplit(s3.url)
+        date_stamp = now.strftime("%Y%m%d")
+        creds = s3.credentials
+        return cls(
+            origin=f"{parts.scheme}://{parts.netloc}", host=parts.netloc,
+            path=(parts.path.rstrip("/") if parts.path else "") + object_path(s3.bucket, key),
+            amz_date=now.strftime("%Y%m%dT%H%M%SZ"),
+            scope=f"{date_stamp}/{s3.region}/{SERVICE}/{TERMINATOR}", creds=creds,
+            key_bytes=signing_key(creds.secret_key, date_stamp, s3.region))
+
+    def signature(self, canonical: str) -> str:
+        to_sign = "\n".join([ALGORITHM, self.amz_date, self.scope,
+                             hashlib.sha256(canonical.encode()).hexdigest()])
+        return hmac.new(self.key_bytes, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
 def sign_head(s3: ExternalS3, key: str, now: datetime) -> tuple[str, dict[str, str]]:
     """A SigV4-signed HEAD of `key`: (URL with the path already encoded, headers). Pure."""
-    parts = urlsplit(s3.url)
-    host = parts.netloc
-    path = (parts.path.rstrip("/") if parts.path else "") + object_path(s3.bucket, key)
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    date_stamp = now.strftime("%Y%m%d")
-    creds = s3.credentials
-    headers = {"host": host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": amz_date}
-    if creds.session_token is not None:
-        headers["x-amz-security-token"] = creds.session_token
+    sig = _Signing.of(s3, key, now)
+    headers = {"host": sig.host, "x-amz-content-sha256": EMPTY_SHA256,
+               "x-amz-date": sig.amz_date}
+    if sig.creds.session_token is not None:
+        headers["x-amz-security-token"] = sig.creds.session_token
     names = sorted(headers)
     canonical = "\n".join([
-        "HEAD", path, "",
+        "HEAD", sig.path, "",
         *(f"{n}:{headers[n].strip()}" for n in names), "",
         ";".join(names), EMPTY_SHA256,
     ])
-    scope = f"{date_stamp}/{s3.region}/{SERVICE}/{TERMINATOR}"
-    to_sign = "\n".join(
-        [ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key_bytes = signing_key(creds.secret_key, date_stamp, s3.region)
-    signature = hmac.new(key_bytes, to_sign.encode(), hashlib.sha256).hexdigest()
     headers["authorization"] = (
-        f"{ALGORITHM} Credential={creds.access_key}/{scope}, "
-        f"SignedHeaders={';'.join(names)}, Signature={signature}")
+        f"{ALGORITHM} Credential={sig.creds.access_key}/{sig.scope}, "
+        f"SignedHeaders={';'.join(names)}, Signature={sig.signature(canonical)}")
     del headers["host"]  # aiohttp sends it from the URL, the same value
-    return f"{parts.scheme}://{host}{path}", headers
+    return f"{sig.origin}{sig.path}", headers
 
 
 def presign_get(s3: ExternalS3, key: str, now: datetime, expires_in_s: int = 3600) -> str:
@@ -96,26 +117,18 @@ def presign_get(s3: ExternalS3, key: str, now: datetime, expires_in_s: int = 360
 
     The URL is already encoded: send it as it is (yarl `encoded=True`).
     """
-    parts = urlsplit(s3.url)
-    host = parts.netloc
-    path = (parts.path.rstrip("/") if parts.path else "") + object_path(s3.bucket, key)
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    date_stamp = now.strftime("%Y%m%d")
-    creds = s3.credentials
-    scope = f"{date_stamp}/{s3.region}/{SERVICE}/{TERMINATOR}"
-    params = {"X-Amz-Algorithm": ALGORITHM, "X-Amz-Credential": f"{creds.access_key}/{scope}",
-              "X-Amz-Date": amz_date, "X-Amz-Expires": str(expires_in_s),
+    sig = _Signing.of(s3, key, now)
+    params = {"X-Amz-Algorithm": ALGORITHM,
+              "X-Amz-Credential": f"{sig.creds.access_key}/{sig.scope}",
+              "X-Amz-Date": sig.amz_date, "X-Amz-Expires": str(expires_in_s),
               "X-Amz-SignedHeaders": "host"}
-    if creds.session_token is not None:
-        params["X-Amz-Security-Token"] = creds.session_token
+    if sig.creds.session_token is not None:
+        params["X-Amz-Security-Token"] = sig.creds.session_token
     query = "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
                      for k, v in sorted(params.items()))
-    canonical = "\n".join(["GET", path, query, f"host:{host}", "", "host", "UNSIGNED-PAYLOAD"])
-    to_sign = "\n".join(
-        [ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key_bytes = signing_key(creds.secret_key, date_stamp, s3.region)
-    signature = hmac.new(key_bytes, to_sign.encode(), hashlib.sha256).hexdigest()
-    return f"{parts.scheme}://{host}{path}?{query}&X-Amz-Signature={signature}"
+    canonical = "\n".join(["GET", sig.path, query, f"host:{sig.host}", "", "host",
+                           "UNSIGNED-PAYLOAD"])
+    return f"{sig.origin}{sig.path}?{query}&X-Amz-Signature={sig.signature(canonical)}"
 
 
 async def put_object(s3: ExternalS3, session: aiohttp.ClientSession, key: str,
