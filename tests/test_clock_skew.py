@@ -6,8 +6,6 @@ each row ends validated; only S3's refusal makes it presign again."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,29 +13,17 @@ from pathlib import Path
 import pytest
 
 from e2e import config, make_files, run_cli, write_manifest
+from needs import program
 from pracsuite_ingest.models import Presigned
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.upload import is_expired, s3_clock
 
 pytestmark = pytest.mark.slow
 
-FAKETIME = shutil.which("faketime")
-
-
-def _need_faketime() -> str:
-    if FAKETIME is None:
-        reason = "faketime is not installed (Debian: apt-get install faketime)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must install it")
-        print(f"SKIPPED: {reason}")
-        pytest.skip(reason)
-    return FAKETIME
-
-
 @pytest.mark.parametrize("offset", ["+2h", "+26h", "-10m"])
 async def test_a_wrong_clock_never_refuses_or_represigns_a_policy_s3_accepts(
         tmp_path: Path, offset: str) -> None:
-    faketime = _need_faketime()
+    faketime = program("faketime", package="faketime")
     probe = await asyncio.create_subprocess_exec(
         faketime, "-f", offset, sys.executable, "-c", "import time; print(time.time())",
         stdout=asyncio.subprocess.PIPE)

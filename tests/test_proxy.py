@@ -4,8 +4,6 @@ says which proxy it uses, never with the credentials in its URL."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from e2e import config, make_files, run_cli, write_manifest
+from needs import program
 from pracsuite_ingest.proxy import shown
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 
@@ -43,13 +42,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def tinyproxy(tmp_path: Path) -> Iterator[Proxy]:
-    binary = shutil.which("tinyproxy")
-    if binary is None:
-        reason = "tinyproxy is not installed (Debian: apt-get install tinyproxy)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI must install it")
-        print(f"SKIPPED: {reason}")
-        pytest.skip(reason)
+    binary = program("tinyproxy", package="tinyproxy")
     port = _free_port()
     log = tmp_path / "tinyproxy.log"
     conf = tmp_path / "tinyproxy.conf"

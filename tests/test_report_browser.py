@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from needs import program
 from pracsuite_ingest import report
 from pracsuite_ingest.report import summarise
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars"]
@@ -29,13 +29,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def chromium() -> str:
-    if CHROMIUM is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; .ci/run installs it (apt-get install "
-                        "chromium)")
-        pytest.skip("chromium is not installed (apt-get install --no-install-recommends "
-                    "chromium); CI installs it and runs this test")
-    return CHROMIUM
+    return program("chromium", "chromium-browser",
+                   package="--no-install-recommends chromium")
 
 
 def item(n: int, client: str, status: str, error: str | None = None) -> dict[str, Any]:
