@@ -35,7 +35,7 @@ from pracsuite_ingest.filters import NO_FILTER
 from pracsuite_ingest.guards import tls_context
 from pracsuite_ingest.logs import bind_context, get_logger
 from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
-from pracsuite_ingest.polling import reconcile_run
+from pracsuite_ingest.polling import UploadPhase, reconcile_run
 from pracsuite_ingest.presign_ahead import PresignAhead
 from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.retry import PolicyRetrier, retrying
@@ -136,6 +136,7 @@ class Run:
         self._snap_locks: dict[str, asyncio.Lock] = {}
         self._snap_refused: dict[str, str] = {}
         self._snapshotted: set[str] = set()
+        self.uploads = UploadPhase()  # what reconcile, running alongside, sees of the uploads
         self._upload_cap_s = settings.upload.timeout_s
         cap = settings.upload.max_bytes_per_second
         self._bandwidth = BandwidthCap(cap) if cap else None  # one for every upload
@@ -289,7 +290,8 @@ class Run:
         item_id = self.state.add_item(self.run_id, seq, row, local, Stage.SEEN,
                                       snapshot_run=self.run_id)
         self.counters.bytes_to_send += local.size
-        await self._send(item_id, local, log)
+        with self.uploads.activity.sending(row.client_id):
+            await self._send(item_id, local, log)
 
     # ------------------------------------------------------- presign and upload phase
     async def _snapshot(self, client_id: str) -> None:
@@ -453,20 +455,33 @@ class Run:
                 self.log.info("api pace", **self.api.gate.pace().as_dict())
 
     async def _upload_and_reconcile(self) -> None:
-        finished = await self.upload_all()
-        self.state.mark_last_upload(self.run_id, time.time())
+        """Reconcile runs from the first upload on (confirming while uploading); its
+        deadline counts from the moment the last upload finished. A lost upload is sent
+        again only after that round's deadline poll found no record of it."""
+        async with asyncio.TaskGroup() as tg:
+            first_round = tg.create_task(self._reconcile(self.uploads))
+            try:
+                finished = await self.upload_all()
+            finally:
+                self.state.mark_last_upload(self.run_id, time.time())
+                self.uploads.finish()
         if not finished:
             return
+        absent = first_round.result()
         for resend_round in range(MAX_RESEND_ROUNDS + 1):
-            absent = await reconcile_run(self.state, self.api, self.settings, self.run_id,
-                                         self.settings.reconcile.deadline_s, self.shutdown,
-                                         self.log, self.counters)
+            if resend_round:
+                absent = await self._reconcile(None)
             lost = [i for i in self.state.lost_uploads(self.run_id) if i.id in absent]
             if self.shutdown.is_set() or not lost or resend_round == MAX_RESEND_ROUNDS:
                 return
             self.log.warning("sending again uploads whose answer was lost and that have "
                              "no record", count=len(lost), round=resend_round + 1)
             await self._resend(lost)
+
+    async def _reconcile(self, uploads: UploadPhase | None) -> set[int]:
+        return await reconcile_run(self.state, self.api, self.settings, self.run_id,
+                                   self.settings.reconcile.deadline_s, self.shutdown,
+                                   self.log, self.counters, uploads)
 
     async def _resend(self, items: list[ItemRecord]) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -482,6 +497,7 @@ class Run:
             local = LocalFile(row, Path(item.path), item.size or 0, item.sha256 or "")
             log = self.log.bind(client_id=item.client_id, item=item.seq)
             bind_context(client_id=item.client_id, item=item.seq)  # this task only
-            await self._send(item.id, local, log, attempts=item.attempts)
+            with self.uploads.activity.sending(item.client_id):
+                await self._send(item.id, local, log, attempts=item.attempts)
         finally:
             self.ahead.rows.release()

@@ -1,8 +1,12 @@
 """The reconcile polling loop (I/O): ask PracSuite until every upload has its record.
 
-The matching itself is pure and lives in `reconcile.py`; this loop owns the deadline,
-the poll intervals, the downloads that let the bytes decide (`verification.py`), and
-the one decision that lets a lost upload be sent again.
+The matching itself is pure and lives in `reconcile.py`, when to poll which patient in
+`scheduling.py`; this loop owns the deadline, runs a few patients' polls at a time
+(`POLLS_IN_FLIGHT`, the rate gate pacing every call), the downloads that let the bytes
+decide (`verification.py`), and the one decision that lets a lost upload be sent
+again. It runs alongside the uploads (`UploadPhase`): a patient's uploads are
+confirmed while later patients' are still being sent; the deadline starts when the
+last upload of the run finished.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import contextlib
 import random
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -21,9 +26,35 @@ from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.errors import Permanent, Retryable
 from pracsuite_ingest.models import Stage
 from pracsuite_ingest.retry import PolicyRetrier
+from pracsuite_ingest.scheduling import Activity, Schedule
 from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.verification import Verifier, VerifyFailed
+
+POLLS_IN_FLIGHT = 4  # patients polled at once; the rate gate still paces every call
+IDLE_TICK_S = 1.0  # the longest the loop sleeps before it looks at shutdown and state again
+
+
+@dataclass
+class UploadPhase:
+    """The upload phase as reconcile sees it while both run: which patients have an
+    upload in flight (`activity`), and whether the last upload has finished."""
+
+    activity: Activity = field(default_factory=Activity)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dirty: bool = True  # an upload ended since the loop last read the waiting uploads
+
+    def __post_init__(self) -> None:
+        self.activity.on_change = self.changed
+
+    def changed(self) -> None:
+        self.dirty = True
+        self.wake.set()
+
+    def finish(self) -> None:
+        self.finished.set()
+        self.changed()
 
 
 def _upload_of(item: ItemRecord, before: frozenset[str]) -> rc.Upload:
@@ -49,8 +80,13 @@ def differ_note(records: set[str]) -> str:
 
 async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Settings,
                         run_id: str, deadline_s: float, shutdown: asyncio.Event,
-                        log: Any, counters: Counters | None = None) -> set[int]:
+                        log: Any, counters: Counters | None = None,
+                        uploads: UploadPhase | None = None) -> set[int]:
     """Poll until every awaiting upload of the run has a record, or the deadline passes.
+
+    With `uploads` (a run's first round), it runs while the uploads go on: it polls
+    each patient once no upload of it is in flight and its records are likely there,
+    and the deadline counts from `uploads.finished`; without, from now.
 
     Returns the ids of uploads whose S3 answer was lost and that PracSuite is *known*
     not to hold: a complete poll of their client after the deadline found no record.
@@ -59,10 +95,13 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
     """
     assert api is not None
     c = counters or Counters()
-    c.reconcile_until = time.time() + deadline_s
     c.reconcile_end = ""
+    if uploads is None:
+        uploads = UploadPhase()
+        uploads.finish()
     try:
-        absent = await _reconcile(state, api, settings, run_id, deadline_s, shutdown, log, c)
+        absent = await _reconcile(state, api, settings, run_id, deadline_s, shutdown, log, c,
+                                  uploads)
         # The display's last frame shows the outcome: what is still without a record.
         c.awaiting = len(state.awaiting(run_id))
     except BaseException:
@@ -74,9 +113,7 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
 
 async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run_id: str,
                      deadline_s: float, shutdown: asyncio.Event, log: Any,
-                     c: Counters) -> set[int]:
-    started = time.monotonic()
-    deadline = started + deadline_s
+                     c: Counters, uploads: UploadPhase) -> set[int]:
 
     def on_retry(exc: BaseException, attempt: int, delay: float) -> None:
         c.retries += 1
@@ -127,8 +164,19 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
                   records=len(decision.download), downloads_total=verifier.downloads,
                   bytes_total=verifier.bytes_read)
 
-    async def poll(client_id: str, items: list[ItemRecord], limit_s: float) -> bool:
-        """One complete look at the client's records; False if PracSuite could not be asked."""
+    activity = uploads.activity
+
+    async def poll(client_id: str, items: list[ItemRecord], limit_s: float
+                   ) -> tuple[bool, int]:
+        """One look at the client's records: whether it was complete (False if
+        PracSuite could not be asked, or not fully), and how many uploads it validated.
+
+        Only uploads that finished are asked about (`items`: stage uploaded, missing, or
+        outcome unknown). When an upload of the client started during the poll, its
+        record may be in the list without its item among `items`: then only claims
+        that a key or the bytes prove are kept; name and size alone wait for the next.
+        """
+        generation = activity.started(client_id)
         claims = state.claims(client_id)
         uploads = [_upload_of(i, before(i)) for i in items]
         # Another row of the same upload (same key) claimed its record: that is proof.
@@ -157,11 +205,16 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
             log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
                         error=str(exc) or type(exc).__name__)
             if evidence is None:
-                return False
+                return False, 0
             complete = False  # the list was read: claim what the bytes read so far prove
         if evidence is not None:
             decision = rc.decide(waiting, evidence, verify, digests)
-            found |= decision.claims
+            claimed = decision.claims
+            if activity.started(client_id) != generation:
+                claimed = {i: (r, v) for i, (r, v) in claimed.items()
+                           if v or evidence.proven.get(i) == r}
+                complete = complete and len(claimed) == len(decision.claims)
+            found |= claimed
             for item in items:
                 if item.id in decision.ambiguous:
                     ambiguous[item.id] = decision.ambiguous[item.id]
@@ -179,7 +232,7 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
                      item=by_id[item_id].seq, attachment_id=record, verified=verified,
                      file_name=by_id[item_id].file_name)
         state.commit()  # one commit per poll, not per record
-        return complete
+        return complete, len(found)
 
     def by_client(items: list[ItemRecord]) -> dict[str, list[ItemRecord]]:
         out: dict[str, list[ItemRecord]] = {}
@@ -187,21 +240,79 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
             out.setdefault(item.client_id, []).append(item)
         return out
 
-    interval = settings.reconcile.poll_interval_s  # SPEC: the first interval; then x1.5
-    while True:
-        awaiting = state.awaiting(run_id)
-        c.awaiting = len(awaiting)
-        for client_id, items in by_client(awaiting).items():
-            if shutdown.is_set():
-                return set()
-            # Each call is retried on its own; the poll stops at the deadline (with a
-            # few seconds' grace so that a late poll can still finish).
-            await poll(client_id, items, max(deadline - time.monotonic(), 5.0))
-        if not state.awaiting(run_id):
-            return set()
-        if shutdown.is_set() or not await rc.sleep_until_next_poll(interval, deadline):
-            break
-        interval = rc.next_poll_interval(interval, settings.reconcile.poll_interval_s)
+    schedule = Schedule(settings.reconcile.poll_interval_s)
+    slots = asyncio.Semaphore(POLLS_IN_FLIGHT)
+    polling: set[str] = set()
+    retry_bound_s = settings.api.timeout_s * settings.api.max_attempts + 60.0
+    deadline: float | None = None  # monotonic; set when the last upload has finished
+    started = time.monotonic()
+
+    async def poll_patient(client_id: str) -> None:
+        try:
+            items = state.awaiting(run_id, client_id)
+            if not items:
+                schedule.done(client_id)
+                return
+            at = time.time()
+            # Each call is retried on its own; after the uploads, a poll stops at the
+            # deadline (with a few seconds' grace so that a late poll can still finish).
+            limit = (retry_bound_s if deadline is None
+                     else max(deadline - time.monotonic(), 5.0))
+            complete, found = await poll(client_id, items, limit)
+            schedule.polled(client_id, at, found_all=complete and found == len(items),
+                            found_none=complete and found == 0)
+        finally:
+            polling.discard(client_id)
+            slots.release()
+            uploads.wake.set()
+
+    def refresh() -> None:
+        """Read which patients wait, and since when (once per upload ended, not per poll:
+        a poll's findings reach the schedule through `polled`)."""
+        uploads.dirty = False
+        waiting, count = state.awaiting_since(run_id)
+        for client_id, since in waiting.items():
+            schedule.waiting(client_id, since)
+        for client_id in [k for k in schedule.clients() if k not in waiting]:
+            if client_id not in polling:
+                schedule.done(client_id)
+        c.awaiting = count
+
+    async with asyncio.TaskGroup() as tg:
+        while not shutdown.is_set():
+            uploads.wake.clear()
+            if deadline is None and uploads.finished.is_set():
+                started = time.monotonic()
+                deadline = started + deadline_s
+                c.reconcile_until = time.time() + deadline_s
+            if uploads.dirty:
+                refresh()
+            if deadline is not None and not polling and (
+                    not schedule or time.monotonic() >= deadline):
+                refresh()  # what the polls left, read once more before giving up
+                if not schedule or time.monotonic() >= deadline:
+                    break
+            eligible = {k for k in schedule.clients()
+                        if k not in polling and not activity.busy(k)}
+            due = schedule.next_due(eligible)
+            now = time.time()
+            if due is not None and due.at <= now and (
+                    deadline is None or time.monotonic() < deadline):
+                await slots.acquire()  # the slot before the task: a few patients at a time
+                polling.add(due.client_id)
+                tg.create_task(poll_patient(due.client_id))
+                continue
+            wait = IDLE_TICK_S if due is None else min(IDLE_TICK_S, max(due.at - now, 0.0))
+            if deadline is not None and time.monotonic() < deadline:
+                wait = min(wait, deadline - time.monotonic())
+            elif deadline is not None:
+                wait = IDLE_TICK_S  # past it: only the polls in flight are awaited
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await uploads.wake.wait()
+    log.debug("reconcile schedule", stage="reconcile",
+              estimate_s=round(schedule.estimate, 2), early=schedule.early,
+              on_time=schedule.on_time)
     if shutdown.is_set():
         return set()
     # The deadline passed. Before anything lost is declared absent, look once more,
@@ -210,7 +321,8 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
     asked: set[str] = set()
     for client_id, items in by_client(lost).items():
         limit = settings.api.timeout_s * settings.api.max_attempts + 60.0
-        if await poll(client_id, items, limit):
+        complete, _ = await poll(client_id, items, limit)
+        if complete:
             asked.add(client_id)
     waited = time.monotonic() - started
     absent: set[int] = set()

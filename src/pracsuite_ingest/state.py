@@ -95,6 +95,10 @@ CREATE TABLE IF NOT EXISTS snapshot_done (
 );
 """
 
+# An upload that reached S3 (or may have) and has no record yet: what reconcile asks about.
+_AWAITING = ("(stage IN ('uploaded', 'missing') "
+             "OR (stage = 'uploading' AND outcome_unknown = 1))")
+
 DEAD_RUN = "interrupted"  # a run found `running` by the next process to take the lock
 
 # Columns added after the first release: a state file without them gains them at open.
@@ -408,13 +412,27 @@ class State:
             (run_id,))
         yield from cur
 
-    def awaiting(self, run_id: str) -> list[ItemRecord]:
-        """Items of the run whose upload reached S3 (or may have) and has no record yet."""
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND "  # noqa: S608
-            "(stage IN ('uploaded', 'missing') OR (stage = 'uploading' AND outcome_unknown = 1)) "
-            "ORDER BY seq", (run_id,)).fetchall()
+    def awaiting(self, run_id: str, client_id: str | None = None) -> list[ItemRecord]:
+        """Items of the run whose upload reached S3 (or may have) and has no record yet
+        (of one client, when given)."""
+        if client_id is None:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND {_AWAITING} "  # noqa: S608
+                "ORDER BY seq", (run_id,)).fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND client_id = ? "  # noqa: S608
+                f"AND {_AWAITING} ORDER BY seq", (run_id, client_id)).fetchall()
         return [_item(r) for r in rows]
+
+    def awaiting_since(self, run_id: str) -> tuple[dict[str, float], int]:
+        """Per client with awaiting items, when the latest of their uploads ended (for a
+        lost one, when its outcome was recorded); and how many items await."""
+        rows = self._db.execute(
+            "SELECT client_id, MAX(COALESCE(uploaded_at, updated_at)), COUNT(*) "  # noqa: S608
+            f"FROM items WHERE run_id = ? AND {_AWAITING} GROUP BY client_id",
+            (run_id,)).fetchall()
+        return {str(r[0]): float(r[1]) for r in rows}, sum(int(r[2]) for r in rows)
 
     def lost_uploads(self, run_id: str) -> list[ItemRecord]:
         """Items whose S3 answer was lost and that got no record by the deadline."""
