@@ -8,9 +8,11 @@ without file names (so every match reads a `presign_url`), validation taking
 file: its presign and its record's `presign_url`; per patient: one snapshot and one
 poll that finds every upload (more pages when a patient has over 100 records). Printed:
 the calls by kind, calls per file against that least, files per hour at this run's
-pace, and the hours a 100,000-file practice would take at 3, 10 and 30 requests/s if
-the API rate is the bound (calls per file x 100,000 / rate). Not part of the test
-suite. Writes bench/results/<time>-calls.json.
+pace, when the first file was validated and the last upload finished (seconds from the
+start of the run) and how many files were validated before the last upload, and the
+hours a 100,000-file practice would take at 3, 10 and 30 requests/s if the API rate is
+the bound (calls per file x 100,000 / rate). Not part of the test suite.
+Writes bench/results/<time>-calls.json.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import json
 import os
 import random
+import sqlite3
 import sys
 import tempfile
 import time
@@ -64,6 +67,7 @@ async def run(patients: int, max_files: int, delay: float, rate: float, seed: in
                 "[log]\nformat = \"json\"\nlevel = \"warning\"\n")
             env = {k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")}
             started = time.monotonic()
+            started_wall = time.time()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "pracsuite_ingest", "run", "--config",
                 str(root / "c.toml"), "--manifest", str(root / "m.csv"), env=env, cwd=root,
@@ -72,6 +76,12 @@ async def run(patients: int, max_files: int, delay: float, rate: float, seed: in
             wall = time.monotonic() - started
             stats = sb.stats()
         report = json.loads((root / "r" / "latest.json").read_text())
+        with sqlite3.connect(root / "s.db") as db:
+            first_validated, last_upload = db.execute(
+                "SELECT (SELECT MIN(updated_at) FROM items WHERE stage = 'validated'), "
+                "(SELECT MAX(uploaded_at) FROM items)").fetchone()
+            early = db.execute("SELECT COUNT(*) FROM items WHERE stage = 'validated' "
+                               "AND updated_at < ?", (last_upload or 0,)).fetchone()[0]
     by_kind = {k: sum(v.values()) for k, v in stats["requests"].items()
                if not k.startswith("s3_") and sum(v.values())}
     calls = sum(by_kind.values())
@@ -83,6 +93,9 @@ async def run(patients: int, max_files: int, delay: float, rate: float, seed: in
             "least_per_file": round(least / files, 3),
             "ratio_to_least": round(calls / least, 3),
             "files_per_hour": round(files / wall * 3600),
+            "first_validated_s": round((first_validated or started_wall) - started_wall, 1),
+            "last_upload_s": round((last_upload or started_wall) - started_wall, 1),
+            "validated_before_last_upload": early,
             "hours_for_100k": {str(r): round(calls / files * 100_000 / r / 3600, 1)
                                for r in (3, 10, 30)}}
 
@@ -101,7 +114,9 @@ def main() -> None:
     print(f"{row['patients']:,} patients, {row['files']:,} files: {row['calls']:,} API calls "
           f"({row['by_kind']}), {row['calls_per_file']} per file against the least "
           f"{row['least_per_file']} (x{row['ratio_to_least']}); {row['files_per_hour']:,} "
-          f"files/hour here; a 100,000-file practice at 3/10/30 requests/s: "
+          f"files/hour here; first validated at {row['first_validated_s']} s, last upload "
+          f"at {row['last_upload_s']} s ({row['validated_before_last_upload']:,} validated "
+          f"before it); a 100,000-file practice at 3/10/30 requests/s: "
           f"{row['hours_for_100k']['3']} / {row['hours_for_100k']['10']} / "
           f"{row['hours_for_100k']['30']} hours; exit {row['exit']}, "
           f"{row['validated']:,} validated")

@@ -31,7 +31,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 GROWTH = 1.5  # SPEC: the interval grows with backoff; also the estimate's step up
-SHRINK = 0.97  # after a poll that found everything: probe a little earlier next time
+SHRINK = 0.99  # after a poll that found everything: probe a little earlier next time
 INTERVAL_CAP_S = 60.0  # the longest wait between two polls of a patient (or the floor)
 ON_TIME = 2.0  # a poll later than this x the estimate (queued, carried) teaches nothing
 
