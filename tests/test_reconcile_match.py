@@ -16,7 +16,6 @@ from pracsuite_ingest.reconcile import (
     in_every_snapshot,
     match,
     needs_name,
-    next_poll_interval,
     proven_by_own_key,
     view,
 )
@@ -129,12 +128,6 @@ def test_each_record_is_claimed_once_even_when_bytes_match_twice() -> None:
 def test_record_without_any_id_is_ignored() -> None:
     assert view({"description": "a.pdf"}) is None
 
-
-def test_poll_interval_grows_by_half_to_a_cap() -> None:
-    assert next_poll_interval(1.0, 10.0) == 1.5
-    assert next_poll_interval(10.0, 10.0) == 15.0
-    assert next_poll_interval(50.0, 10.0) == 60.0
-    assert next_poll_interval(100.0, 120.0) == 120.0
 
 
 def test_each_upload_is_matched_against_the_snapshot_taken_before_it() -> None:

@@ -123,3 +123,11 @@ def test_activity_counts_uploads_in_flight_and_every_start() -> None:
     with pytest.raises(RuntimeError), a.sending("9"):
         raise RuntimeError
     assert not a.busy("9")
+
+
+def test_a_first_interval_over_a_minute_is_also_the_longest() -> None:
+    s = Schedule(120.0)
+    s.waiting("a", 0.0)
+    s.polled("a", 120.0, found_all=False, found_none=False)
+    s.polled("a", 240.0, found_all=False, found_none=False)
+    assert s.due_at("a") == 360.0

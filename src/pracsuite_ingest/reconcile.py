@@ -388,12 +388,6 @@ def needs_name(records: Iterable[RecordView], excluded: Set[str], skip: Iterable
             and (any_size or r.file_size is None or r.file_size in sizes)]
 
 
-def next_poll_interval(current: float, first: float, cap: float = 60.0) -> float:
-    """The wait grows by half each poll from `first` (`reconcile.poll_interval_s`), up
-    to `cap` (or `first` if that is larger). The first poll happens at once."""
-    return min(max(cap, first), current * 1.5)
-
-
 class RecordSource(Protocol):
     """What the polling loop needs from PracSuite (the API client satisfies it)."""
 
@@ -512,12 +506,3 @@ async def read_names(api: RecordSource, client_id: str, record_ids: list[str],
                 tg.create_task(one(rid))
     except BaseExceptionGroup as group:
         raise group.exceptions[0] from None
-
-
-async def sleep_until_next_poll(interval: float, deadline: float) -> bool:
-    """Sleep `interval` (not past `deadline`); False when the deadline has passed."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        return False
-    await asyncio.sleep(min(interval, left))
-    return True
