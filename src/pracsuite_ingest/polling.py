@@ -33,6 +33,7 @@ from pracsuite_ingest.verification import Verifier, VerifyFailed
 
 POLLS_IN_FLIGHT = 4  # patients polled at once; the rate gate still paces every call
 IDLE_TICK_S = 1.0  # the longest the loop sleeps before it looks at shutdown and state again
+REFRESH_S = 0.25  # uploads ending read from the state at most this often (one query each)
 
 
 @dataclass
@@ -253,6 +254,11 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
             if not items:
                 schedule.done(client_id)
                 return
+            latest = max((i.uploaded_at for i in items if i.uploaded_at is not None),
+                         default=None)
+            if latest is not None and latest > schedule.since(client_id):
+                schedule.waiting(client_id, latest)  # an upload ended since the last read
+                return
             at = time.time()
             # Each call is retried on its own; after the uploads, a poll stops at the
             # deadline (with a few seconds' grace so that a late poll can still finish).
@@ -278,6 +284,7 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
                 schedule.done(client_id)
         c.awaiting = count
 
+    refreshed_at = -REFRESH_S
     async with asyncio.TaskGroup() as tg:
         while not shutdown.is_set():
             uploads.wake.clear()
@@ -285,8 +292,10 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
                 started = time.monotonic()
                 deadline = started + deadline_s
                 c.reconcile_until = time.time() + deadline_s
-            if uploads.dirty:
+            if uploads.dirty and (deadline is not None
+                                  or time.monotonic() - refreshed_at >= REFRESH_S):
                 refresh()
+                refreshed_at = time.monotonic()
             if deadline is not None and not polling and (
                     not schedule or time.monotonic() >= deadline):
                 refresh()  # what the polls left, read once more before giving up
@@ -307,6 +316,8 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
                 wait = min(wait, deadline - time.monotonic())
             elif deadline is not None:
                 wait = IDLE_TICK_S  # past it: only the polls in flight are awaited
+            if uploads.dirty and deadline is None:
+                wait = min(wait, max(refreshed_at + REFRESH_S - time.monotonic(), 0.0))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await uploads.wake.wait()

@@ -72,6 +72,11 @@ class Schedule:
         """Nothing of the patient awaits a record any more."""
         self._patients.pop(client_id, None)
 
+    def since(self, client_id: str) -> float:
+        """When the patient's latest upload known to the schedule ended (-inf: none)."""
+        p = self._patients.get(client_id)
+        return float("-inf") if p is None else p.since
+
     def due_at(self, client_id: str) -> float:
         p = self._patients[client_id]
         first = p.since + self.estimate
