@@ -131,3 +131,16 @@ def test_a_first_interval_over_a_minute_is_also_the_longest() -> None:
     s.polled("a", 120.0, found_all=False, found_none=False)
     s.polled("a", 240.0, found_all=False, found_none=False)
     assert s.due_at("a") == 360.0
+
+
+def test_every_waiting_patient_gets_a_last_look_before_the_deadline_once() -> None:
+    s = Schedule(10.0)
+    s.estimate = 600.0  # PracSuite has been slow: the first poll would come after it
+    s.waiting("a", 0.0)
+    s.waiting("b", 0.0)
+    s.polled("b", 80.0, found_all=False, found_none=False)  # polled before the last look
+    assert s.next_due(last_look=95.0) == Due("a", 95.0)
+    s.polled("a", 95.0, found_all=False, found_none=False)
+    assert s.next_due({"a"}, last_look=95.0) == Due("a", 600.0)  # once, not again
+    assert s.next_due({"b"}, last_look=95.0) == Due("b", 95.0)
+    assert s.next_due({"b"}, last_look=700.0) == Due("b", 600.0)  # its own time first

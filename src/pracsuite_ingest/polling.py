@@ -33,6 +33,7 @@ from pracsuite_ingest.verification import Verifier, VerifyFailed
 
 POLLS_IN_FLIGHT = 4  # patients polled at once; the rate gate still paces every call
 IDLE_TICK_S = 1.0  # the longest the loop sleeps before it looks at shutdown and state again
+LAST_LOOK_S = 5.0  # the last poll of a patient still waiting, at most this before the deadline
 REFRESH_S = 0.25  # uploads ending read from the state at most this often (one query each)
 
 
@@ -246,6 +247,7 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
     polling: set[str] = set()
     retry_bound_s = settings.api.timeout_s * settings.api.max_attempts + 60.0
     deadline: float | None = None  # monotonic; set when the last upload has finished
+    last_look: float | None = None  # wall clock: every waiting patient is polled after it
     started = time.monotonic()
 
     async def poll_patient(client_id: str) -> None:
@@ -292,6 +294,8 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
                 started = time.monotonic()
                 deadline = started + deadline_s
                 c.reconcile_until = time.time() + deadline_s
+                last_look = c.reconcile_until - min(settings.reconcile.poll_interval_s,
+                                                    LAST_LOOK_S, deadline_s / 2)
             if uploads.dirty and (deadline is not None
                                   or time.monotonic() - refreshed_at >= REFRESH_S):
                 refresh()
@@ -303,7 +307,7 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
                     break
             eligible = {k for k in schedule.clients()
                         if k not in polling and not activity.busy(k)}
-            due = schedule.next_due(eligible)
+            due = schedule.next_due(eligible, last_look)
             now = time.time()
             if due is not None and due.at <= now and (
                     deadline is None or time.monotonic() < deadline):

@@ -11,8 +11,9 @@ validated, spends one. `Schedule` decides that moment from what the run has seen
   that poll's delay; one that finds them all lowers it by `SHRINK`, probing down
   again, never below the floor. A poll found some but not all (a late one, or a
   rejected file) says nothing about the delay and leaves it.
-- Each patient is due `estimate` after its latest upload ended; after an unfruitful
-  poll, again `interval` later (from `poll_interval_s`, x1.5 per unfruitful poll, up
+- Each patient is due `estimate` after its latest upload ended (or at the last look
+  before the deadline, if that comes first); after an unfruitful poll, again
+  `interval` later (from `poll_interval_s`, x1.5 per unfruitful poll, up
   to a minute: SPEC's "first interval; grows with backoff"), never before the
   estimate. A new upload of the patient starts its schedule over.
 
@@ -84,13 +85,22 @@ class Schedule:
             return first
         return max(p.last_poll + p.interval, first)
 
-    def next_due(self, eligible: Collection[str] | None = None) -> Due | None:
-        """The waiting patient due first (among `eligible` ones, when given)."""
+    def next_due(self, eligible: Collection[str] | None = None,
+                 last_look: float | None = None) -> Due | None:
+        """The waiting patient due first (among `eligible` ones, when given).
+
+        `last_look`: a time shortly before the deadline. A patient whose next poll would
+        come after it, and that has not been polled since it, is due then instead: every
+        upload gets a last look before it is declared missing.
+        """
         best: Due | None = None
-        for cid in self._patients:
+        for cid, p in self._patients.items():
             if eligible is not None and cid not in eligible:
                 continue
             at = self.due_at(cid)
+            if last_look is not None and at > last_look and not (
+                    p.polls and p.last_poll >= last_look):
+                at = last_look
             if best is None or at < best.at:
                 best = Due(cid, at)
         return best
