@@ -26,6 +26,7 @@ from pracsuite_ingest.logs import add_request_id, configure, get_logger
 from pracsuite_ingest.models import Row, Stage
 from pracsuite_ingest.pipeline import Counters
 from pracsuite_ingest.plan import limits_text, plan_text
+from pracsuite_ingest.rate_gate import Pace
 from pracsuite_ingest.report import summarise
 from pracsuite_ingest.report_html import render, what_to_do
 
@@ -111,6 +112,16 @@ def test_the_eta_is_the_send_phase_s_and_never_reads_zero_while_the_run_goes_on(
     assert progress.eta_text(c, 3, 0.0) == ""  # every file sent: the reconcile line follows
     c.reconcile_until = time.time() + 60
     assert progress.eta_text(c, 10, 0.0) == ""
+
+
+def test_progress_shows_the_api_pace_where_auto_stands() -> None:
+    c = counters()
+    assert progress.pace_line(c) is None  # no gate yet (a dry run has none)
+    c.pace = lambda: Pace(mode="auto", requests_per_second=7.25, calls=1200, throttled=30)
+    assert progress.pace_line(c) == (
+        "api: 7.2 requests/s now (auto) · 1,200 calls · 30 throttled (2.5%)")
+    c.pace = lambda: Pace(mode="fixed", requests_per_second=3.0, calls=0, throttled=0)
+    assert progress.pace_line(c) == "api: 3.0 requests/s limit (fixed) · 0 calls · 0 throttled"
 
 
 def test_a_dry_run_shows_what_it_would_send() -> None:

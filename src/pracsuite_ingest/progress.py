@@ -66,6 +66,18 @@ def status_line(c: Counters) -> str:
     return " · ".join(f"{label} {n}" for label, n in parts)
 
 
+def pace_line(c: Counters) -> str | None:
+    """PracSuite's API as this process uses it: the rate now (where "auto" stands), the
+    calls made and the share throttled; None before the run has a gate."""
+    if c.pace is None:
+        return None
+    p = c.pace()
+    share = f" ({p.throttled / p.calls:.1%})" if p.calls else ""
+    where = "now" if p.mode == "auto" else "limit"
+    return (f"api: {p.requests_per_second:.1f} requests/s {where} ({p.mode}) · "
+            f"{p.calls:,} calls · {p.throttled:,} throttled{share}")
+
+
 def reconcile_line(c: Counters, now: float) -> str | None:
     """The reconcile phase, or None outside it: how many uploads are awaited, how many
     PracSuite validated so far, and when the worker gives up waiting (local HH:MM): a

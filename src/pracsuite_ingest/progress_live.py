@@ -25,6 +25,7 @@ from pracsuite_ingest.progress import (
     RowCount,
     eta_text,
     files_done,
+    pace_line,
     reconcile_line,
     status_line,
 )
@@ -98,6 +99,9 @@ class _View:
         lines: list[Any] = [Text(status_line(c), style="cyan")]
         if self.count is not None:  # a `reconcile` command has no files to send
             lines[:0] = [self.files, self.bytes]
+        pace = pace_line(c)
+        if pace is not None:
+            lines.append(Text(pace, style="cyan"))
         rec = reconcile_line(c, time.time())
         if rec is not None:
             lines.append(Text(rec, style="yellow"))
