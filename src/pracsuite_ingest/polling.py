@@ -168,8 +168,8 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
 
     activity = uploads.activity
 
-    async def poll(client_id: str, items: list[ItemRecord], limit_s: float
-                   ) -> tuple[bool, int]:
+    async def poll(client_id: str, items: list[ItemRecord], limit_s: float,
+                   generation: int | None = None) -> tuple[bool, int]:
         """One look at the client's records: whether it was complete (False if
         PracSuite could not be asked, or not fully), and how many uploads it validated.
 
@@ -177,8 +177,10 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
         outcome unknown). When an upload of the client started during the poll, its
         record may be in the list without its item among `items`: then only claims
         that a key or the bytes prove are kept; name and size alone wait for the next.
+        `generation`: the patient's uploads started when it was chosen (default: now).
         """
-        generation = activity.started(client_id)
+        if generation is None:
+            generation = activity.started(client_id)
         claims = state.claims(client_id)
         uploads = [_upload_of(i, before(i)) for i in items]
         # Another row of the same upload (same key) claimed its record: that is proof.
@@ -250,7 +252,7 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
     last_look: float | None = None  # wall clock: every waiting patient is polled after it
     started = time.monotonic()
 
-    async def poll_patient(client_id: str) -> None:
+    async def poll_patient(client_id: str, generation: int) -> None:
         try:
             items = state.awaiting(run_id, client_id)
             if not items:
@@ -266,7 +268,7 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
             # deadline (with a few seconds' grace so that a late poll can still finish).
             limit = (retry_bound_s if deadline is None
                      else max(deadline - time.monotonic(), 5.0))
-            complete, found = await poll(client_id, items, limit)
+            complete, found = await poll(client_id, items, limit, generation)
             schedule.polled(client_id, at, found_all=complete and found == len(items),
                             found_none=complete and found == 0)
         finally:
@@ -311,9 +313,12 @@ async def _reconcile(state: State, api: PracSuiteClient, settings: Settings, run
             now = time.time()
             if due is not None and due.at <= now and (
                     deadline is None or time.monotonic() < deadline):
+                # Chosen while none of its uploads is in flight: one that starts before
+                # the poll's first step changes this count, as one started during it.
+                generation = activity.started(due.client_id)
                 await slots.acquire()  # the slot before the task: a few patients at a time
                 polling.add(due.client_id)
-                tg.create_task(poll_patient(due.client_id))
+                tg.create_task(poll_patient(due.client_id, generation))
                 continue
             wait = IDLE_TICK_S if due is None else min(IDLE_TICK_S, max(due.at - now, 0.0))
             if deadline is not None and time.monotonic() < deadline:
