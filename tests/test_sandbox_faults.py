@@ -176,6 +176,25 @@ def test_fault_draws_are_reproducible_for_a_seed() -> None:
     assert {d for d in draws(1) if d is not None} == {"api_429", "api_500", "s3_drop_after"}
 
 
+def test_s3_fault_draws_do_not_depend_on_how_api_calls_interleave_with_uploads() -> None:
+    # Reconcile runs alongside the uploads: how many API calls come between two S3 POSTs
+    # varies from run to run, and must not change which S3 POSTs a seed faults.
+    plan = FaultPlan(fail_rate_429=0.3, fail_rate_500=0.3, s3_slowdown_rate=0.2,
+                     s3_drop_before_rate=0.2, s3_drop_after_rate=0.2, latency_ms=(1, 9))
+
+    def s3_draws(api_calls_between: int) -> list[object]:
+        faults = Faults(plan, seed=7)
+        out: list[object] = []
+        for _ in range(40):
+            for _ in range(api_calls_between):
+                faults.api_fault()
+                faults.latency_s()
+            out.append(faults.s3_fault())
+        return out
+
+    assert s3_draws(0) == s3_draws(1) == s3_draws(5)
+
+
 def test_out_of_range_rates_are_refused() -> None:
     with pytest.raises(ValueError, match="fail_rate_429"):
         FaultPlan(fail_rate_429=1.5)

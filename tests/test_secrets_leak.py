@@ -22,7 +22,7 @@ from pracsuite_ingest.sandbox import Sandbox, SandboxOptions, ThrottleStyle
 FAULTS = SandboxOptions(
     validation_delay_s=0.1, seed=7, fail_rate_429=0.15,
     throttle_style=ThrottleStyle.RETRY_AFTER_SECONDS, retry_after_s=0, fail_rate_500=0.1,
-    s3_slowdown_rate=0.15, s3_drop_before_rate=0.1, s3_drop_after_rate=0.1)
+    s3_slowdown_rate=0.15, s3_drop_before_rate=0.1, s3_drop_after_rate=0.2)
 
 
 def everything_written(root: Path, outputs: list[str]) -> bytes:

@@ -71,14 +71,22 @@ class FaultPlan:
 
 @dataclass
 class Faults:
-    """Draws fault decisions from `plan` with an RNG seeded once."""
+    """Draws fault decisions from `plan`, from three RNG streams seeded once: API faults,
+    S3 faults and latency. Each stream's draws follow only its own requests, so with one
+    upload at a time the S3 faults come in the same order however the worker
+    interleaves its API calls (reconcile runs alongside the uploads)."""
 
     plan: FaultPlan
     seed: int | None = None
     _rng: random.Random = field(init=False, repr=False)
+    _s3_rng: random.Random = field(init=False, repr=False)
+    _latency_rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        seeded = self.seed is not None
+        self._s3_rng = random.Random(f"{self.seed}/s3" if seeded else None)
+        self._latency_rng = random.Random(f"{self.seed}/latency" if seeded else None)
         self._tokens = 0.0
         self._filled_at: float | None = None
 
@@ -92,7 +100,7 @@ class Faults:
         if self.plan.latency_ms is None:
             return 0.0
         low, high = self.plan.latency_ms
-        return self._rng.uniform(low, high) / 1000.0
+        return self._latency_rng.uniform(low, high) / 1000.0
 
     def api_fault(self, now: float = 0.0) -> ApiFault | None:
         """The fault for one authenticated API request, if any (429 is drawn first).
@@ -107,11 +115,11 @@ class Faults:
 
     def s3_fault(self) -> S3Fault | None:
         """The fault for one S3 POST, if any."""
-        if self._hit(self.plan.s3_slowdown_rate):
+        if self._hit(self.plan.s3_slowdown_rate, self._s3_rng):
             return S3Fault.SLOWDOWN
-        if self._hit(self.plan.s3_drop_before_rate):
+        if self._hit(self.plan.s3_drop_before_rate, self._s3_rng):
             return S3Fault.DROP_BEFORE
-        if self._hit(self.plan.s3_drop_after_rate):
+        if self._hit(self.plan.s3_drop_after_rate, self._s3_rng):
             return S3Fault.DROP_AFTER
         return None
 
@@ -131,9 +139,9 @@ class Faults:
             return False
         return True
 
-    def _hit(self, rate: float) -> bool:
+    def _hit(self, rate: float, rng: random.Random | None = None) -> bool:
         # No draw at rate 0, so a knob left off does not shift the other knobs' draws.
-        return rate > 0.0 and self._rng.random() < rate
+        return rate > 0.0 and (rng or self._rng).random() < rate
 
 
 def throttle_headers(style: ThrottleStyle, retry_after_s: int, now: datetime,
