@@ -48,7 +48,15 @@ import peers
 from measure import CpuMeter, run_measured
 from run import fresh_dir, make_files, phases, worker_config
 from servers import BUCKET as LIMIT_BUCKET
-from servers import PYTHON, REPO, Radosgw, SandboxProcess, radosgw, stop_radosgw
+from servers import (
+    PYTHON,
+    REPO,
+    Radosgw,
+    SandboxProcess,
+    empty_bucket,
+    radosgw,
+    stop_radosgw,
+)
 
 BUCKET = "pracsuite-bench-latency"
 RPS = 1000.0  # the API rate is not what is measured here
@@ -95,14 +103,6 @@ def relay(rgw: Radosgw, latency: str) -> Iterator[tuple[str, int]]:
         proc.wait(10)
 
 
-def empty(rgw: Radosgw, bucket: str = BUCKET, prefix: str = "") -> None:
-    s3 = rgw.s3()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-        if keys:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-
-
 class Tools:
     def __init__(self, args: argparse.Namespace, rgw: Radosgw, s3_url: str, relay_pid: int,
                  before_src: Path, latency_ms: str) -> None:
@@ -127,7 +127,7 @@ class Tools:
             meter = self.meter(sb)
             result = peers.naive(sb.base_url, sb.vendor_key, sb.practice_key, manifest)
             result["server_cpu_s"] = meter.stop()
-        empty(self.rgw)
+        empty_bucket(self.rgw, BUCKET)
         return result
 
     def limit(self, manifest: Path, c: int) -> dict[str, Any]:
@@ -136,7 +136,7 @@ class Tools:
         through = dataclasses.replace(self.rgw, endpoint=self.s3_url)
         prefix = f"latency-limit-{c}"
         result = peers.limit_posts(through, self.keys, manifest, c, prefix)
-        empty(self.rgw, LIMIT_BUCKET, prefix + "/")
+        empty_bucket(self.rgw, LIMIT_BUCKET, prefix + "/")
         return {**result, "upload_s": result["wall_s"]}
 
     def worker(self, manifest: Path, c: int, pc: int, *, before: bool) -> dict[str, Any]:
@@ -154,7 +154,7 @@ class Tools:
                              log=out / "worker.log")
             servers = meter.stop()
             stats = sb.stats()
-        empty(self.rgw)
+        empty_bucket(self.rgw, BUCKET)
         if m.code != 0:
             raise RuntimeError(f"{name} exited {m.code}; see {out / 'worker.log'}")
         req = stats["requests"]

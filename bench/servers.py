@@ -137,14 +137,14 @@ def warm_up(rgw: Radosgw) -> None:
     empty_bucket(rgw)
 
 
-def empty_bucket(rgw: Radosgw) -> int:
-    """Delete every object of the bench bucket (memstore keeps them in RAM)."""
+def empty_bucket(rgw: Radosgw, bucket: str = BUCKET, prefix: str = "") -> int:
+    """Delete every object of `bucket` under `prefix` (memstore keeps them in RAM)."""
     s3 = rgw.s3()
     deleted = 0
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
-            s3.delete_objects(Bucket=BUCKET, Delete={"Objects": keys, "Quiet": True})
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
             deleted += len(keys)
     if deleted and rgw.workdir is not None and (rgw.workdir / "ceph.conf").is_file():
         # A deleted object's data (past its first 4 MB) waits for the gateway's garbage
