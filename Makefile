@@ -51,8 +51,8 @@ bench-latency: $(VENV)/.installed
 	$(BIN)/python bench/latency.py
 
 # The image built and run with podman (installed if missing; root): build time, size,
-# `demo`, the compose rehearsal. Minutes of CPU: not part of `check` (README, "Running in
-# a container").
+# `demo`, the compose rehearsal. Minutes of CPU: not part of `check` (docs/container.md,
+# "`make container-test`").
 container-test: $(VENV)/.installed
 	PY=$(BIN)/python bash deploy/container-test.sh
 

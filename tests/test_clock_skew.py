@@ -1,4 +1,4 @@
-"""Whether a presigned POST has expired is S3's to judge (SPEC.md guarantees): the
+"""Whether a presigned POST has expired is S3's to judge (docs/contract.md, "Guarantees"): the
 worker, run with its clock hours ahead or minutes behind (Debian's `faketime`, which
 fakes the clock of that one process through LD_PRELOAD), sends every policy once and
 each row ends validated; only S3's refusal makes it presign again."""

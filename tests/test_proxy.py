@@ -1,4 +1,4 @@
-"""HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured for PracSuite and S3 alike (SPEC.md),
+"""HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured for PracSuite and S3 alike (docs/contract.md),
 through a real proxy (Debian's tinyproxy) that the test starts on loopback; `check`
 says which proxy it uses, never with the credentials in its URL."""
 

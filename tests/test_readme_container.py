@@ -1,5 +1,5 @@
-"""The README's "Running in a container" lines agree with the image and the CLI: the
-migration's `docker run` and `podman run` mount what the Dockerfile expects (input and
+"""The "Running in a container" lines (docs/container.md) agree with the image and the
+CLI: the migration's `docker run` and `podman run` mount what the Dockerfile expects (input and
 keys read-only, state and reports writable), run hardened, and every command given to
 them parses. (`make container-test` runs the image itself; it needs podman.)"""
 
@@ -16,8 +16,9 @@ import pracsuite_ingest
 from pracsuite_ingest.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
-SECTION = README[README.index("## Running in a container"):README.index("## Benchmark")]
+CONTAINER = (ROOT / "docs" / "container.md").read_text()
+SECTION = CONTAINER[CONTAINER.index("## Running in a container"):
+                    CONTAINER.index("## Base images")]
 IMAGE = f"pracsuite-ingest:{pracsuite_ingest.__version__}"
 KEYS = "/run/secrets/pracsuite"
 

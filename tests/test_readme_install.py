@@ -1,5 +1,7 @@
-"""The README's install steps agree with what they install: the container's `docker run`
-line with the Dockerfile (paths, user, secrets), and every command shown with the CLI.
+"""The install steps agree with what they install: the container's quick-start `docker run`
+line (docs/container.md, "Quick start", where the README's install section points) with
+the Dockerfile (paths, user, secrets), and every command shown in the README and docs/
+with the CLI.
 
 (The pipx / `pip install --user` steps themselves were run in a throwaway HOME; see the
 README. Building the image needs a container engine, which CI does not have.)"""
@@ -16,11 +18,15 @@ from pracsuite_ingest.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+CONTAINER = (ROOT / "docs" / "container.md").read_text()
+DOCS = [README] + [p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def install_section() -> str:
-    return README[README.index("## Install (for operators)"):README.index("### Run it")]
+    """The container's install steps: docs/container.md, "Quick start"."""
+    start, end = CONTAINER.index("## Quick start"), CONTAINER.index("## Running in a container")
+    return CONTAINER[start:end]
 
 
 def shell_blocks(text: str) -> list[str]:
@@ -50,9 +56,12 @@ def test_the_docker_run_line_mounts_what_the_image_expects() -> None:
     assert "PRACSUITE_INGEST_STATE__PATH=/data/state/" in DOCKERFILE
     assert "PRACSUITE_INGEST_REPORT__DIR=/data/reports" in DOCKERFILE
     assert "USER 10001:10001" in DOCKERFILE and "WORKDIR /app" in DOCKERFILE
-    # the key files the README writes are the ones the secrets folder is read for
+    # the key files the quick start writes are the ones the secrets folder is read for
     for name in ("vendor_api_key", "practice_api_key"):
         assert f"> secrets/{name}" in install_section()
+    # and the README's install section sends an operator there
+    readme_install = README[README.index("## Install (for operators)"):README.index("## What it")]
+    assert "(docs/container.md)" in readme_install
 
 
 def test_the_image_tag_is_the_version_and_the_command_parses() -> None:
@@ -66,7 +75,7 @@ def test_the_image_tag_is_the_version_and_the_command_parses() -> None:
 
 def test_every_pracsuite_ingest_command_in_the_readme_parses() -> None:
     parser = build_parser()
-    for block in shell_blocks(README):
+    for block in (b for doc in DOCS for b in shell_blocks(doc)):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split("#")[0].strip()
             if not line.startswith("pracsuite-ingest "):

@@ -1,4 +1,5 @@
-"""Commands and exit codes (SPEC.md). Settings are built before the loop starts (aio.run)."""
+"""Commands and exit codes (docs/contract.md). Settings are built before the loop starts
+(aio.run)."""
 
 from __future__ import annotations
 

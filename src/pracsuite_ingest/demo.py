@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     # without importing cli (which imports this module).
     Runner = Callable[..., Awaitable[int]]
 
-EXIT_CONFIG = 2  # SPEC.md: configuration (here: a folder the demo may not use)
+EXIT_CONFIG = 2  # docs/contract.md: configuration (here: a folder the demo may not use)
 MARKER = ".pracsuite-ingest-demo"
 # Everything the demo writes at the top of its folder (the state file's SQLite and lock
 # companions included); a marked folder holding anything else is not the demo's alone.

@@ -44,7 +44,7 @@ def _leaf_types(exc: BaseException) -> list[str]:
 
 def as_fatal(exc: Exception) -> Exception:
     """`exc` itself if it is (a group of nothing but) `Fatal`; else an `Unexpected` that
-    names what happened, for the run to end as SPEC.md's exit 3 says."""
+    names what happened, for the run to end as docs/contract.md's exit 3 says."""
     if isinstance(exc, Fatal):
         return exc
     what: BaseException = exc

@@ -1,4 +1,4 @@
-"""`report merge`: shard and practice reports combined into one (SPEC.md, "Sharding").
+"""`report merge`: shard and practice reports combined into one (docs/contract.md, "Sharding").
 
 Each folder's `latest.json` is read; one report with the same schema is written to
 `--out` through `report.write` (atomic, owner-only): every part's items, the summary of

@@ -10,7 +10,7 @@ from typing import Any
 
 
 class Status(StrEnum):
-    """An item's status in the report (SPEC.md): exactly one per input row."""
+    """An item's status in the report (docs/contract.md): exactly one per input row."""
 
     VALIDATED = "validated"
     MISSING = "missing"

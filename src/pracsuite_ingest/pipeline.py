@@ -91,7 +91,7 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
                                        ssl=tls_context(settings.api.ca_file)),
         # PracSuite's answers are small; S3 bodies are streamed from disk.
         auto_decompress=True,
-        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, for PracSuite and S3 alike (SPEC.md).
+        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, for PracSuite and S3 alike (docs/contract.md).
         trust_env=True,
     )
 
@@ -206,7 +206,7 @@ class Run:
         """After a stop at once: each row this run has no item for becomes `pending`.
 
         Reads the input again (rows only: no file is opened, nothing is sent) so that
-        every row ends with exactly one status, as SPEC.md says of rows not yet read.
+        every row ends with exactly one status, as docs/contract.md says of rows not yet read.
         Returns how many rows it recorded.
         """
         recorded = self.state.seqs(self.run_id)
@@ -444,7 +444,7 @@ class Run:
         """Upload every row, reconcile; send again what was lost and has no record.
 
         An upload whose S3 answer was lost is sent again only after a reconcile
-        pass found no record for it by the deadline (SPEC.md guarantees).
+        pass found no record for it by the deadline (docs/contract.md, "Guarantees").
         """
         if self.api is not None:
             self.counters.pace = self.api.gate.pace

@@ -92,7 +92,7 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
 
     Returns the ids of uploads whose S3 answer was lost and that PracSuite is *known*
     not to hold: a complete poll of their client after the deadline found no record.
-    Only those may be sent again (SPEC.md guarantees); a lost upload whose client
+    Only those may be sent again (docs/contract.md, "Guarantees"); a lost upload whose client
     could not be asked stays unknown, and the next run asks again before sending.
     """
     assert api is not None

@@ -15,7 +15,7 @@ Two limits, both taken before the work they bound, so tasks and memory stay boun
 While every upload slot is busy at most `lookahead` files wait presigned.
 
 A presigned POST has a lifetime PracSuite does not publish, and whether it expired is
-S3's to judge (SPEC.md), never this machine's clock. A file waits presigned about one
+S3's to judge (docs/contract.md), never this machine's clock. A file waits presigned about one
 presign round trip when the API keeps up; behind slow uploads, about lookahead /
 concurrency upload times (the lookahead is a few files, not a queue of the input). A
 policy that expires meanwhile (an upload slower than a policy's lifetime) is refused

@@ -1,5 +1,5 @@
 """Which HTTP proxy a URL goes through: `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` (or
-their lower-case forms), read as curl and the AWS CLI read them (SPEC.md).
+their lower-case forms), read as curl and the AWS CLI read them (docs/contract.md).
 
 The worker's aiohttp session follows them itself (`trust_env=True`); this module only
 tells the operator (`check`) which proxy that is, by the same rules aiohttp applies

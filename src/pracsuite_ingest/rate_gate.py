@@ -1,6 +1,6 @@
 """The adaptive rate gate: find PracSuite's unpublished rate limit while running.
 
-`api.requests_per_second = "auto"` (SPEC.md) starts at `START_RPS`, raises the rate
+`api.requests_per_second = "auto"` (docs/contract.md) starts at `START_RPS`, raises the rate
 while PracSuite answers without throttling (additive increase) and lowers it on a 429
 (multiplicative decrease), never above `api.max_requests_per_second`. `AutoRate` is
 that policy, pure: it is told what happened and when, and says the rate. The I/O side
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from aiolimiter import AsyncLimiter
 
-START_RPS = 3.0  # where "auto" starts: what PracSuite's peers allow one user (SPEC.md)
+START_RPS = 3.0  # where "auto" starts: what PracSuite's peers allow one user (docs/contract.md)
 DEFAULT_MAX_RPS = 20.0  # api.max_requests_per_second's default (README: why)
 MIN_RPS = 0.2
 START_GROWTH_PER_S = 0.5  # before the first 429: +50% a second (3 -> 20 in about 5 s)

@@ -50,7 +50,7 @@ def status_of(stage: Stage) -> Status:
 
 
 def exit_code(summary: dict[str, int], *, interrupted: bool, dry_run: bool = False) -> int:
-    """SPEC.md's exit code for a finished (or interrupted) run with this summary."""
+    """docs/contract.md's exit code for a finished (or interrupted) run with this summary."""
     if interrupted:
         return 130
     if dry_run:

@@ -38,7 +38,7 @@ def decide(error: BaseException, attempt: int, max_attempts: int, rng: random.Ra
     """Whether to try again after `attempt` failed with `error`, and after how long.
 
     An `OutcomeUnknown` upload is never retried here: it may already have been stored,
-    so it goes to reconciliation instead (SPEC.md guarantees). A `PolicyExpired`
+    so it goes to reconciliation instead (docs/contract.md, "Guarantees"). A `PolicyExpired`
     is not retried here either: the caller presigns again.
     """
     if isinstance(error, OutcomeUnknown | PolicyExpired) or not isinstance(error, Retryable):

@@ -1,6 +1,6 @@
 """Configuration: a TOML file, then environment variables, then command-line flags.
 
-Every key of SPEC.md, nothing else: an unknown key, a missing key or a bad value is a
+Every key of docs/contract.md, nothing else: an unknown key, a missing key or a bad value is a
 `ConfigError` naming the key (exit 2, nothing sent). Keys are `SecretStr`, so that a
 repr, a log line or a traceback never shows them.
 """
@@ -207,7 +207,7 @@ def _read_secret_file(path: str, key: str) -> SecretStr:
 
 
 def _fill_secrets(settings: Settings, environ: dict[str, str]) -> Settings:
-    """Keys from `*_file` keys, a secrets dir, or the short env names SPEC.md gives."""
+    """Keys from `*_file` keys, a secrets dir, or the short env names docs/contract.md gives."""
     api = settings.api
     updates: dict[str, SecretStr] = {}
     secrets_dir = environ.get("PRACSUITE_INGEST_SECRETS_DIR", "")

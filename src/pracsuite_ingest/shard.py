@@ -1,4 +1,4 @@
-"""Sharding (SPEC.md, "Sharding"): which rows a shard takes, and where its files go.
+"""Sharding (docs/contract.md, "Sharding"): which rows a shard takes, and where its files go.
 
 A practice's rows are split between N processes by a stable hash of the client id, so
 one client's uploads and its reconciliation always stay in one process. Shard I of N

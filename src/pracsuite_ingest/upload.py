@@ -110,7 +110,7 @@ async def upload_file(
 ) -> None:
     """POST `path` to the presigned form; return on 204, raise what the caller acts on.
 
-    Whether the policy has expired is S3's to judge (SPEC.md): it is sent whatever this
+    Whether the policy has expired is S3's to judge (docs/contract.md): it is sent whatever this
     machine's clock says, and only S3's refusal (`PolicyExpired`: presign again) counts;
     a clock hours ahead or behind changes nothing. The body (`formbody.form_body`) has a
     known size, so the request carries a Content-Length and is never chunked (S3
