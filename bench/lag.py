@@ -2,7 +2,7 @@
 
     python bench/lag.py CONFIG.toml MANIFEST OUT.json [--dry-run]
 
-Exactly what `pracsuite-ingest run` does (`cli.cmd_run`), plus one task that sleeps
+Exactly what `pracsuite-ingest run` does (`commands.cmd_run`), plus one task that sleeps
 `TICK_S` again and again and records how late it wakes: the loop was busy (or
 blocked: a state write, a hash or a stat on the loop) for that long. Writes
 percentiles and the worst stalls to OUT.json. Not part of the product.
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from pracsuite_ingest.cli import cmd_run
+from pracsuite_ingest.commands import cmd_run
 from pracsuite_ingest.logs import configure
 from pracsuite_ingest.settings import load_settings
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from e2e import write_manifest
+from pracsuite_ingest.connection import make_client, make_session
 from pracsuite_ingest.models import Stage
-from pracsuite_ingest.pipeline import Run, make_client, make_session
+from pracsuite_ingest.pipeline import Run
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.settings import load_settings
 from pracsuite_ingest.state import ItemRecord, State

@@ -50,7 +50,7 @@ def test_the_default_is_demo_out_then_the_report_folder_then_the_temp_folder() -
 
 
 def test_the_demo_does_not_import_the_cli() -> None:
-    # cli imports demo; demo gets `cmd_run` handed in, so there is no import circle
+    # cli imports demo; demo imports `cmd_run` from commands, so there is no import circle
     tree = ast.parse(Path(demo.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "pracsuite_ingest.cli" not in imported

@@ -8,8 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 from e2e import make_files, write_manifest
+from pracsuite_ingest.connection import make_client, make_session
 from pracsuite_ingest.models import Stage
-from pracsuite_ingest.pipeline import Run, make_client, make_session
+from pracsuite_ingest.pipeline import Run
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.sandbox.faults import FaultPlan
 from pracsuite_ingest.settings import Settings, load_settings

@@ -18,9 +18,9 @@ from aiohttp import web
 
 from e2e import run_cli
 from pracsuite_ingest.api import PracSuiteClient
+from pracsuite_ingest.connection import make_client, make_session
 from pracsuite_ingest.errors import Permanent, Retryable
 from pracsuite_ingest.guards import LIST_BODY_LIMIT, SMALL_BODY_LIMIT
-from pracsuite_ingest.pipeline import make_client, make_session
 from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.settings import load_settings
 from pracsuite_ingest.upload import upload_file
@@ -189,7 +189,7 @@ async def test_an_enormous_list_page_is_not_read_whole() -> None:
 
 
 async def test_hostile_records_in_a_list_do_not_crash_matching() -> None:
-    from pracsuite_ingest import reconcile as rc
+    from pracsuite_ingest.reconcile import records as rc
 
     records = [{"id": 1, "file_size": 1e999}, {"id": {"x": 1}, "file_size": "9" * 5000},
                {"attachment_client_id": None}, "not an object", [1, 2]]

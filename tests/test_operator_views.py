@@ -21,10 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pracsuite_ingest import metrics, progress, progress_live
 from pracsuite_ingest.cli import build_parser, main
+from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.filters import RowFilter
 from pracsuite_ingest.logs import add_request_id, configure, get_logger
 from pracsuite_ingest.models import Row, Stage
-from pracsuite_ingest.pipeline import Counters
 from pracsuite_ingest.plan import limits_text, plan_text
 from pracsuite_ingest.rate_gate import Pace
 from pracsuite_ingest.report import summarise

@@ -25,7 +25,7 @@ from pracsuite_ingest import state as state_mod
 from pracsuite_ingest.errors import SOURCE_CHANGED
 from pracsuite_ingest.formbody import FileChanged, form_body
 from pracsuite_ingest.models import Identity
-from pracsuite_ingest.reconcile import Digest
+from pracsuite_ingest.reconcile.claims import Digest
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions, add_arguments
 from pracsuite_ingest.sandbox.faults import FaultPlan
 from pracsuite_ingest.sandbox.ledger import DescriptionMode

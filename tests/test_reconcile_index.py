@@ -11,18 +11,16 @@ from typing import Any, TypeVar
 import pytest
 
 from pracsuite_ingest.errors import Permanent
-from pracsuite_ingest.reconcile import (
-    NAME_LOOKUPS_IN_FLIGHT,
+from pracsuite_ingest.reconcile.match import (
     Evidence,
     RecordView,
     Upload,
     _named,
     _proof,
-    _sort_key,
     match,
-    read_names,
-    view,
+    record_order,
 )
+from pracsuite_ingest.reconcile.records import NAME_LOOKUPS_IN_FLIGHT, RecordReader, view
 
 T = TypeVar("T")
 
@@ -31,7 +29,7 @@ def pairwise(uploads: list[Upload], records: list[RecordView], excluded: set[str
              names: Mapping[str, str]) -> Evidence:
     """The rules applied to every (upload, record) pair: the reference `match` must equal."""
     candidates = sorted((r for r in records if r.record_id not in excluded),
-                        key=lambda r: _sort_key(r.record_id))
+                        key=lambda r: record_order(r.record_id))
     taken: set[str] = set()
     proven: dict[int, str] = {}
     pending = sorted(uploads, key=lambda u: u.item_id)
@@ -131,14 +129,14 @@ async def once(op: Callable[[], Awaitable[T]]) -> T:
 
 async def test_name_look_ups_overlap_up_to_the_bound() -> None:
     api = SlowNames()
-    names: dict[str, str] = {}
-    await read_names(api, "7", [str(i) for i in range(40)], names, once)
-    assert names == {str(i): f"{i}.pdf" for i in range(40)}
+    reader = RecordReader(api, once)
+    await reader.read_names([str(i) for i in range(40)])
+    assert reader.names == {str(i): f"{i}.pdf" for i in range(40)}
     assert api.most == NAME_LOOKUPS_IN_FLIGHT
 
 
 async def test_a_failed_name_look_up_raises_its_own_error() -> None:
     api = SlowNames(fail="3")
     with pytest.raises(Permanent, match="presign_url 3: 404"):
-        await read_names(api, "7", [str(i) for i in range(40)], {}, once)
+        await RecordReader(api, once).read_names([str(i) for i in range(40)])
     assert api.calls < 40  # the rest were not started

@@ -7,18 +7,17 @@ from typing import Any
 
 import pytest
 
-from pracsuite_ingest.reconcile import (
-    Digest,
+from pracsuite_ingest.reconcile.claims import Digest, decide_claims
+from pracsuite_ingest.reconcile.match import (
     Evidence,
     Upload,
     candidate,
-    decide,
     in_every_snapshot,
     match,
     needs_name,
     proven_by_own_key,
-    view,
 )
+from pracsuite_ingest.reconcile.records import view
 
 UUID_A = "11111111-2222-3333-4444-555555555555"
 UUID_B = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -84,43 +83,44 @@ def test_a_lone_lookalike_is_never_claimed_before_its_bytes_are_read(verify: str
     # Someone else's record with our name and size appeared before ours: alone at this
     # poll, name and size cannot tell it is not ours. The bytes decide.
     evidence = Evidence({}, {1: ["7"]})
-    first = decide([up(1)], evidence, verify, {})
+    first = decide_claims([up(1)], evidence, verify, {})
     assert first.claims == {} and first.download == ["7"]
-    theirs = decide([up(1)], evidence, verify, {"7": Digest(10, SHA_B)})
+    theirs = decide_claims([up(1)], evidence, verify, {"7": Digest(10, SHA_B)})
     assert theirs.claims == {} and theirs.differ == {1: ["7"]} and theirs.download == []
-    ours = decide([up(1)], Evidence({}, {1: ["7", "8"]}), verify,
+    ours = decide_claims([up(1)], Evidence({}, {1: ["7", "8"]}), verify,
                   {"7": Digest(10, SHA_B), "8": Digest(10, SHA_A)})
     assert ours.claims == {1: ("8", True)}
 
 
 def test_bytes_with_the_same_hash_but_another_size_are_not_ours() -> None:
-    decision = decide([up(1)], Evidence({}, {1: ["7"]}), "ambiguous", {"7": Digest(11, SHA_A)})
+    decision = decide_claims([up(1)], Evidence({}, {1: ["7"]}), "ambiguous",
+                             {"7": Digest(11, SHA_A)})
     assert decision.claims == {}
 
 
 def test_proof_is_claimed_without_bytes_unless_verify_is_all() -> None:
     evidence = Evidence({1: "5"}, {})
-    assert decide([up(1)], evidence, "ambiguous", {}).claims == {1: ("5", False)}
-    assert decide([up(1)], evidence, "off", {}).claims == {1: ("5", False)}
-    assert decide([up(1)], evidence, "all", {}).download == ["5"]
-    assert decide([up(1)], evidence, "all", {"5": Digest(10, SHA_A)}).claims == {
+    assert decide_claims([up(1)], evidence, "ambiguous", {}).claims == {1: ("5", False)}
+    assert decide_claims([up(1)], evidence, "off", {}).claims == {1: ("5", False)}
+    assert decide_claims([up(1)], evidence, "all", {}).download == ["5"]
+    assert decide_claims([up(1)], evidence, "all", {"5": Digest(10, SHA_A)}).claims == {
         1: ("5", True)}
 
 
 def test_with_verify_off_only_a_match_that_name_and_size_single_out_is_claimed() -> None:
-    assert decide([up(1)], Evidence({}, {1: ["7"]}), "off", {}).claims == {1: ("7", False)}
-    two_records = decide([up(1)], Evidence({}, {1: ["7", "8"]}), "off", {})
+    assert decide_claims([up(1)], Evidence({}, {1: ["7"]}), "off", {}).claims == {1: ("7", False)}
+    two_records = decide_claims([up(1)], Evidence({}, {1: ["7", "8"]}), "off", {})
     assert two_records.claims == {} and two_records.ambiguous == {1: ["7", "8"]}
     assert two_records.download == []
     # two uploads naming the one record: neither is claimed
-    two_uploads = decide([up(1), up(2, uuid=UUID_B, sha=SHA_B)],
+    two_uploads = decide_claims([up(1), up(2, uuid=UUID_B, sha=SHA_B)],
                          Evidence({}, {1: ["7"], 2: ["7"]}), "off", {})
     assert two_uploads.claims == {} and two_uploads.ambiguous == {1: ["7"], 2: ["7"]}
 
 
 def test_each_record_is_claimed_once_even_when_bytes_match_twice() -> None:
     ups = [up(1), up(2, uuid=UUID_B)]
-    decision = decide(ups, Evidence({}, {1: ["7"], 2: ["7"]}), "ambiguous",
+    decision = decide_claims(ups, Evidence({}, {1: ["7"], 2: ["7"]}), "ambiguous",
                       {"7": Digest(10, SHA_A)})
     assert decision.claims == {1: ("7", True)}
 

@@ -17,26 +17,26 @@ from pracsuite_ingest.errors import (
     Retryable,
     Throttled,
 )
-from pracsuite_ingest.retry import backoff_s, decide, retry_after_s
+from pracsuite_ingest.retry import backoff_s, decide_retry, retry_after_s
 from pracsuite_ingest.upload import classify_s3_answer, parse_s3_error
 
 RNG = random.Random(7)
 
 
 def test_retryable_errors_retry_with_backoff_until_the_attempt_cap() -> None:
-    d = decide(Retryable("x"), 1, 3, RNG)
+    d = decide_retry(Retryable("x"), 1, 3, RNG)
     assert d.retry and 0 <= d.delay_s <= 0.5
-    assert not decide(Retryable("x"), 3, 3, RNG).retry
+    assert not decide_retry(Retryable("x"), 3, 3, RNG).retry
 
 
 def test_server_given_wait_wins_over_backoff() -> None:
-    assert decide(Throttled("x", retry_after=7), 1, 5, RNG).delay_s == 7
+    assert decide_retry(Throttled("x", retry_after=7), 1, 5, RNG).delay_s == 7
 
 
 @pytest.mark.parametrize("error", [Permanent("x"), OutcomeUnknown("x"), PolicyExpired("x"),
                                    ValueError("x")])
 def test_never_retried_here(error: Exception) -> None:
-    assert not decide(error, 1, 5, RNG).retry
+    assert not decide_retry(error, 1, 5, RNG).retry
 
 
 def test_backoff_is_full_jitter_under_a_cap() -> None:
@@ -97,7 +97,7 @@ def test_list_key_names_the_envelope_and_next_link_is_followed() -> None:
 
 
 def test_upload_timeout_grows_with_size_under_a_cap() -> None:
-    from pracsuite_ingest.pipeline import upload_timeout
+    from pracsuite_ingest.upload import upload_timeout
 
     small, big = upload_timeout(16_000, 900).total, upload_timeout(100 * 2**20, 900).total
     assert small is not None and big is not None
@@ -106,7 +106,7 @@ def test_upload_timeout_grows_with_size_under_a_cap() -> None:
 
 
 def test_upload_timeout_under_a_slow_bandwidth_cap_never_cuts_an_upload_at_its_share() -> None:
-    from pracsuite_ingest.pipeline import upload_timeout
+    from pracsuite_ingest.upload import upload_timeout
 
     share = 200_000 / 8  # 200 KB/s for 8 uploads: 25 KB/s each, below the stall speed
     size = 100 * 2**20

@@ -75,7 +75,7 @@ def test_a_polls_findings_wait_for_its_commit(db: tuple[State, Path]) -> None:
         state.set_stage(item, stage, key="temp/1")
     state.set_stage(item, Stage.VALIDATED, attachment_id="9")
     assert seen_by_another_process(path)[item][0] == "uploaded"
-    state.commit()  # as polling.py does after each poll
+    state.commit()  # as reconcile/reconciler.py does after each poll
     assert seen_by_another_process(path)[item][0] == "validated"
 
 

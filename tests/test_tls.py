@@ -15,8 +15,8 @@ from aiohttp import web
 
 from e2e import run_cli
 from pracsuite_ingest.cli import main
+from pracsuite_ingest.connection import make_client, make_session
 from pracsuite_ingest.errors import ConfigError, Retryable
-from pracsuite_ingest.pipeline import make_client, make_session
 from pracsuite_ingest.settings import Settings, load_settings
 
 SRC = Path(__file__).parent.parent / "src"

@@ -29,21 +29,16 @@ from typing import TYPE_CHECKING
 
 from pracsuite_ingest import MAX_FILE_BYTES, aio
 from pracsuite_ingest.errors import ConfigError
+from pracsuite_ingest.exit_codes import EXIT_CONFIG
 from pracsuite_ingest.localfs import private_dir
 from pracsuite_ingest.logs import configure
 from pracsuite_ingest.settings import load_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
     from pracsuite_ingest.settings import Settings
     from pracsuite_ingest.watch import Watch
 
-    # `cli.cmd_run`, handed in by the caller: the demo runs exactly what `run` runs,
-    # without importing cli (which imports this module).
-    Runner = Callable[..., Awaitable[int]]
-
-EXIT_CONFIG = 2  # docs/contract.md: configuration (here: a folder the demo may not use)
+# EXIT_CONFIG (docs/contract.md): configuration, here also a folder the demo may not use
 MARKER = ".pracsuite-ingest-demo"
 # Everything the demo writes at the top of its folder (the state file's SQLite and lock
 # companions included); a marked folder holding anything else is not the demo's alone.
@@ -202,7 +197,9 @@ def closing_text(good: int, summary: dict[str, int], manifest: Path) -> str:
             f"  pracsuite-ingest run --config sandbox.toml --manifest {manifest}")
 
 
-async def _demo(count: int, out: Path, cmd_run: Runner) -> int:
+async def _demo(count: int, out: Path) -> int:
+    # exactly what `run` runs (commands.py), against the sandbox
+    from pracsuite_ingest.commands import cmd_run
     from pracsuite_ingest.progress import TerminalProgress
     from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
     from pracsuite_ingest.watch import Watch
@@ -248,7 +245,7 @@ def _demo_settings(base_url: str, vendor_key: str, practice_key: str, manifest: 
     })
 
 
-def run_demo(count: int, out: Path | None, cmd_run: Runner) -> int:
+def run_demo(count: int, out: Path | None) -> int:
     """`demo`: exit 0 when every good row validated, 1 when not, 2 when there is no
     folder it may write in (or the configuration is wrong)."""
     folder, notes = choose_out(out)
@@ -263,7 +260,7 @@ def run_demo(count: int, out: Path | None, cmd_run: Runner) -> int:
         print(f"demo: skipped {note}")
     print(f"demo: samples, state and reports in {folder}")
     try:
-        return aio.run(_demo(count, folder, cmd_run))
+        return aio.run(_demo(count, folder))
     except ConfigError as exc:
         print(f"pracsuite-ingest demo: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

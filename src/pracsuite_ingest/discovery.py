@@ -24,7 +24,7 @@ from pracsuite_ingest.api import (
     parse_api_error,
     record_links,
 )
-from pracsuite_ingest.reconcile import record_id
+from pracsuite_ingest.reconcile.records import record_id
 from pracsuite_ingest.visible import visible
 
 BARE = "(bare array)"

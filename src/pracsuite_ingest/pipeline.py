@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 
-from pracsuite_ingest import reconcile as rc
 from pracsuite_ingest.admission import Action, admit
 from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.bandwidth import BandwidthCap
@@ -32,48 +31,21 @@ from pracsuite_ingest.errors import (
     SourceChanged,
 )
 from pracsuite_ingest.filters import NO_FILTER
-from pracsuite_ingest.guards import tls_context
 from pracsuite_ingest.logs import bind_context, get_logger
-from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
-from pracsuite_ingest.polling import UploadPhase, reconcile_run
+from pracsuite_ingest.models import LocalFile, Presigned, Row
 from pracsuite_ingest.presign_ahead import PresignAhead
-from pracsuite_ingest.rate_gate import RateGate
+from pracsuite_ingest.reconcile.reconciler import UploadPhase, reconcile_run
+from pracsuite_ingest.reconcile.records import list_records
 from pracsuite_ingest.retry import PolicyRetrier, retrying
+from pracsuite_ingest.run_events import RunEvents
 from pracsuite_ingest.scan import check_local, read_rows
 from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.shard import Shard, only_mine
 from pracsuite_ingest.state import ItemRecord, State
-from pracsuite_ingest.upload import upload_file
-
-__all__ = ["Counters", "Run", "make_client", "make_session", "new_run_id", "reconcile_run",
-           "upload_timeout", "utc_now"]
+from pracsuite_ingest.upload import upload_file, upload_timeout
 
 MAX_PRESIGN_ROUNDS = 8  # a policy that S3 keeps calling expired: a slow link
 MAX_RESEND_ROUNDS = 4  # uploads whose answer was lost and that got no record: send again
-NOT_SENT = "not started: the run was interrupted; the next run sends it"
-
-
-STALL_FLOOR_S = 60.0
-MIN_BYTES_PER_S = 64 * 1024  # slower than this, an upload counts as stalled
-
-
-def upload_timeout(size: int, cap_s: float, share_bytes_per_s: float = 0.0,
-                   ) -> aiohttp.ClientTimeout:
-    """How long one upload may take: a floor plus the size at a minimal speed, capped.
-
-    A stalled upload is cut at this point and, as its body never fully went out,
-    sent again at once (`upload.body_fully_sent`). The answer itself must start
-    within two minutes of the body going out. Under a bandwidth cap, an upload's
-    `share_bytes_per_s` of it may be slower than the stall speed: half that share is
-    the minimal speed then, and `cap_s` (upload.timeout_s) does not apply, so that the
-    pace the operator chose never makes an upload look stalled.
-    """
-    if 0 < share_bytes_per_s < 2 * MIN_BYTES_PER_S:
-        total = STALL_FLOOR_S + size / (share_bytes_per_s / 2)
-    else:
-        total = min(cap_s, STALL_FLOOR_S + size / MIN_BYTES_PER_S)
-    return aiohttp.ClientTimeout(total=total, sock_connect=10, sock_read=120)
-
 
 def new_run_id(now: datetime) -> str:
     return f"{now:%Y-%m-%dT%H-%M-%SZ}-{secrets.token_hex(2)}"
@@ -81,34 +53,6 @@ def new_run_id(now: datetime) -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def make_session(settings: Settings) -> aiohttp.ClientSession:
-    limit = settings.upload.concurrency + settings.upload.presign_concurrency + 4
-    return aiohttp.ClientSession(
-        # TLS verified always; api.ca_file adds a CA, never turns verification off.
-        connector=aiohttp.TCPConnector(limit=limit, limit_per_host=limit,
-                                       ssl=tls_context(settings.api.ca_file)),
-        # PracSuite's answers are small; S3 bodies are streamed from disk.
-        auto_decompress=True,
-        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, for PracSuite and S3 alike (docs/contract.md).
-        trust_env=True,
-    )
-
-
-def make_client(settings: Settings, session: aiohttp.ClientSession) -> PracSuiteClient:
-    return PracSuiteClient(
-        session,
-        settings.api.base_url,
-        settings.api.vendor_api_key.get_secret_value(),
-        settings.api.practice_api_key.get_secret_value(),
-        RateGate.for_setting(settings.api.requests_per_second,
-                             settings.api.max_requests_per_second),
-        timeout_s=settings.api.timeout_s,
-        list_key=settings.api.list_key,
-        page_size=settings.api.page_size,
-        max_wait_s=settings.api.max_wait_s,
-    )
 
 
 class Run:
@@ -126,7 +70,7 @@ class Run:
         self.run_id = run_id
         self.shard = shard  # rows of other shards are dropped as they are read
         self.row_filter = NO_FILTER  # run --client / --limit (filters.py)
-        self.counters = Counters()
+        self.events = RunEvents(state, run_id, Counters())  # stage, counter, log: together
         self.rng = random.Random()
         self.log = get_logger(run_id=run_id)
         # files worked on (upload slots + a few presigned ahead), and the upload slots
@@ -145,6 +89,14 @@ class Run:
         # check opens without following one either; input.root binds the file opened.
         self._nofollow = bool(settings.input.source_dir) and not settings.input.follow_symlinks
         self._root = Path(settings.input.root) if settings.input.root else None
+
+    @property
+    def counters(self) -> Counters:
+        return self.events.counters
+
+    @counters.setter
+    def counters(self, counters: Counters) -> None:  # a Watch hands in its own
+        self.events.counters = counters
 
     # ---------------------------------------------------------------- the scan phase
     def rows(self) -> Iterator[Row]:
@@ -180,7 +132,7 @@ class Run:
                                 task.add_done_callback(in_flight.discard)
                                 continue
                             self.ahead.rows.release()
-                        self._not_started(seq, row)
+                        self.events.not_started(seq, row)
             finally:
                 watcher.cancel()
         self._log_skipped()
@@ -214,7 +166,7 @@ class Run:
         try:
             for seq, row in enumerate(self.rows(), start=1):
                 if seq not in recorded:
-                    self._not_started(seq, row)
+                    self.events.not_started(seq, row)
                     added += 1
         except OSError as exc:  # the input went away meanwhile: say so, keep what is saved
             self.log.warning("could not read the input again to record unread rows",
@@ -224,10 +176,6 @@ class Run:
                              count=added)
         return added
 
-    def _not_started(self, seq: int, row: Row) -> None:
-        self.state.add_item(self.run_id, seq, row, None, Stage.SEEN,
-                            error=NOT_SENT)
-
     async def _one(self, seq: int, row: Row) -> None:
         try:
             bind_context(client_id=row.client_id, item=seq, stage="scan")  # this task only
@@ -235,16 +183,14 @@ class Run:
                 local: LocalFile | str = await check_local(
                     row, nofollow=self._nofollow, root=self._root)
             except asyncio.CancelledError:
-                self._not_started(seq, row)  # stopped while checked: the row keeps its item
+                self.events.not_started(seq, row)  # stopped while checked: the row keeps its item
                 raise
             except Exception as exc:  # a bug on one odd file must not stop the others
                 local = (f"unexpected error while checking the file ({type(exc).__name__}); "
                          "please report it")
             log = self.log.bind(client_id=row.client_id, item=seq)
             if isinstance(local, str):
-                self.state.add_item(self.run_id, seq, row, None, Stage.INVALID, error=local)
-                self.counters.tally(Stage.INVALID)
-                log.warning("item invalid", stage="scan", reason=local, path=row.path)
+                self.events.invalid(seq, row, local, log)
                 return
             await self._admit_and_send(seq, local, log)
         finally:
@@ -259,39 +205,17 @@ class Run:
         )
         earlier = decision.earlier
         if decision.action is Action.DUPLICATE and earlier is not None:
-            self.state.add_item(self.run_id, seq, row, local, Stage.SKIPPED,
-                                error=decision.reason, duplicate_of=earlier.id)
-            self.counters.skipped(Stage.SKIPPED, "duplicate row")
-            log.debug("item skipped", stage="admit", reason="duplicate row")
-            return
-        if decision.action is Action.SKIP and earlier is not None:
-            self.state.add_item(self.run_id, seq, row, local, Stage.SKIPPED,
-                                error=decision.reason, key=earlier.key,
-                                attachment_id=earlier.attachment_id)
-            self.counters.skipped(Stage.SKIPPED, "validated earlier")
-            log.debug("item skipped", stage="admit", reason="validated earlier")
-            return
-        if self.dry_run:
-            self.state.add_item(self.run_id, seq, row, local, Stage.SEEN,
-                                error="dry run: would be reconciled" if earlier else None)
-            self.counters.tally(Stage.SEEN)
-            self.counters.bytes_to_send += local.size if earlier is None else 0
-            return
-        if decision.action is Action.RECONCILE and earlier is not None:
-            lost = earlier.stage is Stage.UPLOADING or earlier.outcome_unknown
-            stage = Stage.UPLOADING if lost else Stage.UPLOADED
-            self.state.add_item(self.run_id, seq, row, local, stage, key=earlier.key,
-                                snapshot_run=earlier.snapshot_run or earlier.run_id,
-                                outcome_unknown=lost,
-                                uploaded_at=earlier.uploaded_at)
-            self.counters.tally(stage)
-            log.info("item carried to reconcile", stage="admit", from_run=earlier.run_id)
-            return
-        item_id = self.state.add_item(self.run_id, seq, row, local, Stage.SEEN,
-                                      snapshot_run=self.run_id)
-        self.counters.bytes_to_send += local.size
-        with self.uploads.activity.sending(row.client_id):
-            await self._send(item_id, local, log)
+            self.events.duplicate(seq, local, decision, earlier, log)
+        elif decision.action is Action.SKIP and earlier is not None:
+            self.events.validated_earlier(seq, local, decision, earlier, log)
+        elif self.dry_run:
+            self.events.planned(seq, local, earlier)
+        elif decision.action is Action.RECONCILE and earlier is not None:
+            self.events.carried(seq, local, earlier, log)
+        else:
+            item_id = self.events.admitted(seq, local)
+            with self.uploads.activity.sending(row.client_id):
+                await self._send(item_id, local, log)
 
     # ------------------------------------------------------- presign and upload phase
     async def _snapshot(self, client_id: str) -> None:
@@ -309,7 +233,7 @@ class Run:
             assert self.api is not None
             api = self.api
             try:
-                records = await rc.list_records(api, client_id, PolicyRetrier(
+                records = await list_records(api, client_id, PolicyRetrier(
                     self.settings.api.max_attempts, self.rng, self._on_retry))
             except Permanent as exc:
                 self._snap_refused[client_id] = str(exc)
@@ -344,48 +268,26 @@ class Run:
         try:
             await self._snapshot(local.row.client_id)
             presigned = await self._presign(local)
-            # This run's snapshot was taken before this upload: it is what the
-            # record must not be part of.
-            self.state.set_stage(item_id, Stage.PRESIGNED, key=presigned.key,
-                                 snapshot_run=self.run_id)
+            self.events.presigned(item_id, presigned.key)
             async with self.ahead.upload_slot():
                 if self.shutdown.is_set():
-                    self.state.set_stage(item_id, Stage.PRESIGNED, error=NOT_SENT)
-                    log.debug("item not sent: stopping", stage="upload")
+                    self.events.not_sent(item_id, log)
                     return
                 attempts = await self._upload(item_id, local, presigned, log, attempts)
-            now = time.time()
-            self.state.set_stage(item_id, Stage.UPLOADED, uploaded_at=now, error=None,
-                                 outcome_unknown=False)
-            self.counters.bytes_sent += local.size
-            self.counters.tally(Stage.UPLOADED)
-            log.debug("item uploaded", stage="upload", attempts=attempts,
-                      file_name=local.row.file_name)
-        except SourceChanged as exc:
-            # S3 holds nothing of it: the report shows no size or hash it does not hold.
-            self.state.set_stage(item_id, Stage.FAILED, error=str(exc), size=None, sha256=None)
-            self.counters.tally(Stage.FAILED)
-            log.warning("item failed", stage="upload", error=str(exc),
-                        file_name=local.row.file_name)
+            self.events.uploaded(item_id, local, time.time(), attempts, log)
+        except SourceChanged as exc:  # S3 holds nothing of it
+            self.events.failed(item_id, str(exc), local, log, nothing_stored=True)
         except OutcomeUnknown as exc:
-            self.state.set_stage(item_id, Stage.UPLOADING, outcome_unknown=True,
-                                 error=f"{exc}; reconciling before any re-send")
-            self.counters.tally(Stage.UPLOADING)
-            log.warning("upload outcome unknown", stage="upload", error=str(exc))
+            self.events.lost(item_id, str(exc), log)
         except (Permanent, Retryable) as exc:
-            self.state.set_stage(item_id, Stage.FAILED, error=str(exc))
-            self.counters.tally(Stage.FAILED)
-            log.warning("item failed", stage="upload", error=str(exc),
-                        file_name=local.row.file_name)
+            self.events.failed(item_id, str(exc), local, log)
         except asyncio.CancelledError:
-            current = self.state.item(item_id)
-            if current is not None and current.stage is Stage.PRESIGNED:  # never sent
-                self.state.set_stage(item_id, Stage.PRESIGNED, error=NOT_SENT)
+            self.events.cancelled(item_id)
             raise
         except Fatal:
             raise
         except Exception as exc:  # a bug in one file's path must not stop the others
-            self._record_unexpected(item_id, exc, log)
+            self.events.unexpected(item_id, exc, log)
 
     async def _upload(self, item_id: int, local: LocalFile, presigned: Presigned | None,
                       log: Any, attempts: int) -> int:
@@ -394,14 +296,13 @@ class Run:
         for presign_round in range(1, MAX_PRESIGN_ROUNDS + 1):
             if presigned is None:
                 presigned = await self._presign(local)
-                self.state.set_stage(item_id, Stage.PRESIGNED, key=presigned.key,
-                                     snapshot_run=self.run_id)
+                self.events.presigned(item_id, presigned.key)
 
             async def once(p: Presigned = presigned) -> None:
                 nonlocal attempts
                 attempts += 1
                 bind_context(stage="upload", attempt=attempts)
-                self.state.set_stage(item_id, Stage.UPLOADING, attempts=attempts)
+                self.events.sending(item_id, attempts)
                 assert self.session is not None
                 self.counters.in_flight += 1
                 try:
@@ -426,18 +327,6 @@ class Run:
             else:
                 return attempts
         raise AssertionError("unreachable: the last round returns or raises")
-
-    def _record_unexpected(self, item_id: int, exc: Exception, log: Any) -> None:
-        what = f"unexpected error ({type(exc).__name__}); please report it"
-        current = self.state.item(item_id)
-        if current is not None and current.stage is Stage.UPLOADING:
-            # The body may have gone out: reconcile before anything is sent again.
-            self.state.set_stage(item_id, Stage.UPLOADING, outcome_unknown=True,
-                                 error=f"{what}; reconciling before any re-send")
-        elif current is not None and current.stage in (Stage.SEEN, Stage.PRESIGNED):
-            self.state.set_stage(item_id, Stage.FAILED, error=what)
-            self.counters.tally(Stage.FAILED)
-        log.error("unexpected error", stage="upload", error_type=type(exc).__name__)
 
     # ------------------------------------------------------------ reconcile phase
     async def execute(self) -> None:

@@ -14,7 +14,7 @@ from pracsuite_ingest.report_html import size_text
 from pracsuite_ingest.visible import visible
 
 MAX_CLIENT_LINES = 25
-RECONCILE_MARK = "would be reconciled"  # pipeline.py's error for such a dry-run item
+RECONCILE_MARK = "would be reconciled"  # run_events.py's error for such a dry-run item
 DUPLICATE_MARK = "same client, file name and content"  # admission.py's reason
 
 

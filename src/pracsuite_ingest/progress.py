@@ -25,7 +25,7 @@ from pracsuite_ingest.models import Row, Stage
 if TYPE_CHECKING:
     from rich.live import Live
 
-    from pracsuite_ingest.pipeline import Counters
+    from pracsuite_ingest.counters import Counters
 
 # Where an item ends the send phase; each one is a file done for the progress bar.
 SEND_PHASE_ENDS = (Stage.INVALID, Stage.SKIPPED, Stage.FAILED, Stage.UPLOADED,

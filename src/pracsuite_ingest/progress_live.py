@@ -31,7 +31,7 @@ from pracsuite_ingest.progress import (
 )
 
 if TYPE_CHECKING:
-    from pracsuite_ingest.pipeline import Counters
+    from pracsuite_ingest.counters import Counters
 
 
 def start_live(counters: Counters, count: RowCount | None) -> Live:

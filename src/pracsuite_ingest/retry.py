@@ -1,7 +1,7 @@
 """The one retry policy: what to retry and how long to wait, decided in pure code.
 
-`decide` is pure; `retrying` is the thin loop that applies it and is the only place
-that sleeps between attempts of one request.
+`decide_retry` is pure; `retrying` is the thin loop that applies it and is the only
+place that sleeps between attempts of one request.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ MAX_DELAY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class RetryDecision:
     retry: bool
     delay_s: float = 0.0
 
@@ -34,7 +34,8 @@ def backoff_s(attempt: int, rng: random.Random, base: float = BASE_DELAY_S,
     return rng.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
-def decide(error: BaseException, attempt: int, max_attempts: int, rng: random.Random) -> Decision:
+def decide_retry(error: BaseException, attempt: int, max_attempts: int,
+                 rng: random.Random) -> RetryDecision:
     """Whether to try again after `attempt` failed with `error`, and after how long.
 
     An `OutcomeUnknown` upload is never retried here: it may already have been stored,
@@ -42,14 +43,14 @@ def decide(error: BaseException, attempt: int, max_attempts: int, rng: random.Ra
     is not retried here either: the caller presigns again.
     """
     if isinstance(error, OutcomeUnknown | PolicyExpired) or not isinstance(error, Retryable):
-        return Decision(retry=False)
+        return RetryDecision(retry=False)
     if attempt >= max_attempts:
-        return Decision(retry=False)
+        return RetryDecision(retry=False)
     wait = error.retry_after
     if wait is not None and math.isfinite(wait) and wait >= 0:
         # Already capped at api.max_wait_s where the answer was read (`server_wait`).
-        return Decision(retry=True, delay_s=wait)
-    return Decision(retry=True, delay_s=backoff_s(attempt, rng))
+        return RetryDecision(retry=True, delay_s=wait)
+    return RetryDecision(retry=True, delay_s=backoff_s(attempt, rng))
 
 
 MAX_WAIT_S = 120.0  # api.max_wait_s: the longest wait a server's answer may impose
@@ -160,14 +161,14 @@ async def retrying(
     rng: random.Random,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
 ) -> T:
-    """Run `op` until it succeeds or `decide` says stop; re-raise the last error."""
+    """Run `op` until it succeeds or `decide_retry` says stop; re-raise the last error."""
     attempt = 0
     while True:
         attempt += 1
         try:
             return await op()
         except Retryable as exc:
-            decision = decide(exc, attempt, max_attempts, rng)
+            decision = decide_retry(exc, attempt, max_attempts, rng)
             if not decision.retry:
                 raise
             if on_retry is not None:

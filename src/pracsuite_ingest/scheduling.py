@@ -19,7 +19,7 @@ validated, spends one. `Schedule` decides that moment from what the run has seen
 
 `Activity` counts the uploads in flight per patient: a patient is never polled while
 one of its uploads is between presign and S3's answer, and a poll during which one
-started does not claim on name and size alone (`polling.py`).
+started does not claim on name and size alone (`reconcile/reconciler.py`).
 
 Times are seconds on one clock (the wall clock: uploads of earlier runs carry their
 `uploaded_at`).

@@ -33,6 +33,28 @@ from pracsuite_ingest.formbody import (
 from pracsuite_ingest.guards import SMALL_BODY_LIMIT, BodyTooLarge, read_capped
 from pracsuite_ingest.models import LocalFile, Presigned
 
+STALL_FLOOR_S = 60.0
+MIN_BYTES_PER_S = 64 * 1024  # slower than this, an upload counts as stalled
+
+
+def upload_timeout(size: int, cap_s: float, share_bytes_per_s: float = 0.0,
+                   ) -> aiohttp.ClientTimeout:
+    """How long one upload may take: a floor plus the size at a minimal speed, capped.
+
+    A stalled upload is cut at this point and, as its body never fully went out,
+    sent again at once (`upload.body_fully_sent`). The answer itself must start
+    within two minutes of the body going out. Under a bandwidth cap, an upload's
+    `share_bytes_per_s` of it may be slower than the stall speed: half that share is
+    the minimal speed then, and `cap_s` (upload.timeout_s) does not apply, so that the
+    pace the operator chose never makes an upload look stalled.
+    """
+    if 0 < share_bytes_per_s < 2 * MIN_BYTES_PER_S:
+        total = STALL_FLOOR_S + size / (share_bytes_per_s / 2)
+    else:
+        total = min(cap_s, STALL_FLOOR_S + size / MIN_BYTES_PER_S)
+    return aiohttp.ClientTimeout(total=total, sock_connect=10, sock_read=120)
+
+
 RETRYABLE_S3_CODES = frozenset(
     {"SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable"})
 

@@ -7,7 +7,7 @@ as it goes (never a whole file in memory), stops reading past the largest size t
 could be ours, and bounds its downloads by its own concurrency
 (`reconcile.verify_concurrency`). It never sends the API keys: the URL carries its
 own signature. What to download, and what a digest means, is decided in
-`reconcile.decide`; this module only fetches.
+`reconcile.claims.decide_claims`; this module only fetches.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from yarl import URL
 
 from pracsuite_ingest.errors import Permanent, Retryable
 from pracsuite_ingest.guards import cleartext_problem
-from pracsuite_ingest.reconcile import Digest, PresignAnswer
+from pracsuite_ingest.reconcile.claims import Digest
+from pracsuite_ingest.reconcile.records import PresignAnswer
 
 CHUNK_BYTES = 256 * 1024
 URL_FRESH_S = 60.0  # a presigned GET older than this is read again before use

@@ -8,13 +8,27 @@ the display (so stdout is free for the summary) and exports the metrics.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
+from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.filters import NO_FILTER, RowFilter
-from pracsuite_ingest.pipeline import Counters, Run
+from pracsuite_ingest.models import Row
 from pracsuite_ingest.progress import TerminalProgress
 from pracsuite_ingest.settings import Settings
+
+
+class Watched(Protocol):
+    """What a Watch needs of a run (`pipeline.Run`): its filter, counters and rows."""
+
+    row_filter: RowFilter
+    counters: Counters
+
+    def rows(self) -> Iterator[Row]: ...
+
+
+R = TypeVar("R", bound=Watched)
 
 
 def _no_progress() -> TerminalProgress:
@@ -29,7 +43,7 @@ class Watch:
     counters: Counters = field(default_factory=Counters)
     started: float = field(default_factory=time.monotonic)
 
-    def __call__(self, run: Run) -> Run:
+    def __call__(self, run: R) -> R:
         """`run`, filtered as asked and counting into this watch; the display starts."""
         run.row_filter = self.row_filter
         run.counters = self.counters

@@ -8,7 +8,7 @@ reproducible for a given seed and request order.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 from enum import StrEnum
@@ -35,8 +35,10 @@ class S3Fault(StrEnum):
 
 
 @dataclass
-class FaultPlan:
-    """Fault knobs; every rate is a probability per request in [0, 1]."""
+class FaultKnobs:
+    """The fault knobs, declared once: `FaultPlan` checks them, `SandboxOptions`
+    (options.py) carries them to the servers. Every rate is a probability per request
+    in [0, 1]."""
 
     fail_rate_429: float = 0.0
     throttle_style: ThrottleStyle = ThrottleStyle.RETRY_AFTER_SECONDS
@@ -50,6 +52,16 @@ class FaultPlan:
     # PracSuite's unpublished rate limit, played: requests/s accepted (a token bucket
     # holding one second's worth), 429 above it in `throttle_style`; 0 = no limit
     rate_budget: float = 0.0
+
+
+@dataclass
+class FaultPlan(FaultKnobs):
+    """The fault knobs the servers play, validated (ValueError when out of range)."""
+
+    @classmethod
+    def of(cls, knobs: FaultKnobs) -> FaultPlan:
+        """The plan holding `knobs`' values (e.g. a `SandboxOptions`'), validated."""
+        return cls(**{f.name: getattr(knobs, f.name) for f in fields(FaultKnobs)})
 
     def __post_init__(self) -> None:
         if self.rate_budget < 0:

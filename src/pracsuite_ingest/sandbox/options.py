@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .external import ExternalS3
-from .faults import FaultPlan, ThrottleStyle
+from .faults import FaultKnobs, FaultPlan, ThrottleStyle
 from .ledger import DescriptionMode
 from .sigv4 import Credentials
 
@@ -27,7 +27,7 @@ def _token() -> str:
 
 
 @dataclass
-class SandboxOptions:
+class SandboxOptions(FaultKnobs):
     """How the sandbox runs and behaves. Defaults are the friendly, fault-free case
     except `description_mode`, which defaults to the hard case (empty descriptions).
 
@@ -39,7 +39,8 @@ class SandboxOptions:
     `record_links` False: records carry no `links` (the reference says they do; off,
     the worker must build the documented paths itself). `record_requests`: keep every
     API request and answer (`Sandbox.api_requests`) for the test suite's contract check;
-    the `sandbox` command, which runs until stopped, keeps none.
+    the `sandbox` command, which runs until stopped, keeps none. The fault knobs
+    (`fail_rate_429`, ..., `rate_budget`) are `FaultKnobs`' (faults.py).
     """
 
     host: str = "127.0.0.1"
@@ -66,16 +67,6 @@ class SandboxOptions:
     max_file_bytes: int = MAX_FILE_BYTES
     reject_names: str | None = None
     seed: int | None = None
-    fail_rate_429: float = 0.0
-    throttle_style: ThrottleStyle = ThrottleStyle.RETRY_AFTER_SECONDS
-    retry_after_s: int = 1
-    throttle_value: str | None = None
-    fail_rate_500: float = 0.0
-    s3_slowdown_rate: float = 0.0
-    s3_drop_before_rate: float = 0.0
-    s3_drop_after_rate: float = 0.0
-    latency_ms: tuple[int, int] | None = None
-    rate_budget: float = 0.0
     external_s3: ExternalS3 | None = None
     error_detail_suffix: str = ""
     presign_key_name: str | None = None
@@ -86,18 +77,7 @@ class SandboxOptions:
 
     def fault_plan(self) -> FaultPlan:
         """The fault knobs, validated (ValueError when out of range)."""
-        return FaultPlan(
-            fail_rate_429=self.fail_rate_429,
-            throttle_style=self.throttle_style,
-            retry_after_s=self.retry_after_s,
-            throttle_value=self.throttle_value,
-            fail_rate_500=self.fail_rate_500,
-            s3_slowdown_rate=self.s3_slowdown_rate,
-            s3_drop_before_rate=self.s3_drop_before_rate,
-            s3_drop_after_rate=self.s3_drop_after_rate,
-            latency_ms=self.latency_ms,
-            rate_budget=self.rate_budget,
-        )
+        return FaultPlan.of(self)
 
     def reject_pattern(self) -> re.Pattern[str] | None:
         return re.compile(self.reject_names) if self.reject_names else None

@@ -1,4 +1,4 @@
-"""Matching PracSuite's records to our uploads (pure), and the polling loop (I/O).
+"""Which new record is which upload's: the evidence, in pure code.
 
 A record carries no `file_name`. Two kinds of evidence link a new record to an upload:
 1. **proof**: the presigned key's uuid, or the key itself, appearing in any string of
@@ -8,11 +8,7 @@ A record carries no `file_name`. Two kinds of evidence link a new record to an u
    compared in Unicode NFC. This is never proof on its own: someone else (the front
    desk, a re-scan) may upload the same name and size for the same patient during the
    run, and a lookalike that appears before our record would be alone at that poll.
-`decide` turns the evidence into claims under `reconcile.verify`: `all` claims only
-records whose bytes (downloaded, `verification.py`) equal the file's; `ambiguous`
-(the default) lets the bytes decide wherever name and size are all there is; `off`
-downloads nothing, and claims a name-and-size match only where exactly one new record
-and one upload share that name and size at the poll (two or more: not claimed).
+What is claimed on that evidence, under `reconcile.verify`, is `claims.py`'s.
 A record is a candidate for an upload unless it was in the snapshot taken before *that*
 upload (`Upload.before`: for an upload carried to later runs, still the snapshot of the
 run that sent it) or another upload already claimed it (`candidate`, the one place
@@ -21,22 +17,13 @@ this rule is written). Each record is claimed by at most one upload.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import re
-import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Set
+from collections.abc import Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, Protocol, TypeVar
-
-from pracsuite_ingest.api import PageRef, RecordRef, record_links
-
-T = TypeVar("T")
 
 UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
 
 @dataclass(frozen=True, slots=True)
 class Upload:
@@ -51,7 +38,7 @@ class Upload:
     """Record ids the client had before this upload: the snapshot its run took before
     sending it. A later run's snapshot says nothing about this upload's record."""
     sha256: str | None = None
-    """The file's sha256: what a record's bytes must hash to (`decide`)."""
+    """The file's sha256: what a record's bytes must hash to (`claims.decide_claims`)."""
 
     @property
     def uuid(self) -> str | None:
@@ -67,37 +54,6 @@ class RecordView:
     presign_link: str = ""
     """The record's own `links.presign_url` ("" when it has none)."""
 
-
-def record_id(record: Mapping[str, Any]) -> str | None:
-    for key in ("attachment_client_id", "patient_attachment_id", "id"):
-        value = record.get(key)
-        if value not in (None, ""):
-            return str(value)
-    return None
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-
-
-def view(record: Mapping[str, Any]) -> RecordView | None:
-    rid = record_id(record)
-    if rid is None:
-        return None
-    size = record.get("file_size")
-    try:
-        file_size = int(size) if size not in (None, "") else None
-    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e999
-        file_size = None
-    link = record_links(record).get("presign_url", "")
-    return RecordView(rid, tuple(_strings(record)), file_size, link)
 
 
 def _sizes_agree(upload: Upload, rec: RecordView) -> bool:
@@ -134,7 +90,8 @@ def _named(upload: Upload, rec: RecordView, names: Mapping[str, str]) -> bool:
     return any(_names_equal(s, upload.file_name) for s in rec.strings)
 
 
-def _sort_key(rid: str) -> tuple[int, int | str]:
+def record_order(rid: str) -> tuple[int, int | str]:
+    """Record ids in id order: numbers by value, then the others as text."""
     return (0, int(rid)) if rid.isdigit() else (1, rid)
 
 
@@ -198,7 +155,7 @@ def match(
     hidden = in_every_snapshot(pending)  # not worth indexing: no upload may claim them
     candidates = sorted((r for r in records
                          if r.record_id not in excluded and r.record_id not in hidden),
-                        key=lambda r: _sort_key(r.record_id))
+                        key=lambda r: record_order(r.record_id))
     taken: set[str] = set()
     proven: dict[int, str] = {}
     index = _Candidates(candidates)
@@ -222,89 +179,8 @@ def match(
                 if _sizes_agree(up, rec) and candidate(up, rec.record_id, taken)
                 and rec.record_id not in ids]
         if ids:
-            named[up.item_id] = sorted(ids, key=_sort_key)
+            named[up.item_id] = sorted(ids, key=record_order)
     return Evidence(proven, named)
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """What a record's bytes were: their count and sha256."""
-
-    size: int
-    sha256: str
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """`claims`: item -> (record, whether its bytes were compared); `download`: records
-    whose bytes must be read before anything more can be decided; `ambiguous`
-    (verify off): uploads left unclaimed, with the records name and size cannot tell
-    apart; `differ`: records whose bytes are not the upload's (never claimed for it)."""
-
-    claims: dict[int, tuple[str, bool]]
-    download: list[str]
-    ambiguous: dict[int, list[str]]
-    differ: dict[int, list[str]]
-
-
-def _ours(up: Upload, digest: Digest) -> bool:
-    return up.sha256 is not None and digest.sha256 == up.sha256 and (
-        up.size is None or digest.size == up.size)
-
-
-def decide(uploads: Iterable[Upload], evidence: Evidence, verify: str,
-           digests: Mapping[str, Digest]) -> Decision:
-    """Claims under `verify` ("off" | "ambiguous" | "all"), given the digests of the
-    records downloaded so far. Pure; uploads in item order, each record claimed once.
-
-    A record whose bytes differ from the upload's is never claimed for it. With
-    "off", a name-and-size match is claimed only where one record and one upload share
-    it (counting every upload that names that record).
-    """
-    pending = sorted(uploads, key=lambda u: u.item_id)
-    claims: dict[int, tuple[str, bool]] = {}
-    download: list[str] = []
-    ambiguous: dict[int, list[str]] = {}
-    differ: dict[int, list[str]] = {}
-    taken: set[str] = set()
-
-    def by_bytes(up: Upload, records: list[str]) -> None:
-        for rid in records:
-            digest = digests.get(rid)
-            if digest is None:
-                if rid not in download:
-                    download.append(rid)
-            elif _ours(up, digest):
-                claims[up.item_id] = (rid, True)
-                taken.add(rid)
-                return
-            else:
-                differ.setdefault(up.item_id, []).append(rid)
-
-    named_by: dict[str, int] = {}
-    for up in pending:
-        for rid in evidence.named.get(up.item_id, ()):
-            named_by[rid] = named_by.get(rid, 0) + 1
-    for up in pending:
-        proven = evidence.proven.get(up.item_id)
-        if proven is not None:
-            if verify == "all":
-                by_bytes(up, [proven])
-            else:
-                claims[up.item_id] = (proven, False)
-                taken.add(proven)
-            continue
-        named = [rid for rid in evidence.named.get(up.item_id, ()) if rid not in taken]
-        if not named:
-            continue
-        if verify != "off":
-            by_bytes(up, named)
-        elif len(named) == 1 and named_by[named[0]] == 1:
-            claims[up.item_id] = (named[0], False)
-            taken.add(named[0])
-        else:
-            ambiguous[up.item_id] = named
-    return Decision(claims, download, ambiguous, differ)
 
 
 _SEP = "\x00"  # between a record's strings: a uuid or key never spans two of them
@@ -388,121 +264,14 @@ def needs_name(records: Iterable[RecordView], excluded: Set[str], skip: Iterable
             and (any_size or r.file_size is None or r.file_size in sizes)]
 
 
-class RecordSource(Protocol):
-    """What the polling loop needs from PracSuite (the API client satisfies it)."""
-
-    def first_page(self, client_id: str) -> PageRef: ...
-
-    async def list_page(self, client_id: str, ref: PageRef) -> tuple[
-        list[dict[str, Any]], PageRef | None]: ...
-
-    async def record_presign(self, ref: RecordRef) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PresignAnswer:
-    """A record's `presign_url` answer: its file name and a short-lived presigned GET
-    of its bytes on the storage, read at `read_at` (monotonic seconds)."""
-
-    file_name: str
-    url: str
-    read_at: float
-
-
-def presign_answer(data: Mapping[str, Any], now: float) -> PresignAnswer:
-    url = data.get("url")
-    return PresignAnswer(str(data.get("file_name") or ""),
-                         url if isinstance(url, str) else "", now)
-
-
-class Retrier(Protocol):
-    """Runs one API call under the retry policy (`retry.retrying` with the settings)."""
-
-    async def __call__(self, op: Callable[[], Awaitable[T]]) -> T: ...
-
-
-async def list_records(api: RecordSource, client_id: str, call: Retrier) -> list[RecordView]:
-    """Every record of the client, each page fetched (and retried) on its own."""
-    out: list[RecordView] = []
-    ref: PageRef | None = api.first_page(client_id)
-    while ref is not None:
-        records, ref = await call(partial(api.list_page, client_id, ref))
-        out.extend(v for v in (view(r) for r in records) if v is not None)
-    return out
-
-
-async def match_client(
-    api: RecordSource,
-    client_id: str,
-    uploads: list[Upload],
-    excluded: Set[str],
-    names: dict[str, str],
-    call: Retrier,
-    answers: dict[str, PresignAnswer] | None = None,
-    on_answer: Callable[[str, PresignAnswer], Awaitable[None]] | None = None,
-    links: dict[str, str] | None = None,
-) -> Evidence:
-    """One poll for one client: list, match, read back the names of new records that
-    could be an upload's (so that every lookalike is seen), match again.
-
-    `excluded`: records already claimed; each upload carries its own snapshot. `links`
-    (when given) receives the records' own `links.presign_url`."""
-    records = await list_records(api, client_id, call)
-    own = {r.record_id: r.presign_link for r in records if r.presign_link}
-    if links is not None:
-        links.update(own)
-    first = match(uploads, records, excluded, names)
+def names_to_read(records: list[RecordView], uploads: list[Upload], excluded: Set[str],
+                  first: Evidence, known: Mapping[str, str]) -> list[str]:
+    """After a first `match`: the new records whose `presign_url` name must be read so
+    that every lookalike is seen (not proven, not named by one of their own strings,
+    claimable for one of `uploads`, not known yet, of a size an upload could have)."""
     unclaimable = in_every_snapshot(uploads).union(excluded)
     skip = set(first.proven.values())
     index = _Candidates([r for r in records if r.record_id not in unclaimable])
     for up in uploads:  # records already named by their own strings need no look-up
         skip.update(index.records[i].record_id for i in index.named(up))
-    wanted = needs_name(records, unclaimable, skip, names, uploads)
-    if not wanted:
-        return first
-    await read_names(api, client_id, wanted, names, call, answers, on_answer, own)
-    return match(uploads, records, excluded, names)
-
-
-NAME_LOOKUPS_IN_FLIGHT = 8  # the rate limit still applies; this only overlaps round trips
-
-
-async def read_names(api: RecordSource, client_id: str, record_ids: list[str],
-                     names: dict[str, str], call: Retrier,
-                     answers: dict[str, PresignAnswer] | None = None,
-                     on_answer: Callable[[str, PresignAnswer], Awaitable[None]] | None = None,
-                     links: Mapping[str, str] | None = None) -> None:
-    """`presign_url` file names of `record_ids` into `names` (and the whole answers,
-    for verification, into `answers`), a few requests at a time. `on_answer` is awaited
-    with each answer in the same slot (verification downloads a candidate's bytes
-    there, while its URL is fresh, instead of after every name is read).
-
-    One after the other, 2,000 new records took 2,000 round trips. The first lookup
-    that fails for good is raised (as before); the others are cancelled. `links`: the
-    records' own `links.presign_url`, followed where given. `client_id` is not part
-    of the documented path.
-    """
-    del client_id
-    links = links or {}
-    slots = asyncio.Semaphore(NAME_LOOKUPS_IN_FLIGHT)
-
-    async def one(rid: str) -> None:
-        try:
-            ref = RecordRef(rid, links.get(rid, ""))
-            answer = presign_answer(await call(partial(api.record_presign, ref)),
-                                    time.monotonic())
-            names[rid] = answer.file_name
-            if answers is not None:
-                answers[rid] = answer
-            if on_answer is not None:
-                await on_answer(rid, answer)
-        finally:
-            slots.release()
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for rid in record_ids:
-                await slots.acquire()  # the slot before the task: no pile of waiting tasks
-                tg.create_task(one(rid))
-    except BaseExceptionGroup as group:
-        raise group.exceptions[0] from None
+    return needs_name(records, unclaimable, skip, known, uploads)

@@ -1,0 +1,13 @@
+"""Reconcile: which PracSuite record is which upload's, proven, and what is missing.
+
+Read in this order:
+- `match.py` (pure): the evidence linking new records to uploads (a key's proof, or
+  name and size), and the snapshot rule that keeps older records out;
+- `claims.py` (pure): what is claimed on that evidence under `reconcile.verify`
+  (`VerifyMode`: off | ambiguous | all), given the record bytes read so far;
+- `verdict.py` (pure): at the deadline, what is missing and why, and which lost
+  uploads may be sent again;
+- `records.py` (I/O): reading a client's records and their `presign_url` answers;
+- `reconciler.py` (I/O): the loop: when to poll whom (with `scheduling.py`), the
+  downloads that let the bytes decide (`verification.py`), the state writes.
+"""

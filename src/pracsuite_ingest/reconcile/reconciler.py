@@ -1,0 +1,390 @@
+"""The reconcile loop (I/O): ask PracSuite until every upload has its record.
+
+`Reconciler` owns one round: the deadline, a few patients' polls at a time
+(`POLLS_IN_FLIGHT`, the rate gate pacing every call; when to poll whom is
+`scheduling.py`'s), the downloads that let the bytes decide (`verification.py`), and,
+at the deadline, the last look and the verdict (`verdict.py`) that lets a lost upload
+be sent again. What a poll claims is decided in pure code (`match.py`, `claims.py`);
+the records are read by `records.py`. It runs alongside the uploads (`UploadPhase`): a
+patient's uploads are confirmed while later patients' are still being sent; the
+deadline starts when the last upload of the run finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pracsuite_ingest import MAX_FILE_BYTES
+from pracsuite_ingest.api import PracSuiteClient
+from pracsuite_ingest.counters import Counters
+from pracsuite_ingest.errors import Permanent, Retryable
+from pracsuite_ingest.models import Stage
+from pracsuite_ingest.reconcile.claims import Digest, VerifyMode, decide_claims
+from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc, proven_by_own_key
+from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordReader
+from pracsuite_ingest.reconcile.verdict import is_lost, verdict
+from pracsuite_ingest.retry import PolicyRetrier
+from pracsuite_ingest.scheduling import Activity, Due, Schedule
+from pracsuite_ingest.settings import Settings
+from pracsuite_ingest.state import ItemRecord, State
+from pracsuite_ingest.verification import Verifier, VerifyFailed
+
+POLLS_IN_FLIGHT = 4  # patients polled at once; the rate gate still paces every call
+IDLE_TICK_S = 1.0  # the longest the loop sleeps before it looks at shutdown and state again
+LAST_LOOK_S = 5.0  # the last poll of a patient still waiting, at most this before the deadline
+REFRESH_S = 0.25  # uploads ending read from the state at most this often (one query each)
+
+Found = dict[int, tuple[str, bool]]  # item -> (record, whether its bytes were compared)
+
+
+@dataclass
+class UploadPhase:
+    """The upload phase as reconcile sees it while both run: which patients have an
+    upload in flight (`activity`), and whether the last upload has finished."""
+
+    activity: Activity = field(default_factory=Activity)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    dirty: bool = True  # an upload ended since the loop last read the waiting uploads
+
+    def __post_init__(self) -> None:
+        self.activity.on_change = self.changed
+
+    def changed(self) -> None:
+        self.dirty = True
+        self.wake.set()
+
+    def finish(self) -> None:
+        self.finished.set()
+        self.changed()
+
+
+async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Settings,
+                        run_id: str, deadline_s: float, shutdown: asyncio.Event,
+                        log: Any, counters: Counters | None = None,
+                        uploads: UploadPhase | None = None) -> set[int]:
+    """Poll until every awaiting upload of the run has a record, or the deadline passes.
+
+    With `uploads` (a run's first round), it runs while the uploads go on: it polls
+    each patient once no upload of it is in flight and its records are likely there,
+    and the deadline counts from `uploads.finished`; without, from now.
+
+    Returns the ids of uploads whose S3 answer was lost and that PracSuite is *known*
+    not to hold (`verdict.py`): only those may be sent again.
+    """
+    assert api is not None
+    c = counters or Counters()
+    c.reconcile_end = ""
+    if uploads is None:
+        uploads = UploadPhase()
+        uploads.finish()
+    try:
+        absent = await Reconciler(state, api, settings, run_id, shutdown, log, c,
+                                  uploads).run(deadline_s)
+        # The display's last frame shows the outcome: what is still without a record.
+        c.awaiting = len(state.awaiting(run_id))
+    except BaseException:
+        c.reconcile_end = "stopped"
+        raise
+    c.reconcile_end = "stopped" if shutdown.is_set() else "done"
+    return absent
+
+
+def _size_limit(uploads: list[Upload]) -> int:
+    """The most bytes a record may hold to be one of `uploads`."""
+    return max((u.size for u in uploads if u.size is not None), default=MAX_FILE_BYTES)
+
+
+def _by_client(items: list[ItemRecord]) -> dict[str, list[ItemRecord]]:
+    out: dict[str, list[ItemRecord]] = {}
+    for item in items:
+        out.setdefault(item.client_id, []).append(item)
+    return out
+
+
+class Reconciler:
+    """One reconcile round of a run: polls, claims, and the verdict at the deadline."""
+
+    def __init__(self, state: State, api: PracSuiteClient, settings: Settings, run_id: str,
+                 shutdown: asyncio.Event, log: Any, counters: Counters,
+                 uploads: UploadPhase) -> None:
+        self.state = state
+        self.run_id = run_id
+        self.shutdown = shutdown
+        self.log = log
+        self.c = counters
+        self.uploads = uploads
+        self.mode = VerifyMode(settings.reconcile.verify)
+        self.reader = RecordReader(api, PolicyRetrier(settings.api.max_attempts,
+                                                      random.Random(), self._on_retry))
+        self.verifier = Verifier(api.session, settings.reconcile.verify_concurrency)
+        self.digests: dict[str, Digest] = {}  # records whose bytes were read
+        self.ambiguous: dict[int, list[str]] = {}  # verify off: candidates left unclaimed
+        self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
+        self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
+        self.poll_interval_s = settings.reconcile.poll_interval_s
+        self.schedule = Schedule(self.poll_interval_s)
+        self._slots = asyncio.Semaphore(POLLS_IN_FLIGHT)
+        self._polling: set[str] = set()
+        self._retry_bound_s = settings.api.timeout_s * settings.api.max_attempts + 60.0
+        self.deadline: float | None = None  # monotonic; set when the last upload finished
+        self._last_look: float | None = None  # wall clock: every waiting patient polled after
+        self.started = time.monotonic()
+        self._refreshed_at = -REFRESH_S
+
+    def _on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
+        self.c.retries += 1
+        self.log.warning("retrying", stage="reconcile", error=str(exc), attempt=attempt,
+                         delay_s=round(delay, 2))
+
+    # ------------------------------------------------------------------ the round
+    async def run(self, deadline_s: float) -> set[int]:
+        """Poll until the deadline (or until nothing waits); then the verdict."""
+        async with asyncio.TaskGroup() as tg:
+            while not self.shutdown.is_set():
+                self.uploads.wake.clear()
+                if self.deadline is None and self.uploads.finished.is_set():
+                    self._start_deadline(deadline_s)
+                if self.uploads.dirty and (self.deadline is not None or
+                                           time.monotonic() - self._refreshed_at >= REFRESH_S):
+                    self.refresh()
+                    self._refreshed_at = time.monotonic()
+                if self._over():
+                    break
+                eligible = {k for k in self.schedule.clients()
+                            if k not in self._polling and not self.uploads.activity.busy(k)}
+                due = self.schedule.next_due(eligible, self._last_look)
+                now = time.time()
+                if due is not None and due.at <= now and (
+                        self.deadline is None or time.monotonic() < self.deadline):
+                    # Chosen while none of its uploads is in flight: one that starts before
+                    # the poll's first step changes this count, as one started during it.
+                    generation = self.uploads.activity.started(due.client_id)
+                    await self._slots.acquire()  # the slot before the task: a few at a time
+                    self._polling.add(due.client_id)
+                    tg.create_task(self.poll_patient(due.client_id, generation))
+                    continue
+                await self._idle(due, now)
+        self.log.debug("reconcile schedule", stage="reconcile",
+                       estimate_s=round(self.schedule.estimate, 2), early=self.schedule.early,
+                       on_time=self.schedule.on_time)
+        if self.shutdown.is_set():
+            return set()
+        return await self.verdict()
+
+    def _start_deadline(self, deadline_s: float) -> None:
+        self.started = time.monotonic()
+        self.deadline = self.started + deadline_s
+        self.c.reconcile_until = time.time() + deadline_s
+        self._last_look = self.c.reconcile_until - min(self.poll_interval_s, LAST_LOOK_S,
+                                                       deadline_s / 2)
+
+    def _over(self) -> bool:
+        """After the uploads, with no poll in flight: nothing waits, or the deadline
+        passed (what the polls left is read once more before giving up)."""
+        if self.deadline is None or self._polling or (
+                self.schedule and time.monotonic() < self.deadline):
+            return False
+        self.refresh()
+        return not self.schedule or time.monotonic() >= self.deadline
+
+    async def _idle(self, due: Due | None, now: float) -> None:
+        """Wait for the next due poll, an upload ending, or the deadline."""
+        wait = IDLE_TICK_S if due is None else min(IDLE_TICK_S, max(due.at - now, 0.0))
+        if self.deadline is not None and time.monotonic() < self.deadline:
+            wait = min(wait, self.deadline - time.monotonic())
+        elif self.deadline is not None:
+            wait = IDLE_TICK_S  # past it: only the polls in flight are awaited
+        if self.uploads.dirty and self.deadline is None:
+            wait = min(wait, max(self._refreshed_at + REFRESH_S - time.monotonic(), 0.0))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self.uploads.wake.wait()
+
+    def refresh(self) -> None:
+        """Read which patients wait, and since when (once per upload ended, not per poll:
+        a poll's findings reach the schedule through `polled`)."""
+        self.uploads.dirty = False
+        waiting, count = self.state.awaiting_since(self.run_id)
+        for client_id, since in waiting.items():
+            self.schedule.waiting(client_id, since)
+        for client_id in [k for k in self.schedule.clients() if k not in waiting]:
+            if client_id not in self._polling:
+                self.schedule.done(client_id)
+        self.c.awaiting = count
+
+    async def poll_patient(self, client_id: str, generation: int) -> None:
+        """A scheduled poll of one patient (its slot taken by the loop, released here)."""
+        try:
+            items = self.state.awaiting(self.run_id, client_id)
+            if not items:
+                self.schedule.done(client_id)
+                return
+            latest = max((i.uploaded_at for i in items if i.uploaded_at is not None),
+                         default=None)
+            if latest is not None and latest > self.schedule.since(client_id):
+                self.schedule.waiting(client_id, latest)  # an upload ended since the last read
+                return
+            at = time.time()
+            # Each call is retried on its own; after the uploads, a poll stops at the
+            # deadline (with a few seconds' grace so that a late poll can still finish).
+            limit = (self._retry_bound_s if self.deadline is None
+                     else max(self.deadline - time.monotonic(), 5.0))
+            complete, found = await self.poll(client_id, items, limit, generation)
+            self.schedule.polled(client_id, at, found_all=complete and found == len(items),
+                                 found_none=complete and found == 0)
+        finally:
+            self._polling.discard(client_id)
+            self._slots.release()
+            self.uploads.wake.set()
+
+    # ------------------------------------------------------------------ one poll
+    async def poll(self, client_id: str, items: list[ItemRecord], limit_s: float,
+                   generation: int | None = None) -> tuple[bool, int]:
+        """One look at the client's records: whether it was complete (False if
+        PracSuite could not be asked, or not fully), and how many uploads it validated.
+
+        Only uploads that finished are asked about (`items`: stage uploaded, missing, or
+        outcome unknown). When an upload of the client started during the poll, its
+        record may be in the list without its item among `items`: then only claims
+        that a key or the bytes prove are kept; name and size alone wait for the next.
+        `generation`: the patient's uploads started when it was chosen (default: now).
+        """
+        if generation is None:
+            generation = self.uploads.activity.started(client_id)
+        claims = self.state.claims(client_id)
+        uploads = [self._upload_of(i) for i in items]
+        # Another row of the same upload (same key) claimed its record: that is proof.
+        found: Found = {i: (r, False) for i, r in proven_by_own_key(uploads, claims).items()}
+        waiting = [u for u in uploads if u.item_id not in found]
+        evidence: Evidence | None = None
+        complete = True
+        try:
+            if waiting:
+                async with asyncio.timeout(limit_s):
+                    look = await self.reader.look(client_id, waiting, claims.keys(),
+                                                  self._early_reader(waiting))
+                    evidence = look.evidence
+                    await self._read_bytes(client_id, waiting, evidence, look.links)
+        except (Permanent, Retryable, TimeoutError) as exc:
+            self.log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
+                             error=str(exc) or type(exc).__name__)
+            if evidence is None:
+                return False, 0
+            complete = False  # the list was read: claim what the bytes read so far prove
+        if evidence is not None:
+            claimed, complete = self._claims(client_id, items, waiting, evidence, generation,
+                                             complete)
+            found |= claimed
+        self._validate(client_id, items, found)
+        return complete, len(found)
+
+    def _upload_of(self, item: ItemRecord) -> Upload:
+        return Upload(item.id, item.client_id, item.file_name, item.size, item.key or "",
+                      self._before(item), item.sha256)
+
+    def _before(self, item: ItemRecord) -> frozenset[str]:
+        """The snapshot taken before this item's upload: its own run's, or for an upload
+        carried from an earlier run, the run that sent it (never this run's)."""
+        at = (item.snapshot_run or self.run_id, item.client_id)
+        if at not in self._snapshots:
+            taken = self.state.snapshot(*at)
+            if taken is None:  # not reachable: a run snapshots a client before presigning
+                return frozenset()
+            self._snapshots[at] = frozenset(taken)
+        return self._snapshots[at]
+
+    def _early_reader(self, waiting: list[Upload]) -> OnAnswer:
+        """What to do with each `presign_url` answer read during the poll: a record whose
+        name is an upload's has its bytes read now, while the URL is fresh."""
+        wanted = {nfc(u.file_name) for u in waiting} if self.mode.bytes_decide_names else set()
+        limit = _size_limit(waiting)
+
+        async def read_early(rid: str, answer: PresignAnswer) -> None:
+            if rid not in self.digests and nfc(answer.file_name) in wanted:
+                with contextlib.suppress(VerifyFailed):
+                    self.digests[rid] = await self.verifier.digest_bounded(answer.url, limit)
+
+        return read_early
+
+    async def _read_bytes(self, client_id: str, uploads: list[Upload], evidence: Evidence,
+                          links: dict[str, str]) -> None:
+        """Download what the bytes must decide; each digest is kept as it comes, so a
+        poll cut by its time limit loses none of those already read."""
+        decision = decide_claims(uploads, evidence, self.mode, self.digests)
+        if not decision.download:
+            return
+
+        async def read_answer(rid: str) -> PresignAnswer:
+            return await self.reader.presign(rid, links.get(rid, ""))
+
+        def failed(rid: str, reason: str) -> None:
+            self.log.warning("record bytes not read; the next poll tries again",
+                             stage="verify", client_id=client_id, attachment_id=rid,
+                             error=reason)
+
+        await self.verifier.digest_records(decision.download, self.reader.answers,
+                                           read_answer, _size_limit(uploads), self.digests,
+                                           failed)
+        self.log.debug("record bytes read", stage="verify", client_id=client_id,
+                       records=len(decision.download), downloads_total=self.verifier.downloads,
+                       bytes_total=self.verifier.bytes_read)
+
+    def _claims(self, client_id: str, items: list[ItemRecord], waiting: list[Upload],
+                evidence: Evidence, generation: int, complete: bool) -> tuple[Found, bool]:
+        """The claims the evidence and the bytes read allow, and whether the poll stays
+        complete; remembers what the verdict will need (ambiguous, other bytes)."""
+        decision = decide_claims(waiting, evidence, self.mode, self.digests)
+        claimed = decision.claims
+        if self.uploads.activity.started(client_id) != generation:
+            claimed = {i: (r, v) for i, (r, v) in claimed.items()
+                       if v or evidence.proven.get(i) == r}
+            complete = complete and len(claimed) == len(decision.claims)
+        for item in items:
+            if item.id in decision.ambiguous:
+                self.ambiguous[item.id] = decision.ambiguous[item.id]
+            else:
+                self.ambiguous.pop(item.id, None)
+            if item.id in decision.differ:
+                self.differ.setdefault(item.id, set()).update(decision.differ[item.id])
+        return claimed, complete
+
+    def _validate(self, client_id: str, items: list[ItemRecord], found: Found) -> None:
+        by_id = {i.id: i for i in items}
+        for item_id, (record, verified) in found.items():
+            self.state.set_stage(item_id, Stage.VALIDATED, attachment_id=record, error=None,
+                                 verified=True if verified else None)
+            self.c.tally(Stage.VALIDATED)
+            self.c.awaiting -= 1
+            self.log.info("item validated", stage="reconcile", client_id=client_id,
+                          item=by_id[item_id].seq, attachment_id=record, verified=verified,
+                          file_name=by_id[item_id].file_name)
+        self.state.commit()  # one commit per poll, not per record
+
+    # ------------------------------------------------------------------ the deadline
+    async def verdict(self) -> set[int]:
+        """The deadline passed. Before anything lost is declared absent, look once more,
+        completely, at each client that has one (bounded by the retry policy only); then
+        every upload still waiting is missing. Returns the uploads to send again."""
+        lost = [i for i in self.state.awaiting(self.run_id) if is_lost(i)]
+        asked: set[str] = set()
+        for client_id, items in _by_client(lost).items():
+            complete, _ = await self.poll(client_id, items, self._retry_bound_s)
+            if complete:
+                asked.add(client_id)
+        waited = time.monotonic() - self.started
+        result = verdict(self.state.awaiting(self.run_id), self.ambiguous, self.differ,
+                         asked, waited)
+        for missing in result.missing:
+            if missing.outcome_unknown:
+                self.state.set_stage(missing.item_id, Stage.MISSING, error=missing.error,
+                                     outcome_unknown=True)
+            else:
+                self.state.set_stage(missing.item_id, Stage.MISSING, error=missing.error)
+        self.state.commit()
+        return result.resend

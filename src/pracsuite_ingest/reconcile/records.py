@@ -1,0 +1,180 @@
+"""Reading PracSuite's records (I/O): a client's list, and the `presign_url` answers of
+new records (their file name, and a short-lived GET of their bytes).
+
+`view` turns a record as PracSuite sends it into what matching sees (`match.py`);
+`RecordReader` keeps what it learned across polls (names, answers), so that no record's
+name is asked twice in a run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Set
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol, TypeVar
+
+from pracsuite_ingest.api import PageRef, RecordRef, record_links
+from pracsuite_ingest.reconcile.match import (
+    Evidence,
+    RecordView,
+    Upload,
+    match,
+    names_to_read,
+)
+
+T = TypeVar("T")
+
+NAME_LOOKUPS_IN_FLIGHT = 8  # the rate limit still applies; this only overlaps round trips
+
+
+def record_id(record: Mapping[str, Any]) -> str | None:
+    for key in ("attachment_client_id", "patient_attachment_id", "id"):
+        value = record.get(key)
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def view(record: Mapping[str, Any]) -> RecordView | None:
+    rid = record_id(record)
+    if rid is None:
+        return None
+    size = record.get("file_size")
+    try:
+        file_size = int(size) if size not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e999
+        file_size = None
+    link = record_links(record).get("presign_url", "")
+    return RecordView(rid, tuple(_strings(record)), file_size, link)
+
+
+class RecordSource(Protocol):
+    """What the polling loop needs from PracSuite (the API client satisfies it)."""
+
+    def first_page(self, client_id: str) -> PageRef: ...
+
+    async def list_page(self, client_id: str, ref: PageRef) -> tuple[
+        list[dict[str, Any]], PageRef | None]: ...
+
+    async def record_presign(self, ref: RecordRef) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PresignAnswer:
+    """A record's `presign_url` answer: its file name and a short-lived presigned GET
+    of its bytes on the storage, read at `read_at` (monotonic seconds)."""
+
+    file_name: str
+    url: str
+    read_at: float
+
+
+def presign_answer(data: Mapping[str, Any], now: float) -> PresignAnswer:
+    url = data.get("url")
+    return PresignAnswer(str(data.get("file_name") or ""),
+                         url if isinstance(url, str) else "", now)
+
+
+class Retrier(Protocol):
+    """Runs one API call under the retry policy (`retry.retrying` with the settings)."""
+
+    async def __call__(self, op: Callable[[], Awaitable[T]]) -> T: ...
+
+
+async def list_records(api: RecordSource, client_id: str, call: Retrier) -> list[RecordView]:
+    """Every record of the client, each page fetched (and retried) on its own."""
+    out: list[RecordView] = []
+    ref: PageRef | None = api.first_page(client_id)
+    while ref is not None:
+        records, ref = await call(partial(api.list_page, client_id, ref))
+        out.extend(v for v in (view(r) for r in records) if v is not None)
+    return out
+
+
+OnAnswer = Callable[[str, PresignAnswer], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """One poll's reading of a client's records: the evidence for the uploads, and the
+    records' own `links.presign_url` (followed when their bytes are read)."""
+
+    evidence: Evidence
+    links: dict[str, str]
+
+
+class RecordReader:
+    """A client's records, matched against its uploads; the `presign_url` names and
+    answers learned are kept for later polls (`names`, `answers`: verification reads and
+    refreshes the latter)."""
+
+    def __init__(self, api: RecordSource, call: Retrier) -> None:
+        self.api = api
+        self.call = call
+        self.names: dict[str, str] = {}
+        self.answers: dict[str, PresignAnswer] = {}
+
+    async def presign(self, rid: str, link: str = "") -> PresignAnswer:
+        """The record's `presign_url` answer now (following its own link if given)."""
+        data = await self.call(partial(self.api.record_presign, RecordRef(rid, link)))
+        return presign_answer(data, time.monotonic())
+
+    async def look(self, client_id: str, uploads: list[Upload], excluded: Set[str],
+                   on_answer: OnAnswer | None = None) -> Look:
+        """One poll for one client: list, match, read back the names of new records that
+        could be an upload's (so that every lookalike is seen), match again.
+
+        `excluded`: records already claimed; each upload carries its own snapshot."""
+        records = await list_records(self.api, client_id, self.call)
+        own = {r.record_id: r.presign_link for r in records if r.presign_link}
+        first = match(uploads, records, excluded, self.names)
+        wanted = names_to_read(records, uploads, excluded, first, self.names)
+        if not wanted:
+            return Look(first, own)
+        await self.read_names(wanted, on_answer, own)
+        return Look(match(uploads, records, excluded, self.names), own)
+
+    async def read_names(self, record_ids: list[str], on_answer: OnAnswer | None = None,
+                         links: Mapping[str, str] | None = None) -> None:
+        """The `presign_url` answers of `record_ids` into `names` and `answers`, a few
+        requests at a time. `on_answer` is awaited with each answer in the same slot
+        (verification downloads a candidate's bytes there, while its URL is fresh,
+        instead of after every name is read).
+
+        One after the other, 2,000 new records took 2,000 round trips. The first lookup
+        that fails for good is raised; the others are cancelled (the answers read before
+        it are kept). `links`: the records' own `links.presign_url`, followed where given.
+        """
+        links = links or {}
+        slots = asyncio.Semaphore(NAME_LOOKUPS_IN_FLIGHT)
+
+        async def one(rid: str) -> None:
+            try:
+                answer = await self.presign(rid, links.get(rid, ""))
+                self.names[rid] = answer.file_name
+                self.answers[rid] = answer
+                if on_answer is not None:
+                    await on_answer(rid, answer)
+            finally:
+                slots.release()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for rid in record_ids:
+                    await slots.acquire()  # the slot before the task: no pile of waiting tasks
+                    tg.create_task(one(rid))
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None

@@ -1,0 +1,86 @@
+"""The end-of-deadline verdict (pure): what is missing, why, and what may be sent again.
+
+Only an upload whose S3 answer was lost, and whose client a complete poll after the
+deadline found without its record, may be sent again (docs/contract.md, "Guarantees"); a lost
+upload whose client could not be asked stays unknown: the next run asks again before
+sending. An upload left ambiguous (verify off) is never sent again on a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pracsuite_ingest.models import Stage
+from pracsuite_ingest.reconcile.match import record_order
+
+if TYPE_CHECKING:
+    from pracsuite_ingest.state import ItemRecord
+
+
+def is_lost(item: ItemRecord) -> bool:
+    """S3's answer to the upload was lost (or never came): it may or may not be stored."""
+    return item.outcome_unknown or item.stage is Stage.UPLOADING
+
+
+def ambiguous_error(records: list[str]) -> str:
+    """Why an upload was left unclaimed with verification off, and what would decide."""
+    ids = ", ".join(records)
+    return (f"{len(records)} new PracSuite records share this file's name and size "
+            f"(attachment ids {ids}) and name and size cannot tell which is this upload's; "
+            "reconcile.verify = \"off\" reads no bytes, so none was claimed: set "
+            "reconcile.verify = \"ambiguous\" and run `pracsuite-ingest reconcile` to let "
+            "the bytes decide")
+
+
+def differ_note(records: Set[str]) -> str:
+    ids = ", ".join(sorted(records, key=record_order))
+    return (f"; {len(records)} new record(s) with the same name and size hold other bytes "
+            f"(attachment ids {ids}): someone else's, not claimed")
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """One upload without its record at the deadline: `error` for the report, and
+    whether its outcome is unknown (a lost S3 answer)."""
+
+    item_id: int
+    error: str
+    outcome_unknown: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    missing: list[Missing]
+    resend: set[int]
+    """Lost uploads PracSuite is known not to hold: the ones that may be sent again."""
+
+
+def verdict(items: Iterable[ItemRecord], ambiguous: Mapping[int, list[str]],
+            differ: Mapping[int, Set[str]], asked: Set[str], waited_s: float) -> Verdict:
+    """The verdict on the uploads still awaiting a record. `asked`: the clients a
+    complete poll after the deadline read; `waited_s`: how long reconcile waited."""
+    missing: list[Missing] = []
+    resend: set[int] = set()
+    for item in items:
+        note = differ_note(differ[item.id]) if item.id in differ else ""
+        if item.id in ambiguous:
+            # Its record may be among the candidates: never sent again on a guess.
+            missing.append(Missing(item.id, ambiguous_error(ambiguous[item.id])))
+        elif is_lost(item):
+            if item.client_id in asked:
+                error = (f"S3's answer to the upload was lost and no PracSuite record "
+                         f"appeared within {waited_s:.0f}s; sending it again")
+                resend.add(item.id)
+            else:
+                error = ("S3's answer to the upload was lost and PracSuite could not be "
+                         "asked whether it holds a record; the next run asks again "
+                         "before sending it")
+            missing.append(Missing(item.id, error, outcome_unknown=True))
+        else:
+            error = (f"S3 accepted the upload but no PracSuite record appeared within "
+                     f"{waited_s:.0f}s; run `pracsuite-ingest reconcile` later to look again"
+                     f"{note}")
+            missing.append(Missing(item.id, error))
+    return Verdict(missing, resend)
