@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, TextIO
 
 import aiofiles.os
 
-from pracsuite_ingest import MAX_FILE_BYTES
+from pracsuite_ingest import MAX_FILE_BYTES, own_files
 from pracsuite_ingest import manifest_format as mf
 from pracsuite_ingest.localfs import (
     FOLLOW_HINT,
@@ -363,6 +363,9 @@ def inspect_file(row: Row, path: Path, stop: threading.Event | None = None, *,
     with fh:
         try:
             before = os.fstat(fh.fileno())
+            own = own_files.refusal(before, real_path_of(fh.fileno()))
+            if own is not None:
+                return own
             if before.st_size > MAX_FILE_BYTES:
                 return (f"file is {before.st_size:,} bytes; PracSuite accepts at most "
                         f"{MAX_FILE_BYTES:,} bytes (100 MB)")
