@@ -34,6 +34,7 @@ from pracsuite_ingest.guards import (
     read_capped,
     same_origin,
 )
+from pracsuite_ingest.list_walk import Walk, WalkLimits
 from pracsuite_ingest.models import Presigned
 from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.retry import MAX_WAIT_S, server_wait
@@ -182,6 +183,7 @@ class PageRef:
 
     url: str
     page: int
+    walk: Walk | None = None  # what this walk has read before this page (list_walk.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +235,10 @@ class PracSuiteClient:
         list_key: str = "",
         page_size: int = 100,
         max_wait_s: float = MAX_WAIT_S,
+        walk_limits: WalkLimits | None = None,
     ) -> None:
         self._session = session
+        self._walk_limits = walk_limits or WalkLimits()
         self._max_wait_s = max_wait_s
         self._base = base_url.rstrip("/")
         self._origin = origin(self._base)  # the only place the keys may go
@@ -353,25 +357,34 @@ class PracSuiteClient:
         return url
 
     def first_page(self, client_id: str) -> PageRef:
-        return PageRef(self.list_url(client_id, 1), 1)
+        """Where a walk through the client's list starts (its limits start with it)."""
+        return PageRef(self.list_url(client_id, 1), 1,
+                       Walk(time.monotonic(), self._walk_limits))
 
     async def list_page(self, client_id: str, ref: PageRef) -> tuple[list[dict[str, Any]],
                                                                      PageRef | None]:
         """One page of the client's attachment list and where the next one is (or None).
 
         Follows `links.next`; a bare array has no links, so pages go on by number
-        until a short page.
+        until a short page. A `PageRef` from `first_page` bounds the walk: a loop,
+        too many pages or records, or too long a time is `Permanent` (list_walk.py).
         """
         body = await self._request("GET", ref.url, limit=LIST_BODY_LIMIT)
         records = find_records(body, self._list_key)
+        nxt: str | None
         if isinstance(body, list):
-            if len(records) < self._page_size:
-                return records, None
-            page = ref.page + 1
-            return records, PageRef(self.list_url(client_id, page), page)
-        nxt = next_link(body)
-        # A relative link is PracSuite's own; an absolute one elsewhere is refused by _request.
-        return records, PageRef(urljoin(ref.url, nxt), ref.page + 1) if nxt else None
+            nxt = (self.list_url(client_id, ref.page + 1)
+                   if len(records) >= self._page_size else None)
+            total = None
+        else:
+            # A relative link is PracSuite's own; one elsewhere is refused by _request.
+            link = next_link(body)
+            nxt = urljoin(ref.url, link) if link else None
+            total = body.get("total_entries")
+        walk = ref.walk
+        if walk is not None:  # a page, a loop, a cap or the time: Permanent (list_walk.py)
+            walk = walk.after_page(ref.url, records, total, nxt, time.monotonic())
+        return records, PageRef(nxt, ref.page + 1, walk) if nxt else None
 
     async def list_pages(self, client_id: str) -> AsyncIterator[list[dict[str, Any]]]:
         """Every page of the client's attachment list, in order."""
