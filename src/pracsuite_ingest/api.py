@@ -17,6 +17,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import aiohttp
 
 from pracsuite_ingest import __version__
+from pracsuite_ingest.client_ids import client_id_problem
 from pracsuite_ingest.errors import (
     CredentialsRefused,
     Permanent,
@@ -263,10 +264,16 @@ class PracSuiteClient:
 
     def _client_url(self, client_id: str) -> str:
         # pracsuite-api.md: POST and GET /patient/{client_id}/patient_attachment
+        problem = client_id_problem(client_id)
+        if problem:  # `..` would be resolved away by yarl: another path, with both keys
+            raise Permanent(f"{problem}; nothing was sent")
         return f"{self._base}/patient/{quote(client_id, safe='')}/patient_attachment"
 
     def _record_url(self, record_id: str) -> str:
         # pracsuite-api.md: GET /patient_attachment/{patient_attachment_id}[/presign_url]
+        if client_id_problem(record_id):  # a record id from an answer: the same rule
+            raise Permanent("PracSuite's answer holds a record id that is not a URL path "
+                            "segment; not looked up")
         return f"{self._base}/patient_attachment/{quote(record_id, safe='')}"
 
     def own_link(self, link: str) -> str | None:

@@ -28,6 +28,7 @@ import aiofiles.os
 
 from pracsuite_ingest import MAX_FILE_BYTES, own_files
 from pracsuite_ingest import manifest_format as mf
+from pracsuite_ingest.client_ids import client_id_problem
 from pracsuite_ingest.localfs import (
     FOLLOW_HINT,
     IsLink,
@@ -401,8 +402,9 @@ async def check_local(row: Row, *, nofollow: bool = False,
     """
     if row.problem:
         return row.problem
-    if not row.client_id:
-        return "empty client_id"
+    problem = client_id_problem(row.client_id)
+    if problem:
+        return problem
     problem = file_name_problem(row.file_name)
     if problem:
         return problem
