@@ -346,7 +346,7 @@ class PracSuiteClient:
         if not isinstance(url, str) or not url:
             raise Retryable("PracSuite's presign answer has no 'url'")
         fields = presigned_fields(data["fields"])
-        problem = cleartext_problem(url, "the presigned upload URL")
+        problem = cleartext_problem(url, "the presigned upload URL", self._base)
         if problem:  # the patient's file would cross the network in clear text
             raise Permanent(f"{problem}; not uploaded")
         problem = key_name_problem(dict(fields)["key"], file_name)
