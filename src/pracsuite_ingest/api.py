@@ -43,6 +43,16 @@ from pracsuite_ingest.retry import MAX_WAIT_S, server_wait
 LIST_KEYS = ("patient_attachments", "attachment_clients", "attachments", "items", "data", "results")
 
 
+def transport_text(exc: BaseException) -> str:
+    """What a failed call means, by how it failed: an answer whose body could not be
+    decoded (cut short, broken or bomb-like compression) is not an unreachable host."""
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return (f"PracSuite answered, but its body could not be read: cut short, or its "
+                f"compression broken ({name})")
+    return f"PracSuite unreachable ({name})"
+
+
 def parse_api_error(status: int, body: bytes) -> tuple[str, str, str]:
     """(code, detail, request_id) from PracSuite's error body, tolerating anything."""
     try:
@@ -313,7 +323,7 @@ class PracSuiteClient:
                                 "(ClientConnectorCertificateError); if a proxy inspects TLS, "
                                 "set api.ca_file to its CA") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise Retryable(f"PracSuite unreachable ({type(exc).__name__})") from None
+                raise Retryable(transport_text(exc)) from None
 
     async def _request(self, method: str, url: str, body: dict[str, str] | None = None, *,
                        limit: int = SMALL_BODY_LIMIT) -> Any:

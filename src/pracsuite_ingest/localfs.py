@@ -40,6 +40,7 @@ class Entry:
     path: Path
     parts: tuple[str, ...]
     problem: str | None = None
+    folder: bool = False  # the problem is a folder's (its files were not scanned)
 
 
 class NotRegularFile(OSError):
@@ -128,14 +129,15 @@ def walk(root: Path, *, follow_symlinks: bool = False) -> Iterator[Entry]:
         if follow_symlinks:
             problem = _scanned_before(folder, seen)
             if problem is not None:
-                yield Entry(folder.link or folder.path, folder.parts, problem)
+                yield Entry(folder.link or folder.path, folder.parts, problem, folder=True)
                 continue
         try:
             with os.scandir(folder.path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             yield Entry(folder.link or folder.path, folder.parts,
-                        f"folder not readable ({_reason(exc)}); the files in it were not scanned")
+                        f"folder not readable ({_reason(exc)}); the files in it were not scanned",
+                        folder=True)
             continue
         subdirs: list[_Folder] = []
         for entry in entries:
