@@ -176,3 +176,28 @@ def test_the_folder_rule() -> None:
     assert folder_trust_problem(here, stat.S_IFDIR | 0o777, me, me, "x") is not None
     other = folder_trust_problem(here, stat.S_IFDIR | 0o755, me + 1, me, "report.dir")
     assert other is not None and "another user" in other and "report.dir" in other
+
+
+def test_a_report_folder_above_the_input_refuses_reports_only(tmp_path: Path) -> None:
+    """report.dir = a folder that also holds the documents: its reports are refused,
+    the documents below it are not."""
+    from pracsuite_ingest import own_files
+
+    (tmp_path / "shard-1").mkdir()
+    report = tmp_path / "shard-1" / "latest.json"
+    report.write_text("{}")
+    letter = tmp_path / "input" / "1" / "letter.pdf"
+    letter.parent.mkdir(parents=True)
+    letter.write_bytes(b"%PDF")
+    deep_json = tmp_path / "input" / "1" / "export.json"
+    deep_json.write_text("{}")
+    own_files.guard("settings", own_files.settings_files(None, [], "", str(tmp_path)))
+    try:
+        def judged(path: Path) -> str | None:
+            return own_files.refusal(path.stat(), Path(os.path.realpath(path)))
+
+        refused = judged(report)
+        assert refused is not None and "report folder" in refused
+        assert judged(letter) is None and judged(deep_json) is None
+    finally:
+        own_files.guard("settings", [])

@@ -7,7 +7,7 @@ st_ino) of the file actually opened:
 - the configuration file, the API key files (`api.*_key_file`) and every file in the
   secrets folder (`PRACSUITE_INGEST_SECRETS_DIR`);
 - the state file, its lock, its `-wal` and `-shm`;
-- every file below the report folder.
+- the reports in the report folder (and in a shard's folder below it).
 
 `guard` names them (the settings when they are loaded, the state file when it is
 opened; each replaces what it named before); `refusal` judges one opened file.
@@ -19,6 +19,7 @@ are handed a row and nothing else.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import threading
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FileId = tuple[int, int]
+REPORT_NAMES = ("*.json", "*.csv", "*.html", ".*.tmp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,10 @@ class Guarded:
     path: Path
     label: str  # what it is, for the reason: never its content
     folder: bool = False
+    # A folder's files only this far down (1: its own files), named like these; a
+    # report folder set above the input (report.dir = "/data") must not swallow it.
+    depth: int = 0  # 0: any depth
+    patterns: tuple[str, ...] = ()
 
 
 _lock = threading.Lock()
@@ -60,26 +66,29 @@ def _file_id(path: Path) -> FileId | None:
     return st.st_dev, st.st_ino
 
 
-def _ancestor_ids(real: Path | None) -> set[FileId]:
-    """Identities of every folder above the opened file (through its real path)."""
-    ids: set[FileId] = set()
+def _ancestor_ids(real: Path | None) -> list[FileId | None]:
+    """Identities of the folders above the opened file (through its real path),
+    nearest first."""
     if real is None:
-        return ids
-    for folder in real.parents:
-        found = _file_id(folder)
-        if found is not None:
-            ids.add(found)
-    return ids
+        return []
+    return [_file_id(folder) for folder in real.parents]
 
 
-def match(opened: FileId, ancestors: set[FileId],
+def match(opened: FileId, name: str, ancestors: list[FileId | None],
           known: Iterable[tuple[Guarded, FileId | None]]) -> Guarded | None:
     """The guarded file `opened` is, or the guarded folder it lies in; None if neither.
-    Pure: `known` pairs each guarded path with its identity now (None: not there)."""
+    Pure: `known` pairs each guarded path with its identity now (None: not there);
+    `ancestors` are the opened file's folders, nearest first; `name` its name."""
     for item, ident in known:
         if ident is None:
             continue
-        if (ident in ancestors) if item.folder else (ident == opened):
+        if not item.folder:
+            if ident == opened:
+                return item
+            continue
+        above = ancestors[:item.depth] if item.depth else ancestors
+        named = not item.patterns or any(fnmatch.fnmatchcase(name, p) for p in item.patterns)
+        if named and ident in above:
             return item
     return None
 
@@ -100,8 +109,8 @@ def refusal(st: os.stat_result, real: Path | None) -> str | None:
     items = guarded()
     if not items:
         return None
-    ancestors = _ancestor_ids(real) if any(g.folder for g in items) else set()
-    found = match((st.st_dev, st.st_ino), ancestors,
+    ancestors = _ancestor_ids(real) if any(g.folder for g in items) else []
+    found = match((st.st_dev, st.st_ino), real.name if real is not None else "", ancestors,
                   ((g, _file_id(g.path)) for g in items))
     return reason(found) if found is not None else None
 
@@ -119,7 +128,10 @@ def settings_files(config_file: Path | None, key_files: Iterable[tuple[str, str]
         items.append(Guarded(Path(secrets_dir), "secrets folder (PRACSUITE_INGEST_SECRETS_DIR)",
                              folder=True))
     if report_dir:
-        items.append(Guarded(Path(report_dir), "report folder (report.dir)", folder=True))
+        # its reports (<run>.json/.csv/.html, latest.*, their temporary files), and a
+        # shard's folder below it
+        items.append(Guarded(Path(report_dir), "report folder (report.dir)", folder=True,
+                             depth=2, patterns=REPORT_NAMES))
     return items
 
 
