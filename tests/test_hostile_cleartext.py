@@ -14,10 +14,10 @@ import pytest
 import trustme
 from aiohttp import web
 
-from e2e import run_cli
+from hostile import accepting_s3, run_against
 from pracsuite_ingest.guards import cleartext_problem
 from pracsuite_ingest.verification import Verifier, VerifyFailed
-from test_hostile_answers import GOOD_FIELDS, PRACTICE, VENDOR, serve
+from test_hostile_answers import GOOD_FIELDS, serve
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,22 +47,13 @@ async def https_api(ca: trustme.CA, upload_url: str) -> AsyncIterator[str]:
 
 
 async def test_an_https_api_cannot_send_a_file_to_loopback_http(tmp_path: Path) -> None:
-    async def s3(_: web.Request) -> web.StreamResponse:
-        return web.Response(status=204)
-
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     (tmp_path / "a.pdf").write_bytes(b"%PDF a patient's letter")
     (tmp_path / "m.csv").write_text("client_id,path\n1,a.pdf\n")
-    async with serve(s3) as (s3_url, posted), https_api(ca, f"{s3_url}/upload") as base:
-        cfg = tmp_path / "c.toml"
-        cfg.write_text(f'[api]\nbase_url = "{base}"\nvendor_api_key = "{VENDOR}"\n'
-                       f'practice_api_key = "{PRACTICE}"\nca_file = "{tmp_path / "ca.pem"}"\n'
-                       'max_attempts = 2\ntimeout_s = 5.0\n[reconcile]\ndeadline_s = 0.5\n'
-                       'poll_interval_s = 0.2\n[log]\nformat = "json"\n')
-        result = await run_cli("run", "--config", str(cfg), "--manifest",
-                               str(tmp_path / "m.csv"), "--state", str(tmp_path / "s.db"),
-                               "--report-dir", str(tmp_path / "r"), cwd=tmp_path)
+    async with serve(accepting_s3) as (s3_url, posted), https_api(ca, f"{s3_url}/upload") as base:
+        result = await run_against(tmp_path, base,
+                                   api_extra=f'ca_file = "{tmp_path / "ca.pem"}"\n')
     assert result.code == 1, result.stderr[-3000:]
     [item] = result.report(tmp_path / "r")["items"]
     assert item["status"] == "failed" and "plain http://" in item["error"], item

@@ -11,8 +11,9 @@ import pytest
 from aiohttp import web
 
 from e2e import run_cli
+from hostile import accepting_s3, run_against
 from pracsuite_ingest.errors import Permanent
-from test_hostile_answers import PRACTICE, VENDOR, client, presign_body, serve
+from test_hostile_answers import client, presign_body, serve
 
 pytestmark = pytest.mark.timeout(120)
 DOCUMENTED = re.compile(r"^/v1/patient/[^/]+/patient_attachment$")
@@ -36,10 +37,6 @@ def gateway(s3_url: str):  # type: ignore[no-untyped-def]
     return api
 
 
-async def s3(_: web.Request) -> web.StreamResponse:
-    return web.Response(status=204)
-
-
 async def test_dot_segments_and_separators_in_a_manifest_are_invalid_rows(
         tmp_path: Path) -> None:
     """On the old code the `..` row reached `GET /v1/patient_attachment` with both keys,
@@ -48,15 +45,8 @@ async def test_dot_segments_and_separators_in_a_manifest_are_invalid_rows(
     lines = ["client_id,path,file_name", "5,doc.pdf,ok.pdf"]
     lines += [f'"{cid}",doc.pdf,x{n}.pdf' for n, cid in enumerate(HOSTILE_IDS)]
     (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
-    async with serve(s3) as (s3_url, _), serve(gateway(s3_url)) as (base, seen):
-        cfg = tmp_path / "c.toml"
-        cfg.write_text(f'[api]\nbase_url = "{base}/v1"\nvendor_api_key = "{VENDOR}"\n'
-                       f'practice_api_key = "{PRACTICE}"\nmax_attempts = 2\ntimeout_s = 5.0\n'
-                       '[reconcile]\ndeadline_s = 0.5\npoll_interval_s = 0.2\n'
-                       '[log]\nformat = "json"\n')
-        result = await run_cli("run", "--config", str(cfg), "--manifest",
-                               str(tmp_path / "m.csv"), "--state", str(tmp_path / "s.db"),
-                               "--report-dir", str(tmp_path / "r"), cwd=tmp_path)
+    async with serve(accepting_s3) as (s3_url, _), serve(gateway(s3_url)) as (base, seen):
+        result = await run_against(tmp_path, f"{base}/v1")
         paths = {r.path for r in seen}
     assert result.code == 1, result.stderr[-3000:]
     assert paths == {"/v1/patient/5/patient_attachment", "/v1/patient/0/patient_attachment"

@@ -12,9 +12,10 @@ import pytest
 from aiohttp import web
 
 from e2e import run_cli
+from hostile import run_against
 from pracsuite_ingest.errors import Retryable
 from pracsuite_ingest.scan import read_rows
-from test_hostile_answers import PRACTICE, VENDOR, client, presign_body, serve
+from test_hostile_answers import client, presign_body, serve
 from test_hostile_trees import _deny, write
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,14 +51,7 @@ async def test_a_namespaced_policy_expired_is_presigned_again(tmp_path: Path) ->
         async with serve(api) as (base, seen):
             (tmp_path / "a.pdf").write_bytes(b"%PDF a letter")
             (tmp_path / "m.csv").write_text("client_id,path\n1,a.pdf\n")
-            cfg = tmp_path / "c.toml"
-            cfg.write_text(f'[api]\nbase_url = "{base}/v1"\nvendor_api_key = "{VENDOR}"\n'
-                           f'practice_api_key = "{PRACTICE}"\nmax_attempts = 3\n'
-                           'timeout_s = 5.0\n[reconcile]\ndeadline_s = 0.5\n'
-                           'poll_interval_s = 0.2\n[log]\nformat = "json"\n')
-            result = await run_cli("run", "--config", str(cfg), "--manifest",
-                                   str(tmp_path / "m.csv"), "--state", str(tmp_path / "s.db"),
-                                   "--report-dir", str(tmp_path / "r"), cwd=tmp_path)
+            result = await run_against(tmp_path, f"{base}/v1")
             presigns = sum(1 for r in seen if r.method == "POST")
     [item] = result.report(tmp_path / "r")["items"]
     assert item["status"] == "missing", item  # uploaded; this API never makes a record

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from e2e import run_cli
+from hostile import accepting_s3, run_against
 from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.errors import Permanent
 from pracsuite_ingest.rate_gate import RateGate
@@ -151,10 +151,7 @@ async def test_a_looping_list_fails_that_patients_items_and_the_run_ends(
         tmp_path: Path) -> None:
     """The CLI against a PracSuite whose list for patient 1 loops for ever: patient 1's
     item fails with the reason, patient 2's is uploaded, the report is written."""
-    async def s3(_: web.Request) -> web.StreamResponse:
-        return web.Response(status=204)
-
-    async with serve(s3) as (s3_url, _):
+    async with serve(accepting_s3) as (s3_url, _):
         async def api(request: web.Request) -> web.StreamResponse:
             client_id = request.path.split("/")[3]
             if request.method == "GET" and client_id == "1":
@@ -172,16 +169,8 @@ async def test_a_looping_list_fails_that_patients_items_and_the_run_ends(
                 (tmp_path / f"{client_id}.pdf").write_bytes(b"x" * 10)
                 rows.append(f"{client_id},{client_id}.pdf")
             (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
-            cfg = tmp_path / "c.toml"
-            cfg.write_text(f'[api]\nbase_url = "{base}/v1"\nvendor_api_key = "{VENDOR}"\n'
-                           f'practice_api_key = "{PRACTICE}"\nmax_attempts = 2\n'
-                           'timeout_s = 5.0\nrequests_per_second = 500.0\n'
-                           '[reconcile]\ndeadline_s = 0.5\npoll_interval_s = 0.2\n'
-                           '[log]\nformat = "json"\n')
-            result = await run_cli("run", "--config", str(cfg), "--manifest",
-                                   str(tmp_path / "m.csv"), "--state", str(tmp_path / "s.db"),
-                                   "--report-dir", str(tmp_path / "r"), cwd=tmp_path,
-                                   limit_s=90)
+            result = await run_against(tmp_path, f"{base}/v1",
+                                       api_extra="requests_per_second = 500.0\n", limit_s=90)
             lists = sum(1 for r in seen if r.method == "GET" and "/patient/1/" in r.path)
     assert result.code == 1, result.stderr[-3000:]
     items = {it["client_id"]: it for it in result.report(tmp_path / "r")["items"]}
