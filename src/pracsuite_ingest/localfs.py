@@ -277,7 +277,7 @@ def folder_trust_problem(path: Path, mode: int, uid: int, euid: int, label: str)
 def folder_problem(path: Path, label: str) -> str | None:
     """`folder_trust_problem` for `path`, or for its nearest existing folder above it
     when it does not exist yet (where the worker would create it)."""
-    for folder in (path, *path.absolute().parents):
+    for folder in (path.absolute(), *path.absolute().parents):
         try:
             st = folder.stat()
         except OSError:
