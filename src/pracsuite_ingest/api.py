@@ -17,7 +17,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import aiohttp
 
 from pracsuite_ingest import __version__
-from pracsuite_ingest.client_ids import client_id_problem
+from pracsuite_ingest.client_ids import DOT_SEGMENTS, client_id_problem
 from pracsuite_ingest.errors import (
     CredentialsRefused,
     Permanent,
@@ -281,9 +281,9 @@ class PracSuiteClient:
 
     def _record_url(self, record_id: str) -> str:
         # pracsuite-api.md: GET /patient_attachment/{patient_attachment_id}[/presign_url]
-        if client_id_problem(record_id):  # a record id from an answer: the same rule
-            raise Permanent("PracSuite's answer holds a record id that is not a URL path "
-                            "segment; not looked up")
+        if record_id in DOT_SEGMENTS:  # from an answer: yarl would resolve it away
+            raise Permanent(f"PracSuite's answer holds the record id {record_id!r}, which "
+                            "as a URL path segment would change the path; not looked up")
         return f"{self._base}/patient_attachment/{quote(record_id, safe='')}"
 
     def own_link(self, link: str) -> str | None:
