@@ -41,6 +41,7 @@ from pracsuite_ingest.localfs import (
     walk,
 )
 from pracsuite_ingest.models import Identity, LocalFile, Row
+from pracsuite_ingest.refusals import empty_file_problem
 from pracsuite_ingest.visible import name_problem
 
 HASH_CHUNK = 1 << 20
@@ -414,13 +415,14 @@ def inspect_file(row: Row, path: Path, stop: threading.Event | None = None, *,
 _inspect_file = aiofiles.os.wrap(inspect_file)  # in the loop's default executor
 
 
-async def check_local(row: Row, *, nofollow: bool = False,
-                      root: Path | None = None) -> LocalFile | str:
+async def check_local(row: Row, *, nofollow: bool = False, root: Path | None = None,
+                      empty_files: str = "send") -> LocalFile | str:
     """The row's file, checked and hashed; or the reason it cannot be sent.
 
     The file system is touched only in a worker thread (`inspect_file`, through
     aiofiles), so a slow network share does not stall the event loop; hashlib
-    releases the GIL while it hashes.
+    releases the GIL while it hashes. `empty_files` is `upload.empty_files`
+    (`refusals.empty_file_problem`).
     """
     if row.problem:
         return row.problem
@@ -436,4 +438,6 @@ async def check_local(row: Row, *, nofollow: bool = False,
     except asyncio.CancelledError:
         stop.set()  # Ctrl-C, SIGTERM: the thread stops at its next chunk
         raise
+    if isinstance(result, LocalFile):
+        return empty_file_problem(result.size, empty_files) or result
     return result

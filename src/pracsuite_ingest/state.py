@@ -388,6 +388,17 @@ class State:
             (run_id, client_id, nfc(file_name), sha256)).fetchone()
         return _item(row) if row else None
 
+    def sends_of(self, client_id: str, file_name: str, sha256: str) -> int:
+        """How many times this file (client, file name in NFC, sha256) was sent over
+        every run: its distinct presigned keys (an item carried to reconcile, or skipped,
+        keeps the key of the upload it stands for, so it adds none)."""
+        row = self._db.execute(
+            "SELECT COUNT(DISTINCT key) FROM items INDEXED BY items_identity_nfc "
+            "WHERE client_id = ? AND name_nfc = ? AND sha256 = ? AND key IS NOT NULL "
+            "AND stage != 'skipped'",
+            (client_id, nfc(file_name), sha256)).fetchone()
+        return int(row[0]) if row else 0
+
     def item(self, item_id: int) -> ItemRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?",  # noqa: S608
                                (item_id,)).fetchone()
