@@ -378,7 +378,8 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
     except* Fatal:
         # Stop early, but leave the report of what was done: state is saved.
         state.finish_run(run_id, utc_now(), "stopped")
-        _write_report(state, settings, run_id, interrupted=True, watch=watch, fatal=True)
+        _write_report(state, settings, run_id, interrupted=True, dry_run=dry_run, watch=watch,
+                      fatal=True)
         raise
     else:
         outcome = "interrupted" if interrupted else ("dry-run" if dry_run else "finished")
@@ -404,7 +405,8 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
     if pace is not None:  # how this command used the API (not kept in the state file)
         doc["api"] = pace.as_dict()
     try:
-        path = rpt.write(doc, Path(settings.report.dir))
+        path = rpt.write(doc, Path(settings.report.dir),
+                         alias=rpt.DRY_RUN if dry_run else rpt.LATEST)
     except OSError as exc:
         raise Fatal(f"cannot write the report to {settings.report.dir}: {exc.strerror}; "
                     "the state file holds every result, run `reconcile` to write it again"

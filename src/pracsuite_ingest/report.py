@@ -247,10 +247,15 @@ def _write_text(fh: TextIO, text: str) -> None:
     fh.write(text)
 
 
-def write(doc: dict[str, Any], report_dir: Path) -> Path:
-    """Write `<run_id>.{json,csv,html}` and `latest.*`, atomically, mode 0600.
+LATEST = "latest"
+DRY_RUN = "dry-run"  # a dry run's copies: it never replaces `latest.*` (SPEC, Report)
 
-    JSON and CSV are streamed item by item; `latest.*` are copies of the run's files.
+
+def write(doc: dict[str, Any], report_dir: Path, *, alias: str = LATEST) -> Path:
+    """Write `<run_id>.{json,csv,html}` and `<alias>.*`, atomically, mode 0600.
+
+    JSON and CSV are streamed item by item; `<alias>.*` (`latest`, or `dry-run` for a
+    dry run) are copies of the run's files.
     """
     private_dir(report_dir)  # 0700 for the folders created here
     writers: dict[str, Callable[[TextIO], None]] = {
@@ -261,7 +266,7 @@ def write(doc: dict[str, Any], report_dir: Path) -> Path:
     for ext, writer in writers.items():
         path = report_dir / f"{doc['run_id']}.{ext}"
         _atomic_write(path, writer)
-        _atomic_copy(path, report_dir / f"latest.{ext}")
+        _atomic_copy(path, report_dir / f"{alias}.{ext}")
     return report_dir / f"{doc['run_id']}.json"
 
 

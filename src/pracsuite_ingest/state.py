@@ -277,7 +277,9 @@ class State:
                         row, strict=True))
 
     def latest_run_id(self) -> str | None:
-        row = self._db.execute("SELECT run_id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        """The latest run that may have sent something (a dry run never did)."""
+        row = self._db.execute("SELECT run_id FROM runs WHERE outcome IS NOT 'dry-run' "
+                               "ORDER BY rowid DESC LIMIT 1").fetchone()
         return str(row[0]) if row else None
 
     def runs(self) -> list[dict[str, Any]]:
