@@ -404,6 +404,7 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
     pace = watch.counters.pace() if watch.counters.pace is not None else None
     if pace is not None:  # how this command used the API (not kept in the state file)
         doc["api"] = pace.as_dict()
+    doc["poll_interval_s"] = settings.reconcile.poll_interval_s  # the delay chart's grain
     try:
         path = rpt.write(doc, Path(settings.report.dir),
                          alias=rpt.DRY_RUN if dry_run else rpt.LATEST)

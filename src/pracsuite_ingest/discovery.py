@@ -24,6 +24,7 @@ from pracsuite_ingest.api import (
     parse_api_error,
     record_links,
 )
+from pracsuite_ingest.plural import counted
 from pracsuite_ingest.reconcile import record_id
 from pracsuite_ingest.visible import visible
 
@@ -257,7 +258,8 @@ def render(f: Findings, base_url: str) -> str:
     if f.times_ms:
         row("response times", f"min {min(f.times_ms):.0f} ms, median "
             f"{statistics.median(f.times_ms):.0f} ms, max {max(f.times_ms):.0f} ms "
-            f"over {len(f.times_ms)} calls")
+            f"over {counted(len(f.times_ms), 'call')} (from sending to the whole answer; "
+            "the wait for api.requests_per_second not counted)")
     headers = ", ".join(f"{shown(k, 40)}: {shown(v, 40)}"
                         for k, v in sorted(f.rate_limit_headers.items()))
     row("rate limits", headers or "no rate-limit headers seen")

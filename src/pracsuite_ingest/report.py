@@ -208,7 +208,9 @@ def _charts_html(doc: dict[str, Any]) -> str:
         return ""
     if times is None:
         return ""
-    return charts_html(Timeline.of(started.timestamp(), times()))
+    interval = doc.get("poll_interval_s")
+    return charts_html(Timeline.of(started.timestamp(), times()),
+                       float(interval) if isinstance(interval, int | float) else None)
 
 
 def _parts_html(doc: dict[str, Any]) -> str:
