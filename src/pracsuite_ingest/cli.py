@@ -395,6 +395,7 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
 def _write_report(state: State, settings: Settings, run_id: str, *, interrupted: bool,
                   dry_run: bool = False, watch: Watch | None = None, fatal: bool = False) -> int:
     from pracsuite_ingest import report as rpt
+    from pracsuite_ingest.hints import resume_text
     from pracsuite_ingest.logs import get_logger
     from pracsuite_ingest.plan import plan_text
     from pracsuite_ingest.watch import Watch
@@ -420,6 +421,8 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
     print(rpt.summary_text(doc, path))
     if pace is not None:
         print(pace.text())
+    if interrupted and not fatal:
+        print(resume_text(doc["summary"].get("pending", 0)))
     log = get_logger(run_id=run_id)
     log.info("run finished", **doc["summary"])
     code = EXIT_FATAL if fatal else rpt.exit_code(doc["summary"], interrupted=interrupted,

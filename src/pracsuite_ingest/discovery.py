@@ -215,7 +215,7 @@ async def discover(client: PracSuiteClient, client_id: str) -> Findings:
 def render(f: Findings, base_url: str) -> str:
     """The findings as a person reads them on a terminal."""
     lines = [f"first contact: patient {shown(f.client_id)} at {shown(base_url)} "
-             f"(read-only: {len(f.times_ms)} GET requests, nothing sent)"]
+             f"(read-only: {counted(len(f.times_ms), 'GET request')}, nothing sent)"]
 
     def row(label: str, text: str) -> None:
         lines.append(f"  {label + ':':<16}{text}")
@@ -226,7 +226,8 @@ def render(f: Findings, base_url: str) -> str:
         return "\n".join(lines) + "\n"
     envelope = "a bare array" if f.envelope == BARE else f'envelope key "{shown(f.envelope)}"'
     total = f", total_entries {f.total_entries}" if f.total_entries is not None else ""
-    row("list", f"{f.list_status}, {envelope} ({f.records_on_page} records on page 1{total})")
+    records = counted(f.records_on_page, "record")
+    row("list", f"{f.list_status}, {envelope} ({records} on page 1{total})")
     row("record fields", ", ".join(shown(k, 40) for k in f.fields) or "(no records)")
     row("links", ", ".join(f"links.{shown(k, 40)}" for k in f.links) or "none on the records")
     if not f.presign_sampled:

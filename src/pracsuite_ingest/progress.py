@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from pracsuite_ingest import MAX_FILE_BYTES
 from pracsuite_ingest.models import Row, Stage
+from pracsuite_ingest.plural import counted
 
 if TYPE_CHECKING:
     from rich.live import Live
@@ -80,7 +81,7 @@ def pace_line(c: Counters) -> str | None:
     share = f" ({p.throttled / p.calls:.1%})" if p.calls else ""
     where = "now" if p.mode == "auto" else "limit"
     return (f"api: {p.requests_per_second:.1f} requests/s {where} ({p.mode}) · "
-            f"{p.calls:,} calls · {p.throttled:,} throttled{share}")
+            f"{counted(p.calls, 'call')} · {p.throttled:,} throttled{share}")
 
 
 def reconcile_line(c: Counters, now: float) -> str | None:

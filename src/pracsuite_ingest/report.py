@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from pracsuite_ingest.localfs import private_dir
 from pracsuite_ingest.logs import scrub
 from pracsuite_ingest.models import Stage, Status
+from pracsuite_ingest.plural import counted
 from pracsuite_ingest.report_charts import Timeline, charts_html
 from pracsuite_ingest.report_html import render as render_html
 from pracsuite_ingest.state import ItemRecord, State
@@ -278,5 +279,6 @@ def summary_text(doc: dict[str, Any], path: Path | None) -> str:
                                      "pending") if s[k]]
     if s.get("verified"):
         parts.insert(1, f"verified by their bytes {s['verified']}")
-    line = f"run {doc['run_id']}: {s['total']} items" + (": " + ", ".join(parts) if parts else "")
+    line = f"run {doc['run_id']}: {counted(s['total'], 'item')}" + (
+        ": " + ", ".join(parts) if parts else "")
     return visible(line + (f"\nreport: {path}" if path else ""), keep_lines=True)

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pracsuite_ingest.plural import counted
 from pracsuite_ingest.scheduling import INTERVAL_CAP_S as MAX_POLL_INTERVAL_S
 
 W, H = 640, 220  # the drawing, in SVG units (it scales to the page's width)
@@ -131,7 +132,7 @@ def validated_over_time_svg(validated_s: Sequence[float]) -> str:
     ticks = [(x0 + f * plot_w, seconds_text(f * span)) for f in (0, 0.25, 0.5, 0.75, 1)]
     caption = (f"<text x='{W / 2:.0f}' y='{H - 6}' text-anchor='middle' class='cap'>time since "
                "the run started</text>")
-    label = f"{total:,} files validated over {seconds_text(span)}"
+    label = f"{counted(total, 'file')} validated over {seconds_text(span)}"
     return _svg(label, _axes(ticks, total, "files") + line + caption)
 
 
@@ -149,7 +150,8 @@ def delay_histogram_svg(delays_s: Sequence[float]) -> str:
         bars.append(f"<rect class='bar' x='{x0 + i * bar_w + 1:.1f}' y='{y0 - h:.1f}' "
                     f"width='{max(bar_w - 2, 1):.1f}' height='{h:.1f}'>"
                     f"<title>{html.escape(seconds_text(i * width))} to "
-                    f"{html.escape(seconds_text((i + 1) * width))}: {n:,} files</title></rect>")
+                    f"{html.escape(seconds_text((i + 1) * width))}: {counted(n, 'file')}"
+                    "</title></rect>")
     every = max(1, math.ceil(len(counts) / 6))
     ticks = [(x0 + i * bar_w, seconds_text(i * width)) for i in range(0, len(counts) + 1, every)]
     ordered = sorted(delays_s)
@@ -157,8 +159,8 @@ def delay_histogram_svg(delays_s: Sequence[float]) -> str:
                f"median {html.escape(seconds_text(quantile(ordered, 0.5)))}, 95% within "
                f"{html.escape(seconds_text(quantile(ordered, 0.95)))} (until a poll saw it)"
                "</text>")
-    label = (f"validation delay of {len(delays_s):,} files, at most: from the upload's end to "
-             "the record's first sighting by a poll")
+    label = (f"validation delay of {counted(len(delays_s), 'file')}, at most: from the upload's "
+             "end to the record's first sighting by a poll")
     return _svg(label, _axes(ticks, top, "files") + "".join(bars) + caption)
 
 
