@@ -96,6 +96,8 @@ def reconcile_line(c: Counters, now: float) -> str | None:
                 "(the next run asks PracSuite again)")
     if c.reconcile_end:
         if not c.awaiting:
+            if not validated:
+                return "reconcile: done: no upload to wait for"
             return f"reconcile: done: every upload validated ({validated} this run)"
         return (f"reconcile: done: {validated} validated, {c.awaiting} not shown by PracSuite "
                 "in time (missing: `reconcile` looks again)")
