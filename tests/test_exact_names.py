@@ -96,3 +96,24 @@ async def test_a_manifest_run_and_a_folder_run_of_spaced_names_send_each_file_on
         presigned = [json.loads(r.body or "{}").get("file_name")
                      for r in sb.api_requests if r.method == "POST"]
     assert sorted(presigned) == sorted(SPACED)  # each name presigned once, exactly
+
+
+@pytest.mark.slow
+async def test_a_file_an_earlier_version_sent_without_its_spaces_is_not_sent_again(
+        tmp_path: Path) -> None:
+    source = spaced_folder(tmp_path)
+    # what versions that stripped values recorded: the name without its spaces
+    stripped = write_csv(tmp_path, [["42", f"src/42/{n}", n.strip()] for n in SPACED])
+    async with Sandbox(SandboxOptions(validation_delay_s=0.05)) as sb:
+        cfg = config(tmp_path, sb)
+        first = await run_cli("run", "--config", str(cfg), "--manifest", str(stripped),
+                              cwd=tmp_path)
+        assert first.code == 0, first.stderr[-3000:]
+        again = await run_cli("run", "--config", str(cfg), "--source-dir", str(source),
+                              cwd=tmp_path)
+        presigned = sb.stats()["presigned"]
+    assert again.code == 0, again.stderr[-3000:]
+    items = again.report(tmp_path / "reports")["items"]
+    assert sorted((i["file_name"], i["status"]) for i in items) == sorted(
+        (n, "skipped") for n in SPACED)
+    assert presigned == len(SPACED)  # each file presigned once, by the first run

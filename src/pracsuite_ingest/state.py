@@ -380,15 +380,23 @@ class State:
         name in NFC, sha256).
 
         A validated one first; else one whose upload reached S3 or may have
-        (it must be reconciled, not sent again); else None (send it).
+        (it must be reconciled, not sent again); else None (send it). A name with
+        surrounding spaces also finds the same file recorded without them: versions
+        before names were kept exact sent and recorded it so.
         """
-        row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE run_id != ? AND client_id = ? "  # noqa: S608
-            "AND name_nfc = ? AND sha256 = ? AND (stage IN ('validated', 'uploaded', 'missing') "
-            "  OR (stage = 'uploading')) "
-            "ORDER BY CASE stage WHEN 'validated' THEN 0 ELSE 1 END, id DESC LIMIT 1",
-            (run_id, client_id, nfc(file_name), sha256)).fetchone()
-        return _item(row) if row else None
+        names = [nfc(file_name)]
+        if file_name.strip() != file_name and file_name.strip():
+            names.append(nfc(file_name.strip()))
+        for name in names:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE run_id != ? AND client_id = ? "  # noqa: S608
+                "AND name_nfc = ? AND sha256 = ? "
+                "AND (stage IN ('validated', 'uploaded', 'missing') OR (stage = 'uploading')) "
+                "ORDER BY CASE stage WHEN 'validated' THEN 0 ELSE 1 END, id DESC LIMIT 1",
+                (run_id, client_id, name, sha256)).fetchone()
+            if row:
+                return _item(row)
+        return None
 
     def sends_of(self, client_id: str, file_name: str, sha256: str) -> int:
         """How many times this file (client, file name in NFC, sha256) was sent over
