@@ -81,3 +81,14 @@ async def test_the_sandbox_plays_both_answers_to_an_empty_upload_and_the_state_c
         assert state.sends_of("42", "other.pdf", EMPTY_SHA) == 0
     finally:
         state.close()
+
+
+def test_the_dry_run_plan_says_which_files_to_send_are_empty() -> None:
+    from pracsuite_ingest.plan import plan_text
+
+    items = [{"client_id": "7", "status": "pending", "size": 0, "error": None},
+             {"client_id": "7", "status": "pending", "size": 10, "error": None}]
+    text = plan_text({"items": items}, 0)
+    assert "of which        1 empty (0-byte) file: PracSuite may refuse them" in text
+    assert 'upload.empty_files = "refuse" leaves them out' in text
+    assert "empty" not in plan_text({"items": items[1:]}, 0)
