@@ -55,8 +55,9 @@ def test_the_program_is_named_as_it_was_started(tmp_path: Path) -> None:
     # an activated venv (or a pipx install): the bare name runs it
     assert program_name(str(script), cwd=cwd, path=str(venv_bin)) == "pracsuite-ingest"
     assert program_name("pracsuite-ingest", cwd=cwd, path=str(venv_bin)) == "pracsuite-ingest"
-    assert program_name("/x/lib/pracsuite_ingest/__main__.py", cwd=cwd, path=None) == \
-        "python -m pracsuite_ingest"
+    assert program_name("/x/lib/pracsuite_ingest/__main__.py", cwd=cwd, path=None,
+                        executable="/usr/bin/python3") == \
+        "/usr/bin/python3 -m pracsuite_ingest"
 
 
 def test_the_demo_s_closing_hint_names_the_program_that_ran() -> None:

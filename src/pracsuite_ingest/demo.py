@@ -230,7 +230,8 @@ async def _demo(count: int, out: Path, cmd_run: Runner) -> int:
     validated = doc["summary"]["validated"]
     print(f"open {out / 'reports' / 'latest.html'} in a browser for the readable report")
     if validated == good:
-        program = program_name(sys.argv[0], cwd=str(Path.cwd()), path=os.environ.get("PATH"))
+        program = program_name(sys.argv[0], cwd=str(Path.cwd()), path=os.environ.get("PATH"),
+                               executable=sys.executable)
         print(closing_text(good, doc["summary"], out / "manifest.csv", program))
         return 0
     print(f"demo: only {validated} of {counted(good, 'good file')} validated", file=sys.stderr)

@@ -17,17 +17,28 @@ from pracsuite_ingest.plural import counted, plural
 NAME = "pracsuite-ingest"
 
 
-def program_name(argv0: str, *, cwd: str, path: str | None) -> str:
-    """The words that start this program again, from `sys.argv[0]`, the working folder
-    and $PATH."""
+def program_name(argv0: str, *, cwd: str, path: str | None,
+                 executable: str = "python") -> str:
+    """The words that start this program again, from `sys.argv[0]`, the working folder,
+    $PATH and, for `python -m`, the interpreter (`sys.executable`)."""
     if not argv0 or argv0 == "-m" or Path(argv0).name in ("__main__.py", "-c"):
-        return "python -m pracsuite_ingest"
+        return f"{_shown(executable, cwd, path)} -m pracsuite_ingest"
     name = Path(argv0).name
     on_path = shutil.which(name, path=path) if path else None
     started = argv0 if os.sep in argv0 else on_path
     if on_path is not None and started is not None and _same(on_path, started, cwd):
         return name
     if started is None:
+        return name
+    return _shown(started, cwd, None)
+
+
+def _shown(started: str, cwd: str, path: str | None) -> str:
+    """A program's path as a person types it: its bare name where that name on `path`
+    is it, else relative to `cwd` when below it, else absolute."""
+    name = Path(started).name
+    on_path = shutil.which(name, path=path) if path else None
+    if on_path is not None and _same(on_path, started, cwd):
         return name
     full = Path(cwd, started)
     relative = os.path.relpath(full, cwd)
