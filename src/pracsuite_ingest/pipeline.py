@@ -181,7 +181,8 @@ class Run:
             bind_context(client_id=row.client_id, item=seq, stage="scan")  # this task only
             try:
                 local: LocalFile | str = await check_local(
-                    row, nofollow=self._nofollow, root=self._root)
+                    row, nofollow=self._nofollow, root=self._root,
+                    empty_files=self.settings.upload.empty_files)
             except asyncio.CancelledError:
                 self.events.not_started(seq, row)  # stopped while checked: the row keeps its item
                 raise

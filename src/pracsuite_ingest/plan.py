@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pracsuite_ingest.plural import counted, plural
 from pracsuite_ingest.report_html import size_text
 from pracsuite_ingest.visible import visible
 
@@ -25,6 +26,7 @@ class ClientPlan:
     reconcile: int = 0
     skip: int = 0
     invalid: int = 0
+    empty: int = 0  # of `send`: 0-byte files, which PracSuite may refuse (refusals.py)
 
 
 def duration_text(seconds: float) -> str:
@@ -51,6 +53,7 @@ def plan_of(items: list[Mapping[str, Any]]) -> dict[str, ClientPlan]:
         if kind == "send":
             plan.send += 1
             plan.send_bytes += int(it.get("size") or 0)
+            plan.empty += 1 if it.get("size") == 0 else 0
         elif kind == "reconcile":
             plan.reconcile += 1
         elif kind == "skip":
@@ -82,14 +85,21 @@ def plan_text(doc: Mapping[str, Any], bytes_per_second: int = 0) -> str:
                      if it["status"] == "skipped" and DUPLICATE_MARK in str(it.get("error")))
     done = sum(p.skip for p in plans.values()) - duplicates
     sending_clients = sum(1 for p in plans.values() if p.send)
+    empty = sum(p.empty for p in plans.values())
     lines = [
         "dry run: nothing was sent. A real run would:",
-        f"  send       {send:>7,} files, {size_text(send_bytes)}, for {sending_clients:,} "
-        f"client{'s' if sending_clients != 1 else ''}",
-        f"  skip       {done:>7,} files already validated by an earlier run",
-        f"  skip       {duplicates:>7,} rows repeating an earlier row of this input",
-        f"  reconcile  {reconcile:>7,} files an earlier run uploaded (asked about, not re-sent)",
-        f"  refuse     {invalid:>7,} invalid rows (the report says why; fix them first)",
+        f"  send       {send:>7,} {plural('file', send)}, {size_text(send_bytes)}, for "
+        f"{counted(sending_clients, 'client')}",
+        f"  skip       {done:>7,} {plural('file', done)} already validated by an earlier run",
+        f"  skip       {duplicates:>7,} {plural('row', duplicates)} repeating an earlier row of "
+        "this input",
+        f"  reconcile  {reconcile:>7,} {plural('file', reconcile)} an earlier run uploaded "
+        "(asked about, not re-sent)",
+        f"  refuse     {invalid:>7,} invalid {plural('row', invalid)} (the report says why; fix "
+        "them first)",
+        *([f"  of which  {empty:>7,} empty (0-byte) {plural('file', empty)}: PracSuite may refuse "
+           "them (nothing says either way; then they stay `missing`); "
+           "upload.empty_files = \"refuse\" leaves them out, invalid"] if empty else []),
         *([f"  at upload.max_bytes_per_second = {size_text(bytes_per_second)}/s the uploads "
            f"take at least {duration_text(send_bytes / bytes_per_second)}"]
           if bytes_per_second else []),

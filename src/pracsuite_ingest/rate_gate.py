@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 from aiolimiter import AsyncLimiter
 
+from pracsuite_ingest.plural import counted
+
 START_RPS = 3.0  # where "auto" starts: what PracSuite's peers allow one user (docs/contract.md)
 DEFAULT_MAX_RPS = 20.0  # api.max_requests_per_second's default (README: why)
 MIN_RPS = 0.2
@@ -125,7 +127,8 @@ class Pace:
     def text(self) -> str:
         share = f" ({self.throttled / self.calls:.1%})" if self.calls else ""
         where = "settled at" if self.mode == "auto" else "limited to"
-        return (f"PracSuite API: {self.calls:,} calls, {self.throttled:,} throttled{share}; "
+        return (f"PracSuite API: {counted(self.calls, 'call')}, {self.throttled:,} throttled"
+                f"{share}; "
                 f"{self.mode} rate {where} {self.requests_per_second:.2f} requests/s")
 
 

@@ -99,6 +99,7 @@ class UploadSettings(_Section):
     timeout_s: float = Field(default=900.0, gt=0)
     grace_s: float = Field(default=30.0, ge=0)
     max_bytes_per_second: int = Field(default=0, ge=0)  # all uploads together; 0 = no cap
+    empty_files: Literal["send", "refuse"] = "send"  # refusals.py: PracSuite's rule unknown
 
 
 class ReconcileSettings(_Section):
@@ -120,6 +121,7 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"
     file_names: bool = False
+    progress_interval_s: float = Field(default=60.0, gt=0)  # off a terminal: one JSON line
 
 
 class MetricsSettings(_Section):

@@ -66,6 +66,9 @@ class SandboxOptions(FaultKnobs):
     policy_lifetime_s: float = 3600.0
     max_file_bytes: int = MAX_FILE_BYTES
     reject_names: str | None = None
+    accept_empty_files: bool = False
+    """Whether PracSuite's validation takes a 0-byte upload (unknown: nothing says so
+    either way); the default plays the refusal, which leaves such an upload `missing`."""
     seed: int | None = None
     external_s3: ExternalS3 | None = None
     error_detail_suffix: str = ""
@@ -177,6 +180,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest file S3 takes (PracSuite's limit)")
     add("--reject-names", default=None, metavar="REGEX",
         help="file names that fail validation (default: none)")
+    add("--accept-empty-files", action="store_true",
+        help="validation takes 0-byte uploads (PracSuite's behaviour is unknown; by "
+             "default they are refused and get no record)")
     add("--seed", type=int, default=None, help="seed for fault draws (default: random)")
     add("--fail-429", type=_rate, default=0.0, metavar="RATE",
         help="share of API calls answered 429")
@@ -263,6 +269,7 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         policy_lifetime_s=ns.policy_lifetime,
         max_file_bytes=ns.max_file_bytes,
         reject_names=ns.reject_names,
+        accept_empty_files=ns.accept_empty_files,
         seed=ns.seed,
         fail_rate_429=ns.fail_429,
         throttle_style=ns.throttle_style,
