@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from e2e import config, make_files, run_cli, write_manifest
-from pracsuite_ingest.rate_gate import AutoRate, RateGate, recovered_interval, slowed_interval
+from pracsuite_ingest.rate_gate import (
+    DECREASE,
+    HOLD_S,
+    SLOW_START_EXIT,
+    AutoRate,
+    RateGate,
+    recovered_interval,
+    slowed_interval,
+)
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.sandbox.faults import ThrottleStyle
 
@@ -109,10 +117,11 @@ def test_auto_starts_at_three_per_second_and_a_burst_of_429s_is_one_step_back() 
     # the calls that were in flight at the old rate come back 429 too: no further step
     for _ in range(5):
         gate.throttled_at(6.1, sent_at)
-    assert lowered == pytest.approx(0.75 * sent_at)
+    # the first 429 ends the start's climb, which the budget's burst let run past it
+    assert lowered == pytest.approx(DECREASE * SLOW_START_EXIT * sent_at)
     assert gate.rate == lowered and gate.decreases == 1 and gate.throttled == 6
-    # a call sent at the lowered rate that is refused again: the limit is lower still
-    gate.throttled_at(6.5, gate.rate)
+    # a call sent at the lowered rate and refused once the hold is over: lower still
+    gate.throttled_at(6.0 + HOLD_S + 0.1, gate.rate)
     assert gate.rate < lowered and gate.decreases == 2
 
 
@@ -132,7 +141,8 @@ async def test_the_auto_gate_hands_the_rate_a_call_was_sent_at_back_with_its_429
         pass
     gate.throttle(None, sent_at)
     assert sent_at == 3.0
-    assert gate.auto.decreases == 1 and gate.rate == pytest.approx(2.25)
+    assert gate.auto.decreases == 1
+    assert gate.rate == pytest.approx(3.0 * SLOW_START_EXIT * DECREASE)
 
 
 @pytest.mark.slow

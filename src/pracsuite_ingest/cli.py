@@ -362,6 +362,7 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
                     run = watch(Run(settings, state, api, session, dry_run=False,
                                     shutdown=shutdown, run_id=run_id, shard=shard))
                     await run.execute()
+                    await api.gate.aclose()  # api.shared_limit's connection
             interrupted = shutdown.is_set()
         except asyncio.CancelledError:
             # A second signal: stop at once. Every stage written so far stands; an
@@ -453,6 +454,7 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
                 counters.pace = api.gate.pace
                 await reconcile_run(state, api, settings, run_id,
                                     settings.reconcile.deadline_s, shutdown, log, counters)
+                await api.gate.aclose()  # api.shared_limit's connection
                 log.info("api pace", **api.gate.pace().as_dict())
         except Exception as exc:  # a bug must still end with the report and exit 3
             fatal = as_fatal(exc)

@@ -42,6 +42,7 @@ from pracsuite_ingest.retry import PolicyRetrier, retrying
 from pracsuite_ingest.scan import check_local, read_rows
 from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.shard import Shard, only_mine
+from pracsuite_ingest.shared_limit import shared_limit_of
 from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.upload import upload_file
 
@@ -103,7 +104,7 @@ def make_client(settings: Settings, session: aiohttp.ClientSession) -> PracSuite
         settings.api.vendor_api_key.get_secret_value(),
         settings.api.practice_api_key.get_secret_value(),
         RateGate.for_setting(settings.api.requests_per_second,
-                             settings.api.max_requests_per_second),
+                             settings.api.max_requests_per_second, shared_limit_of(settings)),
         timeout_s=settings.api.timeout_s,
         list_key=settings.api.list_key,
         page_size=settings.api.page_size,
