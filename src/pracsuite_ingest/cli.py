@@ -395,7 +395,7 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
                   dry_run: bool = False, watch: Watch | None = None, fatal: bool = False) -> int:
     from pracsuite_ingest import report as rpt
     from pracsuite_ingest.logs import get_logger
-    from pracsuite_ingest.plan import plan_text
+    from pracsuite_ingest.plan import plan_text, planned_rate
     from pracsuite_ingest.watch import Watch
 
     watch = watch or Watch()
@@ -411,7 +411,7 @@ def _write_report(state: State, settings: Settings, run_id: str, *, interrupted:
                     "the state file holds every result, run `reconcile` to write it again"
                     ) from None
     if dry_run:
-        print(plan_text(doc, settings.upload.max_bytes_per_second))
+        print(plan_text(doc, settings.upload.max_bytes_per_second, planned_rate(settings)))
     if watch.note():
         print(visible(watch.note() or ""))
     print(rpt.summary_text(doc, path))
