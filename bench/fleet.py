@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -34,17 +35,19 @@ sys.path.insert(0, str(REPO / "tests"))
 from fleet_runs import Practice, redis_server, run_fleet  # noqa: E402
 
 
-async def one(processes: int, files: int, budget: float, redis: str | None) -> dict[str, object]:
+async def one(processes: int, files: int, budget: float, redis: str | None,
+              worker_src: Path | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         practices = [Practice(files // processes) for _ in range(processes)]
         if redis is None:
-            result = await run_fleet(root, practices, budget=budget)
+            result = await run_fleet(root, practices, budget=budget, worker_src=worker_src)
         else:
             async with redis_server(redis, root / "redis") as server:
                 result = await run_fleet(root, practices, budget=budget,
                                          shared_limit=server.url)
-    return {"shared_limit": redis is not None, **result.as_dict()}
+    return {"worker": str(worker_src) if worker_src else "this checkout",
+            "shared_limit": redis is not None, **result.as_dict()}
 
 
 def main() -> None:
@@ -52,6 +55,9 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=16.0)
     p.add_argument("--files", type=int, default=400, help="the fleet's total")
     p.add_argument("--processes", default="2,4,8")
+    p.add_argument("--baseline", type=Path, default=None, metavar="SRC",
+                   help="also run each count with the worker of another checkout's src/ "
+                        "(e.g. /work/main/src: the policy before), each process alone")
     args = p.parse_args()
     redis = shutil.which("redis-server")
     if redis is None:
@@ -59,16 +65,24 @@ def main() -> None:
               "the shared_limit rows are left out")
     rows = []
     for n in (int(x) for x in args.processes.split(",")):
-        for server in (None, redis) if redis else (None,):
-            row = asyncio.run(one(n, args.files, args.budget, server))
+        runs: list[tuple[str | None, Path | None]] = [(None, None)]
+        if args.baseline is not None:
+            runs.insert(0, (None, args.baseline))
+        if redis:
+            runs.append((redis, None))
+        for server, src in runs:
+            row = asyncio.run(one(n, args.files, args.budget, server, src))
             rows.append(row)
-            print(f"{n} processes  {'shared_limit' if server else 'each alone  '}  "
+            label = "baseline    " if src else ("shared_limit" if server else "each alone  ")
+            print(f"{n} processes  {label}  "
                   f"used {row['used_of_budget']:>6.1%} of {args.budget:g}/s  "
                   f"throttled {row['throttled_share']:>6.2%}  spread {row['spread']:.2f}x  "
                   f"span {row['span_s']:>5.1f} s  validated {row['validated']}/"
                   f"{row['files']}  records {row['records_created']}", flush=True)
     out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}-fleet.json"
-    out.write_text(json.dumps({"args": vars(args), "runs": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"args": {**vars(args), "baseline": str(args.baseline)},
+                               "load_average": os.getloadavg(), "runs": rows}, indent=1)
+                   + "\n")
     print(f"written: {out.relative_to(REPO)}")
 
 

@@ -124,7 +124,7 @@ def write_practice(root: Path, sb: Sandbox, k: int, files: int, shared_limit: st
                                                names=[f"p{k}-letter.pdf"]))
     api = {"base_url": sb.base_url, "vendor_api_key": sb.vendor_key,
            "practice_api_key": sb.options.practice_keys[k], "requests_per_second": rate,
-           "max_attempts": 30, "shared_limit": shared_limit}
+           "max_attempts": 30, **({"shared_limit": shared_limit} if shared_limit else {})}
     sections = {
         "api": api,
         "reconcile": {"deadline_s": 120, "poll_interval_s": 0.3},
@@ -142,9 +142,11 @@ def write_practice(root: Path, sb: Sandbox, k: int, files: int, shared_limit: st
 
 
 async def run_practice(root: Path, cfg: Path, manifest: Path, delay: float,
-                       limit_s: float) -> Outcome:
+                       limit_s: float, worker_src: Path | None = None) -> Outcome:
     await asyncio.sleep(delay)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")}
+    if worker_src is not None:  # another checkout's worker (bench/fleet.py's baseline)
+        env["PYTHONPATH"] = str(worker_src)
     spawned = time.time()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pracsuite_ingest", "run", "--config", str(cfg), "--manifest",
@@ -192,7 +194,8 @@ async def watch_calls(sb: Sandbox, done: asyncio.Event) -> tuple[float, float]:
 
 async def run_fleet(root: Path, practices: list[Practice], *, budget: float,
                     shared_limit: str = "", rate: str | float = "auto",
-                    limit_s: float = 240.0, during: Any = None) -> FleetResult:
+                    limit_s: float = 240.0, during: Any = None,
+                    worker_src: Path | None = None) -> FleetResult:
     """Every practice's `run` at once (each after its `start_after_s`) against one
     sandbox; `during(sandbox)`, if given, runs alongside (e.g. kills Redis)."""
     done = asyncio.Event()
@@ -201,7 +204,7 @@ async def run_fleet(root: Path, practices: list[Practice], *, budget: float,
                   for k, p in enumerate(practices)]
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(run_practice(root / f"practice-{k}", cfg, manifest,
-                                                 p.start_after_s, limit_s))
+                                                 p.start_after_s, limit_s, worker_src))
                      for k, (p, (cfg, manifest)) in enumerate(zip(practices, setups,
                                                                  strict=True))]
             if during is not None:

@@ -10,11 +10,17 @@ leaky bucket, slowed for a while by each 429.
 Why this shape (additive increase, multiplicative decrease, as TCP does): a token
 bucket that refuses above N requests/s is found from below in a few seconds (until the
 first 429 the rate grows by half each second, as TCP's slow start doubles), and one
-429 is enough to step back under it. Three refinements keep the 429s rare: the rate
-at the last 429 is remembered, and the probe near it is slow (a twentieth of the climb
-back), so the rate spends its time just under the limit rather than bouncing off it; a
-burst of 429s (calls already in flight when the rate was lowered) counts as one
-decrease; and the rate climbs only while callers wait for the gate.
+429 is enough to step back under it. PracSuite's keys are API Gateway keys, throttled
+per key: every practice on a vendor key shares one budget, and each process finds its
+share alone. So the climb after a 429 is the same requests/s for every process (not a
+share of its own rate), and the step back a share of its own rate: that is what makes
+senders that never talk converge to equal shares (Chiu and Jain, 1989). The climb's
+speed doubles the longer no 429 comes (TCP CUBIC's convex probe), so a budget others
+left is found in seconds. The first 429 steps back further (the bucket's burst let the
+start run past the limit); a burst of 429s (calls already in flight when the rate was
+lowered) counts as one decrease; and the rate climbs only while callers wait for the
+gate. `api.shared_limit` (shared_limit.py) replaces all this guessing with one budget
+in Redis for the whole fleet.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ START_GROWTH_PER_S = 0.5  # before the first 429: +50% a second (3 -> 20 in abou
 # share of its own rate), first CLIMB_RPS_PER_S a second, doubling every CLIMB_DOUBLING_S
 # without a 429 (a budget others left, or a larger one, is found in seconds, not minutes)
 CLIMB_RPS_PER_S = 0.1
-CLIMB_DOUBLING_S = 4.0
+CLIMB_DOUBLING_S = 8.0
 DECREASE = 0.75  # the rate after a 429, as a share of the rate it was sent at
 SLOW_START_EXIT = 0.9  # the first 429 ends the climb from 3/s, which the budget's burst
 #                        let run past the limit: step back from this share of that rate
