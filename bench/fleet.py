@@ -46,6 +46,9 @@ async def one(processes: int, files: int, budget: float, redis: str | None,
             async with redis_server(redis, root / "redis") as server:
                 result = await run_fleet(root, practices, budget=budget,
                                          shared_limit=server.url)
+    for o in result.outcomes:
+        if o.code not in (0, 1):  # shown, so that a row's figures are never misread
+            print(f"a process exited {o.code}: {o.stderr.strip().splitlines()[-1:]}")
     return {"worker": str(worker_src) if worker_src else "this checkout",
             "shared_limit": redis is not None, **result.as_dict()}
 

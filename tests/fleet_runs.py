@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from e2e import make_files, write_manifest
+from e2e import config, make_files, write_manifest
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions, ThrottleStyle
 
 CLIENTS_PER_PRACTICE = 6  # the sandbox knows patients 1-50: up to 8 practices
@@ -122,22 +122,9 @@ def write_practice(root: Path, sb: Sandbox, k: int, files: int, shared_limit: st
     clients = [str(1 + k * CLIENTS_PER_PRACTICE + j) for j in range(CLIENTS_PER_PRACTICE)]
     manifest = write_manifest(root, make_files(root, files, clients,
                                                names=[f"p{k}-letter.pdf"]))
-    api = {"base_url": sb.base_url, "vendor_api_key": sb.vendor_key,
-           "practice_api_key": sb.options.practice_keys[k], "requests_per_second": rate,
+    api = {"practice_api_key": sb.options.practice_keys[k], "requests_per_second": rate,
            "max_attempts": 30, **({"shared_limit": shared_limit} if shared_limit else {})}
-    sections = {
-        "api": api,
-        "reconcile": {"deadline_s": 120, "poll_interval_s": 0.3},
-        "state": {"path": str(root / "state.db")},
-        "report": {"dir": str(root / "reports")},
-        "log": {"level": "info", "format": "json"},
-    }
-    lines = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
-    cfg = root / "config.toml"
-    cfg.write_text("\n".join(lines) + "\n")
+    cfg = config(root, sb, api=api, reconcile={"deadline_s": 120, "poll_interval_s": 0.3})
     return cfg, manifest
 
 
@@ -160,7 +147,8 @@ async def run_practice(root: Path, cfg: Path, manifest: Path, delay: float,
         raise
     ended = time.time()
     assert proc.returncode is not None
-    report = json.loads((root / "reports" / "latest.json").read_text())
+    latest = root / "reports" / "latest.json"
+    report = json.loads(latest.read_text()) if latest.exists() else {"summary": {}}
     return Outcome(proc.returncode, run_started(err.decode()) or spawned, ended, report,
                    err.decode())
 

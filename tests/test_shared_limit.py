@@ -93,7 +93,8 @@ async def test_a_429_one_process_meets_lowers_the_rate_for_all(redis: RedisProce
         a.throttled(got[1])
         await a.acquire(0.0)  # the 429 travels with the next slot
         after = await b.acquire(0.0)
-        assert after is not None and after[1] == pytest.approx(0.75 * got[1], rel=0.05)
+        # the first 429 halves it (the start's climb ran past the limit on the burst)
+        assert after is not None and after[1] == pytest.approx(0.5 * got[1], rel=0.05)
     finally:
         await a.aclose()
         await b.aclose()

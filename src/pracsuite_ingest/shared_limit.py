@@ -7,9 +7,10 @@ Redis: a GCRA (the "theoretical arrival time" of the next call, `tat`) in one at
 script, so processes on any number of machines are spaced as one. With
 `requests_per_second = "auto"` the same script also moves the shared rate: whoever meets
 a 429 reports the rate it was sent at with its next slot, and the script steps the rate
-back (once per burst); while callers queue for slots it climbs (from 3/s, +50% a second
-until the first 429; then quickly to 0.9 of the refused rate and slowly past it), as
-`rate_gate.AutoRate` does for one process.
+back (once per burst: to half at the first, which ends a climb the budget's burst let
+run past the limit, then to 0.75); while callers queue for slots it climbs (from 3/s,
++50% a second until the first 429; then quickly to 0.9 of the refused rate and slowly
+past it).
 
 The Redis key is a hash of the vendor key (never the key); the URL's password is never
 logged. Redis unreachable, at the start or mid-run: one log line, and this process
@@ -54,8 +55,11 @@ if ARGV[1] ~= 'auto' then
 else
   local refused = tonumber(ARGV[4])
   if refused > 0 and refused <= rate * 1.0001 and now - dec >= 500 then
+    -- the first 429 ends a climb the budget's burst let run past the limit: halve
+    local factor = 0.75
+    if r429 == 0 then factor = 0.5 end
     r429 = refused
-    rate = math.max(0.2, refused * 0.75)
+    rate = math.max(0.2, refused * factor)
     dec = now
     upd = now
   end
