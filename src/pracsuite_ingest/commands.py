@@ -81,7 +81,10 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
                     api = make_client(settings, session)
                     run = watch(Run(settings, state, api, session, dry_run=False,
                                     shutdown=shutdown, run_id=run_id, shard=shard))
-                    await run.execute()
+                    try:
+                        await run.execute()
+                    finally:
+                        await api.gate.aclose()  # api.shared_limit's connection
             interrupted = shutdown.is_set()
         except asyncio.CancelledError:
             # A second signal: stop at once. Every stage written so far stands; an
@@ -116,7 +119,7 @@ def write_report(state: State, settings: Settings, run_id: str, *, interrupted: 
     from pracsuite_ingest import report as rpt
     from pracsuite_ingest.hints import resume_text
     from pracsuite_ingest.logs import get_logger
-    from pracsuite_ingest.plan import plan_text
+    from pracsuite_ingest.plan import plan_text, planned_rate
     from pracsuite_ingest.watch import Watch
 
     watch = watch or Watch()
@@ -134,7 +137,7 @@ def write_report(state: State, settings: Settings, run_id: str, *, interrupted: 
                     "the state file holds every result, run `reconcile` to write it again"
                     ) from None
     if dry_run:
-        print(plan_text(doc, settings.upload.max_bytes_per_second))
+        print(plan_text(doc, settings.upload.max_bytes_per_second, planned_rate(settings)))
     if watch.note():
         print(visible(watch.note() or ""))
     print(rpt.summary_text(doc, path))
@@ -178,8 +181,11 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
                 api = make_client(settings, session)
                 counters = watch.reconciling()
                 counters.pace = api.gate.pace
-                await reconcile_run(state, api, settings, run_id,
-                                    settings.reconcile.deadline_s, shutdown, log, counters)
+                try:
+                    await reconcile_run(state, api, settings, run_id,
+                                        settings.reconcile.deadline_s, shutdown, log, counters)
+                finally:
+                    await api.gate.aclose()  # api.shared_limit's connection
                 log.info("api pace", **api.gate.pace().as_dict())
         except Exception as exc:  # a bug must still end with the report and exit 3
             fatal = as_fatal(exc)

@@ -49,6 +49,9 @@ class SandboxOptions(FaultKnobs):
     data_dir: Path | None = None
     vendor_key: str = field(default_factory=_token)
     practice_key: str = field(default_factory=_token)
+    # more practices' keys accepted with the same vendor key; `rate_budget` is the vendor
+    # key's (API Gateway throttles per key): all of them draw from the one budget
+    practice_keys: tuple[str, ...] = ()
     bucket: str = "pracsuite-sandbox"
     region: str = "ap-southeast-2"
     s3_access_key: str = "SANDBOXACCESSKEY"
@@ -146,6 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--data-dir", type=Path, default=None, help="where S3 objects go (default: temp dir)")
     add("--vendor-key", default=None, help="x-api-key to accept (default: random)")
     add("--practice-key", default=None, help="a-api-key to accept (default: random)")
+    add("--more-practice-key", action="append", default=[], metavar="KEY",
+        help="another practice's a-api-key to accept with the same vendor key (repeat); "
+             "--rate-budget is the vendor key's, shared by every practice key")
     add("--bucket", default=d.bucket, help="the S3 bucket presigns name")
     add("--region", default=d.region, help="the S3 region presigns sign for")
     add("--no-session-token", action="store_true",
@@ -290,6 +296,7 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         options.vendor_key = ns.vendor_key
     if ns.practice_key:
         options.practice_key = ns.practice_key
+    options.practice_keys = tuple(ns.more_practice_key)
     if ns.no_session_token:
         options.session_token = None
     return options

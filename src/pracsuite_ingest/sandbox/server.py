@@ -207,6 +207,7 @@ class Sandbox:
             ApiContext(
                 vendor_key=o.vendor_key,
                 practice_key=o.practice_key,
+                practice_keys=o.practice_keys,
                 list_key=o.list_key,
                 target=target,
                 ledger=ledger,
