@@ -22,7 +22,7 @@ from pracsuite_ingest.report_charts import (
 )
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 
-BAR = re.compile(r"<rect class='bar'[^>]*><title>([^<]*): ([\d,]+) files</title>")
+BAR = re.compile(r"<rect class='bar'[^>]*><title>([^<]*): ([\d,]+) files?</title>")
 
 
 def test_the_timeline_measures_from_the_run_start_and_the_upload() -> None:

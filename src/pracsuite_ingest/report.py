@@ -73,7 +73,9 @@ def item_dict(item: ItemRecord, state: State) -> dict[str, Any]:
         "client_id": item.client_id, "path": item.path, "file_name": item.file_name,
         "size": item.size, "sha256": item.sha256, "status": status.value,
         "attachment_id": attachment_id, "key": key,
-        "error": None if status is Status.VALIDATED or item.error is None else scrub(item.error),
+        # a validated item's error is only ever the note that another record holds the
+        # very same bytes (reconcile/twins.py): claimed, and said so
+        "error": None if item.error is None else scrub(item.error),
         "attempts": item.attempts,
         "verified": True if status is Status.VALIDATED and item.verified else None,
         "extra": item.extra,

@@ -27,6 +27,7 @@ from pracsuite_ingest.models import Stage
 from pracsuite_ingest.reconcile.claims import Digest, VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc, proven_by_own_key
 from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordReader
+from pracsuite_ingest.reconcile.twins import twins, twins_text
 from pracsuite_ingest.reconcile.verdict import is_lost, verdict
 from pracsuite_ingest.retry import PolicyRetrier
 from pracsuite_ingest.scheduling import Activity, Due, Schedule
@@ -278,11 +279,14 @@ class Reconciler:
             if evidence is None:
                 return False, 0
             complete = False  # the list was read: claim what the bytes read so far prove
+        notes: dict[int, str] = {}
         if evidence is not None:
             claimed, complete = self._claims(client_id, items, waiting, evidence, generation,
                                              complete)
             found |= claimed
-        self._validate(client_id, items, found)
+            notes = {i: twins_text(r)
+                     for i, r in twins(claimed, waiting, evidence, self.digests).items()}
+        self._validate(client_id, items, found, notes)
         return complete, len(found)
 
     def _upload_of(self, item: ItemRecord) -> Upload:
@@ -355,11 +359,18 @@ class Reconciler:
                 self.differ.setdefault(item.id, set()).update(decision.differ[item.id])
         return claimed, complete
 
-    def _validate(self, client_id: str, items: list[ItemRecord], found: Found) -> None:
+    def _validate(self, client_id: str, items: list[ItemRecord], found: Found,
+                  notes: dict[int, str]) -> None:
+        """Claims written; `notes`: items whose bytes another new record holds too."""
         by_id = {i.id: i for i in items}
         for item_id, (record, verified) in found.items():
-            self.state.set_stage(item_id, Stage.VALIDATED, attachment_id=record, error=None,
+            self.state.set_stage(item_id, Stage.VALIDATED, attachment_id=record,
+                                 error=notes.get(item_id),
                                  verified=True if verified else None)
+            if item_id in notes:
+                self.log.warning("another upload of this file exists", stage="reconcile",
+                                 client_id=client_id, item=by_id[item_id].seq,
+                                 attachment_id=record, others=notes[item_id])
             self.c.tally(Stage.VALIDATED)
             self.c.awaiting -= 1
             self.log.info("item validated", stage="reconcile", client_id=client_id,
