@@ -187,6 +187,7 @@ class Sandbox:
             max_bytes=o.max_file_bytes,
             reject_names=o.reject_pattern(),
             others_rate=o.others_rate,
+            others_after=o.others_after,
             put_object=put,
             rng=random.Random(o.seed),
         )
@@ -261,6 +262,8 @@ class Sandbox:
                 faults=self.faults,
                 stats=self.stats_counters,
                 on_stored=validator.object_stored,
+                etag=o.object_etag,
+                honour_range=o.honour_range,
             )
         )
         self.s3_url = await self._serve(s3_app, o.s3_port)
