@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -75,13 +75,15 @@ def _ours(up: Upload, digest: Digest) -> bool:
 
 
 def decide_claims(uploads: Iterable[Upload], evidence: Evidence, verify: VerifyMode | str,
-                  digests: Mapping[str, Digest]) -> Claims:
+                  digests: Mapping[str, Digest], crowded: Set[int] = frozenset()) -> Claims:
     """Claims under `verify`, given the digests of the records downloaded so far. Pure;
     uploads in item order, each record claimed once.
 
     A record whose bytes differ from the upload's is never claimed for it. With
     "off", a name-and-size match is claimed only where one record and one upload share
-    it (counting every upload that names that record).
+    it (counting every upload that names that record), and never for an upload in
+    `crowded`: one that an earlier poll of this round found ambiguous (the reconciler
+    remembers it across polls).
     """
     mode = VerifyMode(verify)
     pending = sorted(uploads, key=lambda u: u.item_id)
@@ -122,7 +124,7 @@ def decide_claims(uploads: Iterable[Upload], evidence: Evidence, verify: VerifyM
             continue
         if mode.bytes_decide_names:
             by_bytes(up, named)
-        elif len(named) == 1 and named_by[named[0]] == 1:
+        elif len(named) == 1 and named_by[named[0]] == 1 and up.item_id not in crowded:
             claims[up.item_id] = (named[0], False)
             taken.add(named[0])
         else:

@@ -378,7 +378,8 @@ class Reconciler:
                 evidence: Evidence, generation: int, complete: bool) -> tuple[Found, bool]:
         """The claims the evidence and the bytes read allow, and whether the poll stays
         complete; remembers what the verdict will need (ambiguous, other bytes)."""
-        decision = decide_claims(waiting, evidence, self.mode, self.digests)
+        decision = decide_claims(waiting, evidence, self.mode, self.digests,
+                                 self.ambiguous.keys())
         claimed = decision.claims
         if self.uploads.activity.started(client_id) != generation:
             claimed = {i: (r, v) for i, (r, v) in claimed.items()
@@ -386,9 +387,9 @@ class Reconciler:
             complete = complete and len(claimed) == len(decision.claims)
         for item in items:
             if item.id in decision.ambiguous:
-                self.ambiguous[item.id] = decision.ambiguous[item.id]
-            else:
-                self.ambiguous.pop(item.id, None)
+                # Once ambiguous, ambiguous for the round: its candidates only add up.
+                seen = self.ambiguous.setdefault(item.id, [])
+                seen += [r for r in decision.ambiguous[item.id] if r not in seen]
             if item.id in decision.differ:
                 self.differ.setdefault(item.id, set()).update(decision.differ[item.id])
         return claimed, complete

@@ -76,6 +76,9 @@ class SandboxOptions(FaultKnobs):
     with other bytes, during the run: its record appears just before ours."""
     others_after: bool = False
     """The lookalike's record appears just after ours instead (a higher id)."""
+    others_lead_s: float = 0.0
+    """The lookalike's record appears this long before ours (alone at a poll between):
+    the case no rule over the list alone can tell from ours (docs/proof.md)."""
     object_etag: str = "md5"
     """What the sandbox's S3 says as a GET's `ETag`: "md5" (S3's, quoted), "none" (no
     ETag) or "multipart" (`"<md5>-2"`, a multipart upload's: says nothing of the MD5).
@@ -216,6 +219,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "(other bytes) for the same patient during the run")
     add("--others-after", action="store_true",
         help="the lookalike's record (--others-rate) appears just after ours, not before")
+    add("--others-lead", type=float, default=0.0, metavar="SECONDS", dest="others_lead_s",
+        help="the lookalike's record appears this long before ours")
     add("--object-etag", choices=["md5", "none", "multipart"], default=d.object_etag,
         help="the ETag the sandbox's S3 gives a GET: the object's MD5, none, or a "
              "multipart-looking one")
@@ -291,6 +296,7 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         latency_ms=ns.latency_ms,
         others_rate=ns.others_rate,
         others_after=ns.others_after,
+        others_lead_s=ns.others_lead_s,
         object_etag=ns.object_etag,
         honour_range=not ns.ignore_range,
         rate_budget=ns.rate_budget,

@@ -188,6 +188,7 @@ class Sandbox:
             reject_names=o.reject_pattern(),
             others_rate=o.others_rate,
             others_after=o.others_after,
+            others_lead_s=o.others_lead_s,
             put_object=put,
             rng=random.Random(o.seed),
         )

@@ -40,6 +40,7 @@ class Validator:
         today: Callable[[], date] = date.today,
         others_rate: float = 0.0,
         others_after: bool = False,
+        others_lead_s: float = 0.0,
         put_object: Callable[[str, str, bytes], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -55,6 +56,7 @@ class Validator:
         self._closed = False
         self._others_rate = others_rate
         self._others_after = others_after
+        self._others_lead_s = others_lead_s
         self._put_object = put_object
         self._rng = rng or random.Random()
 
@@ -95,6 +97,8 @@ class Validator:
             other = self._put_object is not None and self._rng.random() < self._others_rate
             if other and not self._others_after:
                 await self._lookalike(pending, size)
+                if self._others_lead_s:
+                    await asyncio.sleep(self._others_lead_s)
             self._ledger.create_record(pending, size, self._today())
             if other and self._others_after:
                 await self._lookalike(pending, size)
