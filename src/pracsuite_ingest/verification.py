@@ -31,6 +31,7 @@ from yarl import URL
 
 from pracsuite_ingest.errors import Permanent, Retryable
 from pracsuite_ingest.guards import cleartext_problem
+from pracsuite_ingest.proxy import for_session
 from pracsuite_ingest.reconcile.claims import Digest
 from pracsuite_ingest.reconcile.records import PresignAnswer
 
@@ -124,7 +125,8 @@ class Verifier:
         read as a download; None: only a download can tell."""
         headers = {"Range": "bytes=0-0"}
         async with self._session.get(target, headers=headers, timeout=self._timeout,
-                                     allow_redirects=False) as resp:
+                                     allow_redirects=False,
+                                     **for_session(self._session).for_url(target)) as resp:
             if resp.status == 200:  # the Range was ignored: this is the whole object
                 return await self._read(resp, limit)
             if resp.status == 416:  # nothing to range over (an empty object): download
@@ -147,7 +149,8 @@ class Verifier:
 
     async def _get(self, target: URL, limit: int, headers: dict[str, str]) -> Digest:
         async with self._session.get(target, headers=headers, timeout=self._timeout,
-                                     allow_redirects=False) as resp:
+                                     allow_redirects=False,
+                                     **for_session(self._session).for_url(target)) as resp:
             if resp.status != 200:
                 raise VerifyFailed(f"the storage answered {resp.status} to the "
                                    "download of the record's bytes")
