@@ -75,3 +75,26 @@ async def test_a_lookalike_alone_at_a_poll_before_ours_is_never_claimed(
     _assert_no_foreign_claim(report, stats)
     assert code == 0
     assert report["summary"]["validated"] == report["summary"]["verified"] == 6
+
+
+async def test_records_carrying_the_key_are_proof_read_nothing_and_claim_no_lookalike(
+        tmp_path: Path) -> None:
+    options = SandboxOptions(validation_delay_s=0.1, others_rate=1.0, seed=5,
+                             description_mode=DescriptionMode.KEY)
+    code, report, stats = await _run(tmp_path, "ambiguous", options)
+    _assert_no_foreign_claim(report, stats)
+    assert code == 0 and report["summary"]["validated"] == 6
+    assert all(it["verified"] is None for it in report["items"])  # proof, not bytes
+    assert not stats["requests"]["presign_url"] and not stats["requests"]["s3_get"]
+    assert stats["s3_bytes_served"] == 0
+
+
+async def test_where_records_carry_the_name_the_proof_reads_one_byte_per_record(
+        tmp_path: Path) -> None:
+    # No lookalike: six records, each proven by the storage's MD5 (a 1-byte ranged GET),
+    # none downloaded.
+    options = SandboxOptions(validation_delay_s=0.1, description_mode=DescriptionMode.FILE_NAME)
+    code, report, stats = await _run(tmp_path, "ambiguous", options)
+    assert code == 0 and report["summary"]["validated"] == report["summary"]["verified"] == 6
+    assert stats["requests"]["s3_get"] == {"206": 6}
+    assert stats["s3_bytes_served"] == 6

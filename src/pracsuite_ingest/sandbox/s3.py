@@ -265,12 +265,14 @@ async def _get_object(request: web.Request) -> web.StreamResponse:
             fh.seek(first)
             body = fh.read(last - first + 1)
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        context.stats.s3_bytes_served += len(body)
         return web.Response(status=206, body=body, headers=headers)
     response = web.StreamResponse(status=200, headers=headers)
     response.content_length = size
     await response.prepare(request)
     with path.open("rb") as fh:
         while chunk := fh.read(CHUNK_BYTES):
+            context.stats.s3_bytes_served += len(chunk)
             await response.write(chunk)
     await response.write_eof()
     return response
