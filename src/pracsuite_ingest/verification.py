@@ -24,6 +24,7 @@ import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Set
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -31,8 +32,10 @@ from yarl import URL
 
 from pracsuite_ingest.errors import Permanent, Retryable
 from pracsuite_ingest.guards import cleartext_problem
+from pracsuite_ingest.localfs import open_regular
 from pracsuite_ingest.proxy import for_session
 from pracsuite_ingest.reconcile.claims import Digest
+from pracsuite_ingest.reconcile.match import Upload
 from pracsuite_ingest.reconcile.records import PresignAnswer
 
 CHUNK_BYTES = 256 * 1024
@@ -63,7 +66,8 @@ def file_md5(path: Path, sha256: str, size: int | None) -> str | None:
     md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     count = 0
     try:
-        with path.open("rb") as fh:
+        # A regular file only, not through a link (never blocks on a FIFO put there).
+        with open_regular(path, nofollow=True) as fh:
             while chunk := fh.read(CHUNK_BYTES):
                 count += len(chunk)
                 md5.update(chunk)
@@ -78,6 +82,33 @@ def file_md5(path: Path, sha256: str, size: int | None) -> str | None:
 class VerifyFailed(Exception):
     """A record's bytes could not be read now (refused, cut, unreachable); the next
     poll tries again. The message names no URL (it carries a signature)."""
+
+
+class FileMD5s:
+    """The MD5 of uploads' files (`file_md5`), read back once each, for comparing with
+    the storage's checksum; None where the file no longer holds the bytes sent."""
+
+    def __init__(self) -> None:
+        self._paths: dict[int, str] = {}
+        self._md5s: dict[int, str | None] = {}
+
+    def know(self, item_id: int, path: str) -> None:
+        self._paths[item_id] = path
+
+    def of(self, up: Upload) -> Upload:
+        """`up` with its file's MD5 where it was read."""
+        md5 = self._md5s.get(up.item_id)
+        return up if md5 is None or up.md5 == md5 else replace(up, md5=md5)
+
+    async def all_known(self, uploads: list[Upload]) -> bool:
+        """Read the MD5s of `uploads` not read yet; whether every one is known (only
+        then can the storage's checksum decide for them)."""
+        for up in uploads:
+            path = self._paths.get(up.item_id)
+            if up.item_id not in self._md5s and path and up.sha256:
+                self._md5s[up.item_id] = await asyncio.to_thread(
+                    file_md5, Path(path), up.sha256, up.size)
+        return all(self._md5s.get(u.item_id) for u in uploads)
 
 
 class Verifier:

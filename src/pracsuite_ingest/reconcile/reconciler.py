@@ -16,8 +16,7 @@ import asyncio
 import contextlib
 import random
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from pracsuite_ingest import MAX_FILE_BYTES
@@ -33,7 +32,7 @@ from pracsuite_ingest.retry import PolicyRetrier
 from pracsuite_ingest.scheduling import Activity, Due, Schedule
 from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.state import ItemRecord, State
-from pracsuite_ingest.verification import Verifier, VerifyFailed, file_md5
+from pracsuite_ingest.verification import FileMD5s, Verifier, VerifyFailed
 
 POLLS_IN_FLIGHT = 4  # patients polled at once; the rate gate still paces every call
 IDLE_TICK_S = 1.0  # the longest the loop sleeps before it looks at shutdown and state again
@@ -125,8 +124,7 @@ class Reconciler:
                                                       random.Random(), self._on_retry))
         self.verifier = Verifier(api.session, settings.reconcile.verify_concurrency)
         self.digests: dict[str, Digest] = {}  # records whose bytes were read
-        self._md5s: dict[int, str | None] = {}  # the files' MD5 (None: not readable)
-        self._paths: dict[int, str] = {}
+        self.md5s = FileMD5s()  # the files' MD5, for the storage's checksum
         self.ambiguous: dict[int, list[str]] = {}  # verify off: candidates left unclaimed
         self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
         self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
@@ -281,7 +279,7 @@ class Reconciler:
                 return False, 0
             complete = False  # the list was read: claim what the bytes read so far prove
         if evidence is not None:
-            waiting = [self._with_md5(u) for u in waiting]
+            waiting = [self.md5s.of(u) for u in waiting]
             claimed, complete = self._claims(client_id, items, waiting, evidence, generation,
                                              complete)
             found |= claimed
@@ -289,28 +287,9 @@ class Reconciler:
         return complete, len(found)
 
     def _upload_of(self, item: ItemRecord) -> Upload:
-        self._paths[item.id] = item.path
-        return self._with_md5(Upload(item.id, item.client_id, item.file_name, item.size,
-                                     item.key or "", self._before(item), item.sha256))
-
-    def _with_md5(self, up: Upload) -> Upload:
-        md5 = self._md5s.get(up.item_id)
-        return up if md5 is None or up.md5 == md5 else replace(up, md5=md5)
-
-    async def _read_md5s(self, uploads: list[Upload]) -> None:
-        """The MD5 of each upload's file, read back from disk where it still holds the
-        bytes sent (its sha256), to compare with the storage's checksum; once each."""
-        for up in uploads:
-            path = self._paths.get(up.item_id)
-            if up.item_id in self._md5s or not path or not up.sha256:
-                continue
-            self._md5s[up.item_id] = await asyncio.to_thread(
-                file_md5, Path(path), up.sha256, up.size)
-
-    async def _checksum_ok(self, uploads: list[Upload]) -> bool:
-        """Whether the storage's MD5 can decide for every one of `uploads`."""
-        await self._read_md5s(uploads)
-        return all(self._md5s.get(u.item_id) for u in uploads)
+        self.md5s.know(item.id, item.path)
+        return self.md5s.of(Upload(item.id, item.client_id, item.file_name, item.size,
+                                   item.key or "", self._before(item), item.sha256))
 
     def _before(self, item: ItemRecord) -> frozenset[str]:
         """The snapshot taken before this item's upload: its own run's, or for an upload
@@ -335,7 +314,7 @@ class Reconciler:
         async def read_early(rid: str, answer: PresignAnswer) -> None:
             named = wanted.get(nfc(answer.file_name))
             if rid not in self.digests and named:
-                checksum = await self._checksum_ok(named)
+                checksum = await self.md5s.all_known(named)
                 with contextlib.suppress(VerifyFailed):
                     self.digests[rid] = await self.verifier.digest_bounded(
                         answer.url, limit, checksum=checksum)
@@ -346,7 +325,7 @@ class Reconciler:
                           links: dict[str, str]) -> None:
         """Download what the bytes must decide; each digest is kept as it comes, so a
         poll cut by its time limit loses none of those already read."""
-        uploads = [self._with_md5(u) for u in uploads]  # MD5s read back since
+        uploads = [self.md5s.of(u) for u in uploads]  # MD5s read back since
         decision = decide_claims(uploads, evidence, self.mode, self.digests)
         if not decision.download:
             return
@@ -364,7 +343,7 @@ class Reconciler:
             deciding = [u for u in uploads if rid == evidence.proven.get(u.item_id)
                         or rid in evidence.named.get(u.item_id, ())]
             # A checksum already read that could not decide: only the bytes can.
-            if rid not in self.digests and deciding and await self._checksum_ok(deciding):
+            if rid not in self.digests and deciding and await self.md5s.all_known(deciding):
                 checksum.add(rid)
         await self.verifier.digest_records(decision.download, self.reader.answers,
                                            read_answer, _size_limit(uploads), self.digests,
