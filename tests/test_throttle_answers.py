@@ -16,7 +16,7 @@ import pytest
 from e2e import config, make_files, run_cli, write_manifest
 from pracsuite_ingest.api import RateGate, classify_api_answer
 from pracsuite_ingest.errors import Fatal, Throttled, Unexpected, as_fatal
-from pracsuite_ingest.retry import decide, server_wait
+from pracsuite_ingest.retry import decide_retry, server_wait
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.sandbox.faults import ThrottleStyle
 
@@ -53,7 +53,7 @@ def test_a_value_that_is_no_wait_means_backoff_and_says_so(headers: dict[str, st
     assert "\x1b" not in wait.asked and "\x07" not in wait.asked
     error = classify_api_answer(429, b"", headers, NOW, 120.0)
     assert isinstance(error, Throttled) and error.retry_after is None
-    delay = decide(error, 1, 5, random.Random(1)).delay_s
+    delay = decide_retry(error, 1, 5, random.Random(1)).delay_s
     assert math.isfinite(delay) and 0 <= delay <= 0.5
 
 
