@@ -256,7 +256,7 @@ async def _get_object(request: web.Request) -> web.StreamResponse:
     elif context.etag == "multipart":
         headers["ETag"] = f'"{md5}-2"'
     wanted = _RANGE.fullmatch(request.headers.get("Range", "").strip())
-    if wanted is not None and context.honour_range:
+    if wanted is not None and context.honour_range and request.method != "HEAD":
         first = int(wanted.group(1))
         last = min(int(wanted.group(2) or size - 1), size - 1)
         if first >= size or first > last:
@@ -270,6 +270,9 @@ async def _get_object(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers=headers)
     response.content_length = size
     await response.prepare(request)
+    if request.method == "HEAD":  # the headers only
+        await response.write_eof()
+        return response
     with path.open("rb") as fh:
         while chunk := fh.read(CHUNK_BYTES):
             context.stats.s3_bytes_served += len(chunk)
