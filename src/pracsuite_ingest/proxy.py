@@ -22,12 +22,13 @@ import ipaddress
 import os
 import urllib.request
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
-from aiohttp.helpers import ProxyInfo, proxies_from_env
-from yarl import URL
+if TYPE_CHECKING:  # `status` and the log set-up import this module without aiohttp
+    import aiohttp
+    from aiohttp.helpers import ProxyInfo
+    from yarl import URL
 
 
 def no_proxy_entries() -> tuple[str, ...]:
@@ -74,12 +75,16 @@ class EnvProxies:
     from its URL or ~/.netrc; `NO_PROXY` by `bypassed`)."""
 
     def __init__(self) -> None:
+        from aiohttp.helpers import proxies_from_env
+
         self._proxies: dict[str, ProxyInfo] = proxies_from_env()
         self._no_proxy = no_proxy_entries()
         self._decided: dict[tuple[str, str], dict[str, Any]] = {}
 
     def for_url(self, url: str | URL) -> dict[str, Any]:
         """`proxy` and `proxy_auth` for a request to `url` (empty: direct)."""
+        from yarl import URL
+
         u = url if isinstance(url, URL) else URL(url, encoded=True)
         key = (u.scheme, u.host or "")
         found = self._decided.get(key)
@@ -93,7 +98,7 @@ class EnvProxies:
 
 
 _BY_SESSION: weakref.WeakKeyDictionary[aiohttp.ClientSession, EnvProxies] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary())  # (annotations are not evaluated: no aiohttp import)
 
 
 def for_session(session: aiohttp.ClientSession) -> EnvProxies:
