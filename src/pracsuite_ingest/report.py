@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import html
 import io
 import json
@@ -19,8 +20,10 @@ from typing import Any, TextIO
 from pracsuite_ingest.localfs import private_dir
 from pracsuite_ingest.logs import scrub
 from pracsuite_ingest.models import Stage, Status
+from pracsuite_ingest.plural import counted
 from pracsuite_ingest.report_charts import Timeline, charts_html
 from pracsuite_ingest.report_html import render as render_html
+from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.visible import visible
 
@@ -208,7 +211,9 @@ def _charts_html(doc: dict[str, Any]) -> str:
         return ""
     if times is None:
         return ""
-    return charts_html(Timeline.of(started.timestamp(), times()))
+    interval = doc.get("poll_interval_s")
+    return charts_html(Timeline.of(started.timestamp(), times()),
+                       float(interval) if isinstance(interval, int | float) else None)
 
 
 def _parts_html(doc: dict[str, Any]) -> str:
@@ -230,14 +235,32 @@ def _parts_html(doc: dict[str, Any]) -> str:
     return out
 
 
-def build(state: State, run_id: str) -> dict[str, Any]:
-    """The report of `run_id`; its `items` are read from the state on each pass."""
+def practice_id(base_url: str, practice_api_key: str) -> str:
+    """Which practice a report is of, naming no secret: 16 hex digits of a sha256 over
+    PracSuite's URL and the practice's key (64 bits of a hash of a random key: it tells
+    practices apart, and gives nothing to guess the key from).
+
+    `report merge` refuses to count reports of two practices as one (merge.py)."""
+    seed = f"pracsuite-ingest practice\0{base_url.rstrip('/')}\0{practice_api_key}"
+    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:16]
+
+
+def practice_of(settings: Settings) -> str | None:
+    """`practice_id` of the settings' practice; None without a practice key (a dry run)."""
+    key = settings.api.practice_api_key.get_secret_value()
+    return practice_id(settings.api.base_url, key) if key else None
+
+
+def build(state: State, run_id: str, practice: str | None = None) -> dict[str, Any]:
+    """The report of `run_id`; its `items` are read from the state on each pass.
+    `practice` is `practice_id(...)` of the run's settings, where known."""
     info = state.run_info(run_id) or {}
     items = StateItems(state, run_id)
     return {
         "run_id": run_id,
         "started_at": info.get("started_at"),
         "finished_at": info.get("finished_at"),
+        **({"practice_id": practice} if practice else {}),
         "summary": summarise_items(items),
         "items": items,
     }
@@ -247,10 +270,15 @@ def _write_text(fh: TextIO, text: str) -> None:
     fh.write(text)
 
 
-def write(doc: dict[str, Any], report_dir: Path) -> Path:
-    """Write `<run_id>.{json,csv,html}` and `latest.*`, atomically, mode 0600.
+LATEST = "latest"
+DRY_RUN = "dry-run"  # a dry run's copies: it never replaces `latest.*` (SPEC, Report)
 
-    JSON and CSV are streamed item by item; `latest.*` are copies of the run's files.
+
+def write(doc: dict[str, Any], report_dir: Path, *, alias: str = LATEST) -> Path:
+    """Write `<run_id>.{json,csv,html}` and `<alias>.*`, atomically, mode 0600.
+
+    JSON and CSV are streamed item by item; `<alias>.*` (`latest`, or `dry-run` for a
+    dry run) are copies of the run's files.
     """
     private_dir(report_dir)  # 0700 for the folders created here
     writers: dict[str, Callable[[TextIO], None]] = {
@@ -261,7 +289,7 @@ def write(doc: dict[str, Any], report_dir: Path) -> Path:
     for ext, writer in writers.items():
         path = report_dir / f"{doc['run_id']}.{ext}"
         _atomic_write(path, writer)
-        _atomic_copy(path, report_dir / f"latest.{ext}")
+        _atomic_copy(path, report_dir / f"{alias}.{ext}")
     return report_dir / f"{doc['run_id']}.json"
 
 
@@ -271,5 +299,6 @@ def summary_text(doc: dict[str, Any], path: Path | None) -> str:
                                      "pending") if s[k]]
     if s.get("verified"):
         parts.insert(1, f"verified by their bytes {s['verified']}")
-    line = f"run {doc['run_id']}: {s['total']} items" + (": " + ", ".join(parts) if parts else "")
+    line = f"run {doc['run_id']}: {counted(s['total'], 'item')}" + (
+        ": " + ", ".join(parts) if parts else "")
     return visible(line + (f"\nreport: {path}" if path else ""), keep_lines=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import sqlite3
 import time
 import unicodedata
@@ -25,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pracsuite_ingest import own_files
 from pracsuite_ingest.errors import Fatal, StateUnusable
-from pracsuite_ingest.localfs import private_file
+from pracsuite_ingest.localfs import folder_problem, open_private, private_file
 from pracsuite_ingest.models import LocalFile, Row, Stage
 from pracsuite_ingest.transitions import IllegalTransition, predecessors
 
@@ -68,7 +70,6 @@ CREATE TABLE IF NOT EXISTS items (
   UNIQUE (run_id, seq)
 );
 CREATE INDEX IF NOT EXISTS items_identity ON items (client_id, file_name, sha256);
-CREATE INDEX IF NOT EXISTS items_run_stage ON items (run_id, stage);
 CREATE TABLE IF NOT EXISTS transitions (
   item_id INTEGER NOT NULL REFERENCES items(id),
   stage TEXT NOT NULL,
@@ -99,12 +100,20 @@ CREATE TABLE IF NOT EXISTS snapshot_done (
 _AWAITING = ("(stage IN ('uploaded', 'missing') "
              "OR (stage = 'uploading' AND outcome_unknown = 1))")
 
+_BY_AWAITING = "INDEXED BY items_awaiting"
+
 DEAD_RUN = "interrupted"  # a run found `running` by the next process to take the lock
 
 # Columns added after the first release: a state file without them gains them at open.
 ADDED_COLUMNS = (("name_nfc", "TEXT"), ("verified", "INTEGER"))
 NFC_INDEX = ("CREATE INDEX IF NOT EXISTS items_identity_nfc "
              "ON items (client_id, name_nfc, sha256)")
+# The uploads awaiting a record, and only those: what every poll asks for. Partial (an
+# item enters it at `uploaded` and leaves it at `validated`), so a poll reads the items
+# it asks about, never the whole run, and the other stage changes do not write it.
+# The queries name it (INDEXED BY): left alone, SQLite walks (run_id, seq) to skip a sort.
+AWAITING_INDEX = ("CREATE INDEX IF NOT EXISTS items_awaiting "
+                  f"ON items (run_id, client_id, seq) WHERE {_AWAITING}")
 
 
 def nfc(name: str) -> str:
@@ -114,7 +123,9 @@ def nfc(name: str) -> str:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Add the columns a state file of an earlier version lacks, and fill `name_nfc`."""
+    """Add the columns a state file of an earlier version lacks, and fill `name_nfc`;
+    the indexes as this version has them; small pages for a new state file."""
+    _small_pages(conn)
     have = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
     missing = [(name, kind) for name, kind in ADDED_COLUMNS if name not in have]
     if missing:
@@ -126,6 +137,30 @@ def _upgrade(conn: sqlite3.Connection) -> None:
                          [(nfc(name), item_id) for item_id, name in rows])
         conn.execute("COMMIT")
     conn.execute(NFC_INDEX)
+    conn.execute(AWAITING_INDEX)  # state files of earlier versions gain it at open
+    conn.execute("DROP INDEX IF EXISTS items_run_stage")  # see AWAITING_INDEX
+
+
+# A commit writes every page it changed, whole, to the WAL (then, at a checkpoint, to
+# the file): with 4 KB pages, about 4 pages, 16 KB, per stage change committed. A row
+# of `items` is a few hundred bytes, so 1 KB pages write a quarter of that (bench/scale.py).
+PAGE_SIZE = 1024
+
+
+def _small_pages(conn: sqlite3.Connection) -> None:
+    """A state file that holds nothing yet gets PAGE_SIZE pages. SQLite fixes the page
+    size of a WAL file: it is set in rollback mode, by VACUUM (instant on empty tables),
+    then WAL again. A file with rows keeps its pages (a VACUUM would rewrite it whole)."""
+    if conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE:
+        return
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM items) OR EXISTS (SELECT 1 FROM runs)"
+                    ).fetchone()[0]:
+        return
+    if conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] != "delete":
+        return  # another connection has it open: leave it as it is
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA journal_mode=WAL")
 
 
 # Stages whose upload reached S3, or may have: such an item is reconciled, never re-sent blindly.
@@ -191,11 +226,18 @@ class State:
         """
         lock_fh = None
         try:
-            # 0600 in a 0700 folder if we create them; SQLite's -wal and -shm follow suit
+            # 0600 in a 0700 folder if we create them; SQLite's -wal and -shm follow suit.
+            # Never through a link, never in a folder others could plant one in.
+            problem = folder_problem(path.parent, "state.path")
+            if problem is not None:
+                raise StateUnusable(problem)
             private_file(path)
+            for suffix in ("-wal", "-shm"):  # SQLite opens them following links
+                if os.path.lexists(f"{path}{suffix}"):
+                    private_file(Path(f"{path}{suffix}"))
             if lock:
                 private_file(Path(f"{path}.lock"))
-                lock_fh = Path(f"{path}.lock").open("a")  # noqa: SIM115 - held for the process
+                lock_fh = open_private(Path(f"{path}.lock"))
                 try:
                     fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -219,6 +261,7 @@ class State:
             raise StateUnusable(f"state file {path} is unusable: {exc}") from None
         except OSError as exc:
             raise StateUnusable(f"state file {path} is unusable: {exc.strerror}") from None
+        own_files.guard("state", own_files.state_files(path))
         return cls(conn, lock_fh)
 
     def close(self) -> None:
@@ -277,7 +320,9 @@ class State:
                         row, strict=True))
 
     def latest_run_id(self) -> str | None:
-        row = self._db.execute("SELECT run_id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        """The latest run that may have sent something (a dry run never did)."""
+        row = self._db.execute("SELECT run_id FROM runs WHERE outcome IS NOT 'dry-run' "
+                               "ORDER BY rowid DESC LIMIT 1").fetchone()
         return str(row[0]) if row else None
 
     def runs(self) -> list[dict[str, Any]]:
@@ -378,15 +423,34 @@ class State:
         name in NFC, sha256).
 
         A validated one first; else one whose upload reached S3 or may have
-        (it must be reconciled, not sent again); else None (send it).
+        (it must be reconciled, not sent again); else None (send it). A name with
+        surrounding spaces also finds the same file recorded without them: versions
+        before names were kept exact sent and recorded it so.
         """
+        names = [nfc(file_name)]
+        if file_name.strip() != file_name and file_name.strip():
+            names.append(nfc(file_name.strip()))
+        for name in names:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE run_id != ? AND client_id = ? "  # noqa: S608
+                "AND name_nfc = ? AND sha256 = ? "
+                "AND (stage IN ('validated', 'uploaded', 'missing') OR (stage = 'uploading')) "
+                "ORDER BY CASE stage WHEN 'validated' THEN 0 ELSE 1 END, id DESC LIMIT 1",
+                (run_id, client_id, name, sha256)).fetchone()
+            if row:
+                return _item(row)
+        return None
+
+    def sends_of(self, client_id: str, file_name: str, sha256: str) -> int:
+        """How many times this file (client, file name in NFC, sha256) was sent over
+        every run: its distinct presigned keys (an item carried to reconcile, or skipped,
+        keeps the key of the upload it stands for, so it adds none)."""
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE run_id != ? AND client_id = ? "  # noqa: S608
-            "AND name_nfc = ? AND sha256 = ? AND (stage IN ('validated', 'uploaded', 'missing') "
-            "  OR (stage = 'uploading')) "
-            "ORDER BY CASE stage WHEN 'validated' THEN 0 ELSE 1 END, id DESC LIMIT 1",
-            (run_id, client_id, nfc(file_name), sha256)).fetchone()
-        return _item(row) if row else None
+            "SELECT COUNT(DISTINCT key) FROM items INDEXED BY items_identity_nfc "
+            "WHERE client_id = ? AND name_nfc = ? AND sha256 = ? AND key IS NOT NULL "
+            "AND stage != 'skipped'",
+            (client_id, nfc(file_name), sha256)).fetchone()
+        return int(row[0]) if row else 0
 
     def item(self, item_id: int) -> ItemRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?",  # noqa: S608
@@ -417,12 +481,13 @@ class State:
         (of one client, when given)."""
         if client_id is None:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND {_AWAITING} "  # noqa: S608
-                "ORDER BY seq", (run_id,)).fetchall()
+                f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
+                f"WHERE run_id = ? AND {_AWAITING} ORDER BY seq", (run_id,)).fetchall()
         else:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND client_id = ? "  # noqa: S608
-                f"AND {_AWAITING} ORDER BY seq", (run_id, client_id)).fetchall()
+                f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
+                f"WHERE run_id = ? AND client_id = ? AND {_AWAITING} ORDER BY seq",
+                (run_id, client_id)).fetchall()
         return [_item(r) for r in rows]
 
     def awaiting_since(self, run_id: str) -> tuple[dict[str, float], int]:
@@ -430,15 +495,16 @@ class State:
         lost one, when its outcome was recorded); and how many items await."""
         rows = self._db.execute(
             "SELECT client_id, MAX(COALESCE(uploaded_at, updated_at)), COUNT(*) "  # noqa: S608
-            f"FROM items WHERE run_id = ? AND {_AWAITING} GROUP BY client_id",
+            f"FROM items {_BY_AWAITING} WHERE run_id = ? AND {_AWAITING} GROUP BY client_id",
             (run_id,)).fetchall()
         return {str(r[0]): float(r[1]) for r in rows}, sum(int(r[2]) for r in rows)
 
     def lost_uploads(self, run_id: str) -> list[ItemRecord]:
         """Items whose S3 answer was lost and that got no record by the deadline."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND stage = 'missing' "  # noqa: S608
-            "AND outcome_unknown = 1 ORDER BY seq", (run_id,)).fetchall()
+            f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
+            f"WHERE run_id = ? AND {_AWAITING} AND stage = 'missing' AND outcome_unknown = 1 "
+            "ORDER BY seq", (run_id,)).fetchall()
         return [_item(r) for r in rows]
 
     # snapshots and claims ------------------------------------------------------------
