@@ -44,6 +44,8 @@ bench-bandwidth: $(VENV)/.installed
 # API calls per file on a practice-shaped input against the least the flow needs
 bench-calls: $(VENV)/.installed
 	$(BIN)/python bench/calls_per_file.py
+	$(BIN)/python bench/calls_per_file.py --patients 200 --files-per-patient 2 --size 16384 --description file_name
+	$(BIN)/python bench/calls_per_file.py --patients 200 --files-per-patient 2 --size 16384 --description file_name --verify all
 
 # Small files with 20-30 ms on every API call and upload: before/after presign-ahead,
 # against the naive loop and the pipeline's own bound at that latency

@@ -2,11 +2,16 @@
 
     make bench-calls                  # or: .venv/bin/python bench/calls_per_file.py
 
-A practice: `--patients` patients with 1 to `--max-files` files each (seeded), records
-without file names (so every match reads a `presign_url`), validation taking
-`--validation-delay` s, `reconcile.poll_interval_s` 2 s. The least the flow needs, per
-file: its presign and its record's `presign_url`; per patient: one snapshot and one
-poll that finds every upload (more pages when a patient has over 100 records). Printed:
+A practice: `--patients` patients with 1 to `--max-files` files each (seeded; or exactly
+`--files-per-patient`), of `--size` bytes, validation taking `--validation-delay` s,
+`reconcile.poll_interval_s` 2 s, `reconcile.verify` as `--verify` says. `--description`
+is what the sandbox's records carry: `empty` (no file name: every match reads a
+`presign_url`), `file_name` (the name, no key) or `key` (the uploaded key: the name and
+the presign's uuid, i.e. proof). The least the flow needs, per file: its presign, and
+its record's `presign_url` unless the records carry the name; per patient: one
+snapshot and one poll that finds every upload (more pages when a patient has over 100
+records). Also printed: the bytes the sandbox's S3 served to the worker's proof
+(ranged GETs and downloads) against the bytes uploaded. Printed:
 the calls by kind, calls per file against that least, files per hour at this run's
 pace, when the first file was validated and the last upload finished (seconds from the
 start of the run) and how many files were validated before the last upload, and the
@@ -38,12 +43,15 @@ from pracsuite_ingest.sandbox.options import DescriptionMode  # noqa: E402
 
 
 async def run(patients: int, max_files: int, delay: float, rate: float, seed: int,
-              ) -> dict[str, Any]:
+              *, per_patient: int = 0, size: int = 1024, verify: str = "ambiguous",
+              description: str = "empty") -> dict[str, Any]:
     rng = random.Random(seed)
-    counts = {str(1000 + p): rng.randint(1, max_files) for p in range(patients)}
+    counts = {str(1000 + p): per_patient or rng.randint(1, max_files)
+              for p in range(patients)}
     files = sum(counts.values())
+    mode = DescriptionMode(description)
     opts = SandboxOptions(validation_delay_s=delay, clients=tuple(counts),
-                          description_mode=DescriptionMode.EMPTY, record_requests=False,
+                          description_mode=mode, record_requests=False,
                           existing_records_per_client=3)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -52,7 +60,7 @@ async def run(patients: int, max_files: int, delay: float, rate: float, seed: in
             for i in range(n):
                 path = root / "files" / client / f"doc{i}.pdf"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(os.urandom(1024))
+                path.write_bytes(os.urandom(size))
                 lines.append(f"{client},{path}")
         (root / "m.csv").write_text("\n".join(lines) + "\n")
         async with Sandbox(opts) as sb:
@@ -62,6 +70,7 @@ async def run(patients: int, max_files: int, delay: float, rate: float, seed: in
                 f"practice_api_key = {json.dumps(sb.practice_key)}\n"
                 f"requests_per_second = {rate}\n"
                 "[reconcile]\ndeadline_s = 300\npoll_interval_s = 2\n"
+                f"verify = {json.dumps(verify)}\n"
                 f"[state]\npath = {json.dumps(str(root / 's.db'))}\n"
                 f"[report]\ndir = {json.dumps(str(root / 'r'))}\n"
                 "[log]\nformat = \"json\"\nlevel = \"warning\"\n")
@@ -85,8 +94,14 @@ async def run(patients: int, max_files: int, delay: float, rate: float, seed: in
     by_kind = {k: sum(v.values()) for k, v in stats["requests"].items()
                if not k.startswith("s3_") and sum(v.values())}
     calls = sum(by_kind.values())
-    least = 2 * files + 2 * patients
+    named = mode in (DescriptionMode.FILE_NAME, DescriptionMode.KEY)
+    least = (1 if named else 2) * files + 2 * patients
+    uploaded = files * size
     return {"patients": patients, "files": files, "exit": proc.returncode,
+            "verify": verify, "description": description, "size": size,
+            "bytes_uploaded": uploaded, "bytes_downloaded": stats["s3_bytes_served"],
+            "downloaded_share": round(stats["s3_bytes_served"] / uploaded, 5),
+            "verified": report["summary"].get("verified"),
             "validated": report["summary"]["validated"], "wall_s": round(wall, 1),
             "calls": calls, "by_kind": by_kind, "least": least,
             "calls_per_file": round(calls / files, 3),
@@ -108,9 +123,19 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=1000.0,
                    help="api.requests_per_second of the run (high: count calls, not wait)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--files-per-patient", type=int, default=0,
+                   help="exactly this many files per patient (0: 1 to --max-files)")
+    p.add_argument("--size", type=int, default=1024, help="bytes per file")
+    p.add_argument("--verify", choices=["off", "ambiguous", "all"], default="ambiguous")
+    p.add_argument("--description", choices=[m.value for m in DescriptionMode],
+                   default="empty", help="what the records' description carries")
     args = p.parse_args()
     row = asyncio.run(run(args.patients, args.max_files, args.validation_delay, args.rate,
-                          args.seed))
+                          args.seed, per_patient=args.files_per_patient, size=args.size,
+                          verify=args.verify, description=args.description))
+    print(f"verify {row['verify']}, records' description {row['description']}: "
+          f"{row['bytes_downloaded']:,} bytes read back for {row['bytes_uploaded']:,} "
+          f"uploaded ({row['downloaded_share']:.2%}), {row['verified']} verified")
     print(f"{row['patients']:,} patients, {row['files']:,} files: {row['calls']:,} API calls "
           f"({row['by_kind']}), {row['calls_per_file']} per file against the least "
           f"{row['least_per_file']} (x{row['ratio_to_least']}); {row['files_per_hour']:,} "

@@ -309,7 +309,8 @@ async def test_a_download_stops_past_the_largest_size_that_could_be_ours(
         verifier = Verifier(session, 2)
         whole = await verifier.digest(url, 1_000_000)
         cut = await verifier.digest(url, 1000)
-    assert whole == Digest(600_000, hashlib.sha256(data).hexdigest())
+    assert whole == Digest(600_000, hashlib.sha256(data).hexdigest(),
+                           hashlib.md5(data).hexdigest())
     assert cut == Digest(1001, "")
     assert verifier.bytes_read < 600_000 + 2 * 256 * 1024  # the second read stopped early
     with pytest.raises(VerifyFailed, match="plain http://"):
@@ -333,3 +334,53 @@ def test_a_state_file_of_an_earlier_version_gains_the_new_columns(tmp_path: Path
     finally:
         state.close()
     assert found is not None and found.verified is None
+
+
+@pytest.mark.parametrize(("etag", "honour_range", "settled_by_checksum"), [
+    ("md5", True, True),        # S3 and radosgw: 206, ETag the MD5, size in Content-Range
+    ("none", True, False),      # no ETag: the bytes are downloaded
+    ("multipart", True, False),  # "<md5>-2" says nothing of the MD5: downloaded
+    ("md5", False, False),      # the Range ignored: the 200's body is the download
+])
+async def test_a_checksum_stands_in_for_the_download_only_where_the_storage_gives_one(
+        session: aiohttp.ClientSession, etag: str, honour_range: bool,
+        settled_by_checksum: bool) -> None:
+    data = os.urandom(300_000)
+    async with Sandbox(SandboxOptions(object_etag=etag, honour_range=honour_range)) as sb:
+        LocalStore(sb.data_dir).put_bytes(sb.bucket, "temp/x/a.pdf", data)
+        LocalStore(sb.data_dir).put_bytes(sb.bucket, "temp/x/empty.pdf", b"")
+        url = f"{sb.s3_url}/{sb.bucket}/temp/x/a.pdf"
+        verifier = Verifier(session, 2)
+        found = await verifier.digest(url, 1_000_000, checksum=True)
+        empty = await verifier.digest(f"{sb.s3_url}/{sb.bucket}/temp/x/empty.pdf", 10,
+                                      checksum=True)
+        bounded = await verifier.digest(url, 1000, checksum=True)
+    md5 = hashlib.md5(data).hexdigest()
+    if settled_by_checksum:
+        assert found == Digest(300_000, None, md5)
+        assert (verifier.checksums, verifier.downloads) == (2, 1)  # the empty object
+        assert bounded == Digest(300_000, None, md5)  # its size alone says: not ours
+    else:
+        assert found == Digest(300_000, hashlib.sha256(data).hexdigest(), md5)
+        assert verifier.checksums == 0
+        assert bounded == Digest(1001, "")  # a 200 to a Range is read only so far
+    assert empty == Digest(0, hashlib.sha256(b"").hexdigest(), hashlib.md5(b"").hexdigest())
+
+
+@pytest.mark.radosgw
+async def test_radosgw_answers_a_one_byte_range_with_the_objects_md5_and_size(
+        session: aiohttp.ClientSession) -> None:
+    target = require_radosgw()
+    data = os.urandom(70_000)
+    client = s3_client(target)
+    key = f"temp/proof-checksum/{os.urandom(6).hex()}/a.pdf"
+    client.put_object(Bucket=target.bucket, Key=key, Body=data)
+    try:
+        url = client.generate_presigned_url(
+            "get_object", Params={"Bucket": target.bucket, "Key": key}, ExpiresIn=300)
+        verifier = Verifier(session, 2)
+        found = await verifier.digest(url, 1_000_000, checksum=True)
+    finally:
+        client.delete_object(Bucket=target.bucket, Key=key)
+    assert found == Digest(70_000, None, hashlib.md5(data).hexdigest())
+    assert (verifier.checksums, verifier.downloads, verifier.bytes_read) == (1, 0, 1)

@@ -113,3 +113,53 @@ async def test_no_proxy_sends_straight_to_the_hosts_it_names(
 def test_a_proxy_is_shown_without_its_credentials() -> None:
     assert shown("http://user:pw@proxy.clinic.local:3128") == "http://proxy.clinic.local:3128"
     assert shown("proxy:8080") == "http://proxy:8080"
+
+
+@pytest.mark.parametrize(("host", "no_proxy", "direct"), [
+    ("s3.example.com", "example.com", True),       # a name covers the hosts under it
+    ("s3.example.com", ".example.com", True),      # with or without the leading dot
+    ("example.com", ".example.com", True),
+    ("notexample.com", "example.com", False),      # a suffix of the name is not enough
+    ("api.pracsuite.com", "*", True),
+    ("api.pracsuite.com", "localhost, 127.0.0.1", False),
+    ("127.0.0.1", "localhost,127.0.0.1", True),
+    ("10.1.2.3", "10.0.0.0/8", True),              # CIDR, as curl 7.86+
+    ("11.1.2.3", "10.0.0.0/8", False),
+    ("::1", "::1", True),
+    ("[::1]", "[::1]", True),
+    ("s3.example.com", "example.com:443", True),   # the port is not matched
+    ("S3.Example.COM.", "example.com", True),      # case and a trailing dot
+    ("s3.example.com", "", False),
+])
+def test_no_proxy_is_read_as_curl_reads_it(host: str, no_proxy: str, direct: bool) -> None:
+    import os
+
+    from pracsuite_ingest.proxy import bypassed, no_proxy_entries
+    old = {k: os.environ.pop(k, None) for k in ("no_proxy", "NO_PROXY")}
+    os.environ["NO_PROXY"] = no_proxy
+    try:
+        assert bypassed(host, no_proxy_entries()) is direct
+    finally:
+        os.environ.pop("NO_PROXY")
+        os.environ.update({k: v for k, v in old.items() if v is not None})
+
+
+async def test_a_sessions_proxies_are_read_once_and_honour_no_proxy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiohttp
+
+    from pracsuite_ingest.proxy import for_session
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw@proxy.example:3128")
+    monkeypatch.setenv("NO_PROXY", "s3.internal")
+    for name in ("https_proxy", "no_proxy", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    async with aiohttp.ClientSession() as session:
+        proxies = for_session(session)
+        via = proxies.for_url("https://api.pracsuite.com/v1/x")
+        assert str(via["proxy"]) == "http://proxy.example:3128"
+        assert (via["proxy_auth"].login, via["proxy_auth"].password) == ("user", "pw")
+        assert proxies.for_url("https://bucket.s3.internal/k") == {}
+        monkeypatch.setenv("NO_PROXY", "api.pracsuite.com")  # read once: not seen
+        assert for_session(session) is proxies
+        assert for_session(session).for_url("https://api.pracsuite.com/v1/y") == via

@@ -3,6 +3,7 @@ pure rules."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -165,3 +166,32 @@ def test_an_upload_whose_own_key_proved_a_record_under_another_row_is_that_recor
     # and a record claimed by another upload is never a candidate for this one
     assert not candidate(ups[1], "7", claims.keys())
     assert candidate(ups[1], "10", claims.keys())
+
+
+MD5_A, MD5_B = "c" * 32, "d" * 32
+
+
+@pytest.mark.parametrize("verify", ["ambiguous", "all"])
+def test_the_storages_md5_decides_where_the_files_md5_is_known(verify: str) -> None:
+    with_md5 = replace(up(1), md5=MD5_A)
+    evidence = Evidence({}, {1: ["7", "8"]})
+    checksums = {"7": Digest(10, None, MD5_B), "8": Digest(10, None, MD5_A)}
+    decision = decide_claims([with_md5], evidence, verify, checksums)
+    assert decision.claims == {1: ("8", True)} and decision.differ == {1: ["7"]}
+    # the same MD5 at another size is not ours
+    assert decide_claims([with_md5], Evidence({}, {1: ["8"]}), verify,
+                         {"8": Digest(11, None, MD5_A)}).claims == {}
+    # the file's MD5 unknown (changed on disk since): a checksum cannot decide, the bytes must
+    unknown = decide_claims([up(1)], Evidence({}, {1: ["8"]}), verify,
+                            {"8": Digest(10, None, MD5_A)})
+    assert unknown.claims == {} and unknown.download == ["8"] and unknown.differ == {}
+
+
+def test_with_verify_off_an_upload_once_ambiguous_stays_unclaimed_on_name_alone() -> None:
+    # An earlier poll saw two records of its name and size; now one is seen (the other
+    # claimed by proof, or gone): name and size alone still cannot tell.
+    decision = decide_claims([up(1)], Evidence({}, {1: ["8"]}), "off", {}, crowded={1})
+    assert decision.claims == {} and decision.ambiguous == {1: ["8"]}
+    # proof still claims it
+    assert decide_claims([up(1)], Evidence({1: "8"}, {}), "off", {}, crowded={1}).claims == {
+        1: ("8", False)}

@@ -41,7 +41,7 @@ def test_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PRACSUITE_INGEST_UPLOAD__CONCURRENCY", "16")
     assert load_settings(cfg(tmp_path)).upload.concurrency == 16
     s = load_settings(cfg(tmp_path), {"upload": {"concurrency": 5}})
-    assert s.upload.concurrency == 5 and s.upload.presign_concurrency == 4
+    assert s.upload.concurrency == 5 and s.upload.presign_concurrency == 8
 
 
 @pytest.mark.parametrize(("text", "env", "named"), [

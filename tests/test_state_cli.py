@@ -41,7 +41,9 @@ async def test_reconcile_later_finds_what_a_slow_practice_validated(tmp_path: Pa
 
 
 async def test_a_second_run_on_the_same_state_file_is_refused(tmp_path: Path) -> None:
-    async with Sandbox(SandboxOptions(latency_ms=(100, 200))) as sb:
+    # 300-400 ms a request, 2 uploads at a time: the first run takes 5 s or more, time
+    # for the second to start on a loaded machine (CI saw it finish first at 100-200 ms).
+    async with Sandbox(SandboxOptions(latency_ms=(300, 400))) as sb:
         manifest = write_manifest(tmp_path, make_files(tmp_path, 30, ["2"]))
         cfg = config(tmp_path, sb, upload={"concurrency": 2})
         env = {k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")}

@@ -37,6 +37,7 @@ from pracsuite_ingest.guards import (
 )
 from pracsuite_ingest.list_walk import Walk, WalkLimits
 from pracsuite_ingest.models import Presigned
+from pracsuite_ingest.proxy import for_session
 from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.retry import MAX_WAIT_S, server_wait
 
@@ -313,7 +314,7 @@ class PracSuiteClient:
             try:
                 async with self._session.request(
                     method, url, json=body, headers=self._headers, timeout=self._timeout,
-                    allow_redirects=False,
+                    allow_redirects=False, **for_session(self._session).for_url(url),
                 ) as resp:
                     too_large = False
                     try:

@@ -19,8 +19,9 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
                                        ssl=tls_context(settings.api.ca_file)),
         # PracSuite's answers are small; S3 bodies are streamed from disk.
         auto_decompress=True,
-        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, for PracSuite and S3 alike (docs/contract.md).
-        trust_env=True,
+        # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, for PracSuite and S3 alike (docs/contract.md):
+        # read once for the session (proxy.for_session), not by aiohttp on every request.
+        trust_env=False,
     )
 
 

@@ -105,7 +105,7 @@ class InputSettings(_Section):
 
 class UploadSettings(_Section):
     concurrency: int = Field(default=8, ge=1, le=256)
-    presign_concurrency: int = Field(default=4, ge=1, le=64)
+    presign_concurrency: int = Field(default=8, ge=1, le=64)
     timeout_s: float = Field(default=900.0, gt=0)
     grace_s: float = Field(default=30.0, ge=0)
     max_bytes_per_second: int = Field(default=0, ge=0)  # all uploads together; 0 = no cap

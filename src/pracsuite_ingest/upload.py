@@ -31,6 +31,7 @@ from pracsuite_ingest.formbody import (
 )
 from pracsuite_ingest.guards import SMALL_BODY_LIMIT, BodyTooLarge, read_capped
 from pracsuite_ingest.models import LocalFile, Presigned
+from pracsuite_ingest.proxy import for_session
 from pracsuite_ingest.s3_errors import parse_s3_error
 
 STALL_FLOOR_S = 60.0
@@ -158,7 +159,8 @@ async def upload_file(
             form = form_body(presigned.fields, fh, file_name, first=first, cap=cap)
         # No redirects: the body is a patient's file, and it goes where PracSuite said only.
         async with session.post(presigned.url, data=form, timeout=timeout,
-                                allow_redirects=False) as resp:
+                                allow_redirects=False,
+                                **for_session(session).for_url(presigned.url)) as resp:
             code = message = ""
             s3_now = s3_clock(resp.headers)
             if resp.status not in (200, 201, 204):

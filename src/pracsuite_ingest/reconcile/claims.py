@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -39,16 +39,18 @@ class VerifyMode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Digest:
-    """What a record's bytes were: their count and sha256."""
+    """What a record's bytes are: their count, and their sha256 (a download) or only
+    their MD5 (the storage's checksum, `verification.py`; `sha256` is then None)."""
 
     size: int
-    sha256: str
+    sha256: str | None
+    md5: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Claims:
     """`claims`: item -> (record, whether its bytes were compared); `download`: records
-    whose bytes must be read before anything more can be decided; `ambiguous`
+    whose bytes (or checksum) must be read before anything more can be decided; `ambiguous`
     (verify off): uploads left unclaimed, with the records name and size cannot tell
     apart; `differ`: records whose bytes are not the upload's (never claimed for it)."""
 
@@ -58,19 +60,30 @@ class Claims:
     differ: dict[int, list[str]]
 
 
+def decidable(up: Upload, digest: Digest) -> bool:
+    """The digest can say whether the record is `up`'s: a download's sha256, or the
+    storage's MD5 where the file's MD5 is known."""
+    return digest.sha256 is not None or (digest.md5 is not None and up.md5 is not None)
+
+
 def _ours(up: Upload, digest: Digest) -> bool:
-    return up.sha256 is not None and digest.sha256 == up.sha256 and (
-        up.size is None or digest.size == up.size)
+    if up.size is not None and digest.size != up.size:
+        return False
+    if digest.sha256 is not None:
+        return up.sha256 is not None and digest.sha256 == up.sha256
+    return up.md5 is not None and digest.md5 == up.md5
 
 
 def decide_claims(uploads: Iterable[Upload], evidence: Evidence, verify: VerifyMode | str,
-                  digests: Mapping[str, Digest]) -> Claims:
+                  digests: Mapping[str, Digest], crowded: Set[int] = frozenset()) -> Claims:
     """Claims under `verify`, given the digests of the records downloaded so far. Pure;
     uploads in item order, each record claimed once.
 
     A record whose bytes differ from the upload's is never claimed for it. With
     "off", a name-and-size match is claimed only where one record and one upload share
-    it (counting every upload that names that record).
+    it (counting every upload that names that record), and never for an upload in
+    `crowded`: one that an earlier poll of this round found ambiguous (the reconciler
+    remembers it across polls).
     """
     mode = VerifyMode(verify)
     pending = sorted(uploads, key=lambda u: u.item_id)
@@ -83,7 +96,7 @@ def decide_claims(uploads: Iterable[Upload], evidence: Evidence, verify: VerifyM
     def by_bytes(up: Upload, records: list[str]) -> None:
         for rid in records:
             digest = digests.get(rid)
-            if digest is None:
+            if digest is None or not decidable(up, digest):
                 if rid not in download:
                     download.append(rid)
             elif _ours(up, digest):
@@ -111,7 +124,7 @@ def decide_claims(uploads: Iterable[Upload], evidence: Evidence, verify: VerifyM
             continue
         if mode.bytes_decide_names:
             by_bytes(up, named)
-        elif len(named) == 1 and named_by[named[0]] == 1:
+        elif len(named) == 1 and named_by[named[0]] == 1 and up.item_id not in crowded:
             claims[up.item_id] = (named[0], False)
             taken.add(named[0])
         else:

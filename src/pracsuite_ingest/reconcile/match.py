@@ -39,6 +39,8 @@ class Upload:
     sending it. A later run's snapshot says nothing about this upload's record."""
     sha256: str | None = None
     """The file's sha256: what a record's bytes must hash to (`claims.decide_claims`)."""
+    md5: str | None = None
+    """The file's MD5, where it was read (to compare with the storage's checksum)."""
 
     @property
     def uuid(self) -> str | None:

@@ -33,7 +33,7 @@ from pracsuite_ingest.retry import PolicyRetrier
 from pracsuite_ingest.scheduling import Activity, Due, Schedule
 from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.state import ItemRecord, State
-from pracsuite_ingest.verification import Verifier, VerifyFailed
+from pracsuite_ingest.verification import FileMD5s, Verifier, VerifyFailed
 
 POLLS_IN_FLIGHT = 4  # patients polled at once; the rate gate still paces every call
 IDLE_TICK_S = 1.0  # the longest the loop sleeps before it looks at shutdown and state again
@@ -126,6 +126,7 @@ class Reconciler:
         self.verifier = Verifier(api.session, settings.reconcile.verify_concurrency,
                                  base_url=settings.api.base_url)
         self.digests: dict[str, Digest] = {}  # records whose bytes were read
+        self.md5s = FileMD5s()  # the files' MD5, for the storage's checksum
         self.ambiguous: dict[int, list[str]] = {}  # verify off: candidates left unclaimed
         self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
         self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
@@ -281,6 +282,7 @@ class Reconciler:
             complete = False  # the list was read: claim what the bytes read so far prove
         notes: dict[int, str] = {}
         if evidence is not None:
+            waiting = [self.md5s.of(u) for u in waiting]
             claimed, complete = self._claims(client_id, items, waiting, evidence, generation,
                                              complete)
             found |= claimed
@@ -290,8 +292,9 @@ class Reconciler:
         return complete, len(found)
 
     def _upload_of(self, item: ItemRecord) -> Upload:
-        return Upload(item.id, item.client_id, item.file_name, item.size, item.key or "",
-                      self._before(item), item.sha256)
+        self.md5s.know(item.id, item.path)
+        return self.md5s.of(Upload(item.id, item.client_id, item.file_name, item.size,
+                                   item.key or "", self._before(item), item.sha256))
 
     def _before(self, item: ItemRecord) -> frozenset[str]:
         """The snapshot taken before this item's upload: its own run's, or for an upload
@@ -307,13 +310,19 @@ class Reconciler:
     def _early_reader(self, waiting: list[Upload]) -> OnAnswer:
         """What to do with each `presign_url` answer read during the poll: a record whose
         name is an upload's has its bytes read now, while the URL is fresh."""
-        wanted = {nfc(u.file_name) for u in waiting} if self.mode.bytes_decide_names else set()
+        wanted: dict[str, list[Upload]] = {}
+        if self.mode.bytes_decide_names:
+            for up in waiting:
+                wanted.setdefault(nfc(up.file_name), []).append(up)
         limit = _size_limit(waiting)
 
         async def read_early(rid: str, answer: PresignAnswer) -> None:
-            if rid not in self.digests and nfc(answer.file_name) in wanted:
+            named = wanted.get(nfc(answer.file_name))
+            if rid not in self.digests and named:
+                checksum = await self.md5s.all_known(named)
                 with contextlib.suppress(VerifyFailed):
-                    self.digests[rid] = await self.verifier.digest_bounded(answer.url, limit)
+                    self.digests[rid] = await self.verifier.digest_bounded(
+                        answer.url, limit, checksum=checksum)
 
         return read_early
 
@@ -321,6 +330,7 @@ class Reconciler:
                           links: dict[str, str]) -> None:
         """Download what the bytes must decide; each digest is kept as it comes, so a
         poll cut by its time limit loses none of those already read."""
+        uploads = [self.md5s.of(u) for u in uploads]  # MD5s read back since
         decision = decide_claims(uploads, evidence, self.mode, self.digests)
         if not decision.download:
             return
@@ -333,18 +343,27 @@ class Reconciler:
                              stage="verify", client_id=client_id, attachment_id=rid,
                              error=reason)
 
+        checksum = set()
+        for rid in decision.download:
+            deciding = [u for u in uploads if rid == evidence.proven.get(u.item_id)
+                        or rid in evidence.named.get(u.item_id, ())]
+            # A checksum already read that could not decide: only the bytes can.
+            if rid not in self.digests and deciding and await self.md5s.all_known(deciding):
+                checksum.add(rid)
         await self.verifier.digest_records(decision.download, self.reader.answers,
                                            read_answer, _size_limit(uploads), self.digests,
-                                           failed)
+                                           failed, checksum)
         self.log.debug("record bytes read", stage="verify", client_id=client_id,
                        records=len(decision.download), downloads_total=self.verifier.downloads,
+                       checksums_total=self.verifier.checksums,
                        bytes_total=self.verifier.bytes_read)
 
     def _claims(self, client_id: str, items: list[ItemRecord], waiting: list[Upload],
                 evidence: Evidence, generation: int, complete: bool) -> tuple[Found, bool]:
         """The claims the evidence and the bytes read allow, and whether the poll stays
         complete; remembers what the verdict will need (ambiguous, other bytes)."""
-        decision = decide_claims(waiting, evidence, self.mode, self.digests)
+        decision = decide_claims(waiting, evidence, self.mode, self.digests,
+                                 self.ambiguous.keys())
         claimed = decision.claims
         if self.uploads.activity.started(client_id) != generation:
             claimed = {i: (r, v) for i, (r, v) in claimed.items()
@@ -352,9 +371,9 @@ class Reconciler:
             complete = complete and len(claimed) == len(decision.claims)
         for item in items:
             if item.id in decision.ambiguous:
-                self.ambiguous[item.id] = decision.ambiguous[item.id]
-            else:
-                self.ambiguous.pop(item.id, None)
+                # Once ambiguous, ambiguous for the round: its candidates only add up.
+                seen = self.ambiguous.setdefault(item.id, [])
+                seen += [r for r in decision.ambiguous[item.id] if r not in seen]
             if item.id in decision.differ:
                 self.differ.setdefault(item.id, set()).update(decision.differ[item.id])
         return claimed, complete

@@ -41,6 +41,7 @@ class DescriptionMode(StrEnum):
     FILE_NAME = "file_name"
     EMPTY = "empty"
     TEXT = "text"
+    KEY = "key"  # the key the file was uploaded to: its name and the presign's uuid
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,10 @@ class Record:
         return PurePosixPath(self.file_name).suffix.lstrip(".").upper()
 
 
-def describe(mode: DescriptionMode, file_name: str) -> str:
+def describe(mode: DescriptionMode, file_name: str, key: str = "") -> str:
     """A record's `description` under `mode`."""
+    if mode is DescriptionMode.KEY:
+        return key
     if mode is DescriptionMode.FILE_NAME:
         return file_name
     if mode is DescriptionMode.TEXT:
@@ -331,7 +334,7 @@ class Ledger:
             key=key,
             file_size=size,
             file_date=file_date,
-            description=describe(self.description_mode, file_name),
+            description=describe(self.description_mode, file_name, key),
             tenant_id=self.tenant_id,
             user_id=self.user_id,
             pre_existing=pre_existing,

@@ -80,6 +80,18 @@ class SandboxOptions(FaultKnobs):
     """The share of validated uploads for which someone else (the front desk, another
     integration) also uploads a file of the same name and size for the same patient,
     with other bytes, during the run: its record appears just before ours."""
+    others_after: bool = False
+    """The lookalike's record appears just after ours instead (a higher id)."""
+    others_lead_s: float = 0.0
+    """The lookalike's record appears this long before ours (alone at a poll between):
+    the case no rule over the list alone can tell from ours (docs/proof.md)."""
+    object_etag: str = "md5"
+    """What the sandbox's S3 says as a GET's `ETag`: "md5" (S3's, quoted), "none" (no
+    ETag) or "multipart" (`"<md5>-2"`, a multipart upload's: says nothing of the MD5).
+    Not applied with `external_s3` (the external S3 answers for itself)."""
+    honour_range: bool = True
+    """Whether the sandbox's S3 answers a `Range` GET with 206 and the range (S3 does);
+    False: a 200 with the whole object."""
 
     def fault_plan(self) -> FaultPlan:
         """The fault knobs, validated (ValueError when out of range)."""
@@ -217,6 +229,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--others-rate", type=_rate, default=0.0, metavar="RATE",
         help="share of uploads for which someone else uploads the same name and size "
              "(other bytes) for the same patient during the run")
+    add("--others-after", action="store_true",
+        help="the lookalike's record (--others-rate) appears just after ours, not before")
+    add("--others-lead", type=float, default=0.0, metavar="SECONDS", dest="others_lead_s",
+        help="the lookalike's record appears this long before ours")
+    add("--object-etag", choices=["md5", "none", "multipart"], default=d.object_etag,
+        help="the ETag the sandbox's S3 gives a GET: the object's MD5, none, or a "
+             "multipart-looking one")
+    add("--ignore-range", action="store_true",
+        help="the sandbox's S3 answers a Range GET with the whole object (200)")
     add("--rate-budget", type=float, default=0.0, metavar="PER_SECOND",
         help="play a rate limit: API requests/s accepted, 429 above (0 = none)")
     add("--error-detail-suffix", default="", metavar="TEXT",
@@ -287,6 +308,10 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         s3_drop_after_rate=ns.s3_drop_after,
         latency_ms=ns.latency_ms,
         others_rate=ns.others_rate,
+        others_after=ns.others_after,
+        others_lead_s=ns.others_lead_s,
+        object_etag=ns.object_etag,
+        honour_range=not ns.ignore_range,
         rate_budget=ns.rate_budget,
         external_s3=external_from_args(ns),
         error_detail_suffix=ns.error_detail_suffix,

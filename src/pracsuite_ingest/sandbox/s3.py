@@ -5,16 +5,21 @@
 S3 ignores them), streams the file part to a temp file in fixed-size chunks
 (memory stays flat for any size), checks its size and only then renames it into
 place and answers 204. Refusals are S3's XML errors with S3's statuses.
-`GET`/`HEAD /{bucket}/{key}` serve stored objects. No API key is ever read here.
+`GET`/`HEAD /{bucket}/{key}` serve stored objects, with S3's `ETag` (the MD5, quoted)
+and `Range` (206) by default; `SandboxOptions.object_etag` and `honour_range` play an
+S3 that gives no or a multipart-looking ETag, or ignores the Range. No API key is ever read here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 from aiohttp import BodyPartReader, web
@@ -42,6 +47,8 @@ class S3Context:
     faults: Faults
     stats: Stats
     on_stored: StoredCallback
+    etag: str = "md5"  # SandboxOptions.object_etag
+    honour_range: bool = True  # SandboxOptions.honour_range
 
 
 @dataclass(frozen=True)
@@ -241,4 +248,45 @@ async def _get_object(request: web.Request) -> web.StreamResponse:
     path = context.store.stored_path(bucket, key)
     if path is None or not path.is_file():
         return _error(request, 404, "NoSuchKey", "The specified key does not exist.")
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+    size = path.stat().st_size
+    headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
+    md5 = await asyncio.to_thread(_md5_of, path)
+    if context.etag == "md5":
+        headers["ETag"] = f'"{md5}"'
+    elif context.etag == "multipart":
+        headers["ETag"] = f'"{md5}-2"'
+    wanted = _RANGE.fullmatch(request.headers.get("Range", "").strip())
+    if wanted is not None and context.honour_range and request.method != "HEAD":
+        first = int(wanted.group(1))
+        last = min(int(wanted.group(2) or size - 1), size - 1)
+        if first >= size or first > last:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        with path.open("rb") as fh:
+            fh.seek(first)
+            body = fh.read(last - first + 1)
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        context.stats.s3_bytes_served += len(body)
+        return web.Response(status=206, body=body, headers=headers)
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_length = size
+    await response.prepare(request)
+    if request.method == "HEAD":  # the headers only
+        await response.write_eof()
+        return response
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            context.stats.s3_bytes_served += len(chunk)
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+def _md5_of(path: Path) -> str:
+    md5 = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            md5.update(chunk)
+    return md5.hexdigest()

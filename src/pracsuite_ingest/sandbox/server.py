@@ -188,6 +188,8 @@ class Sandbox:
             reject_names=o.reject_pattern(),
             accept_empty=o.accept_empty_files,
             others_rate=o.others_rate,
+            others_after=o.others_after,
+            others_lead_s=o.others_lead_s,
             put_object=put,
             rng=random.Random(o.seed),
         )
@@ -263,6 +265,8 @@ class Sandbox:
                 faults=self.faults,
                 stats=self.stats_counters,
                 on_stored=validator.object_stored,
+                etag=o.object_etag,
+                honour_range=o.honour_range,
             )
         )
         self.s3_url = await self._serve(s3_app, o.s3_port)

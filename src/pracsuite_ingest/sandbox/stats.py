@@ -34,6 +34,7 @@ class Stats:
     )
     faults: Counter[str] = field(default_factory=Counter)
     uploads_stored: int = 0
+    s3_bytes_served: int = 0  # bytes of stored objects the S3's GETs answered with
     validation_failures: list[dict[str, Any]] = field(default_factory=list)
     validation_errors: list[str] = field(default_factory=list)
     issued_secrets: list[str] = field(default_factory=list, repr=False)
@@ -66,6 +67,7 @@ class Stats:
             "faults": dict(self.faults),
             "presigned": ledger.presigned_count,
             "uploads_stored": self.uploads_stored,
+            "s3_bytes_served": self.s3_bytes_served,
             "records_created": created,
             "records_created_total": len(records),
             "records_by_others": [

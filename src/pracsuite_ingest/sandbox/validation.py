@@ -40,6 +40,8 @@ class Validator:
         accept_empty: bool = False,
         today: Callable[[], date] = date.today,
         others_rate: float = 0.0,
+        others_after: bool = False,
+        others_lead_s: float = 0.0,
         put_object: Callable[[str, str, bytes], Awaitable[None]] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -55,6 +57,8 @@ class Validator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._others_rate = others_rate
+        self._others_after = others_after
+        self._others_lead_s = others_lead_s
         self._put_object = put_object
         self._rng = rng or random.Random()
 
@@ -93,9 +97,14 @@ class Validator:
             accept_empty=self._accept_empty,
         )
         if reason is None and size is not None:
-            if self._put_object is not None and self._rng.random() < self._others_rate:
+            other = self._put_object is not None and self._rng.random() < self._others_rate
+            if other and not self._others_after:
                 await self._lookalike(pending, size)
+                if self._others_lead_s:
+                    await asyncio.sleep(self._others_lead_s)
             self._ledger.create_record(pending, size, self._today())
+            if other and self._others_after:
+                await self._lookalike(pending, size)
             return
         self._stats.validation_failures.append(
             {
@@ -109,8 +118,9 @@ class Validator:
 
     async def _lookalike(self, pending: PendingUpload, size: int) -> None:
         """Someone else uploads a file with the same name and size for the same patient
-        (other bytes): its record appears with ours, just before it, as a front desk
-        re-scan during the run would. Its bytes are stored so that they can be read."""
+        (other bytes): its record appears with ours, just before it (or just after,
+        `others_after`), as a front desk re-scan during the run would. Its bytes are
+        stored so that they can be read."""
         assert self._put_object is not None
         key = self._ledger.lookalike_key(pending)
         data = os.urandom(size)
