@@ -66,7 +66,8 @@ def decidable(up: Upload, digest: Digest) -> bool:
     return digest.sha256 is not None or (digest.md5 is not None and up.md5 is not None)
 
 
-def _ours(up: Upload, digest: Digest) -> bool:
+def is_ours(up: Upload, digest: Digest) -> bool:
+    """The record's bytes (sha256) or the storage's checksum of them (MD5) are `up`'s."""
     if up.size is not None and digest.size != up.size:
         return False
     if digest.sha256 is not None:
@@ -99,7 +100,7 @@ def decide_claims(uploads: Iterable[Upload], evidence: Evidence, verify: VerifyM
             if digest is None or not decidable(up, digest):
                 if rid not in download:
                     download.append(rid)
-            elif _ours(up, digest):
+            elif is_ours(up, digest):
                 claims[up.item_id] = (rid, True)
                 taken.add(rid)
                 return

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from pracsuite_ingest.reconcile.claims import Digest
+from pracsuite_ingest.reconcile.claims import Digest, is_ours
 from pracsuite_ingest.reconcile.match import Evidence, Upload, record_order
 
 
@@ -22,17 +22,18 @@ def twins(claims: Mapping[int, tuple[str, bool]], uploads: Iterable[Upload],
           evidence: Evidence, digests: Mapping[str, Digest]) -> dict[int, list[str]]:
     """For each claim made on the bytes: the other new records of the same name and size
     for that upload (`evidence.named`: this patient's, none claimed by this state file)
-    whose bytes were read and are the same, claimed by no upload of this poll."""
+    whose bytes (or the storage's checksum of them) were read and are the upload's,
+    claimed by no upload of this poll."""
     taken = {record for record, _ in claims.values()}
     by_item = {u.item_id: u for u in uploads}
     found: dict[int, list[str]] = {}
     for item_id, (_record, verified) in claims.items():
         up = by_item.get(item_id)
-        if not verified or up is None or up.sha256 is None:
+        if not verified or up is None:
             continue
         same = [rid for rid in evidence.named.get(item_id, ())
                 if rid not in taken and (d := digests.get(rid)) is not None
-                and d.sha256 == up.sha256 and (up.size is None or d.size == up.size)]
+                and is_ours(up, d)]
         if same:
             found[item_id] = sorted(same, key=record_order)
     return found
