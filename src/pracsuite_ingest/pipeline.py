@@ -27,6 +27,7 @@ from pracsuite_ingest.errors import (
     OutcomeUnknown,
     Permanent,
     PolicyExpired,
+    QuotaSpent,
     Retryable,
     SourceChanged,
 )
@@ -81,6 +82,7 @@ class Run:
         self._snap_refused: dict[str, str] = {}
         self._snapshotted: set[str] = set()
         self.uploads = UploadPhase()  # what reconcile, running alongside, sees of the uploads
+        self.stopped_by: QuotaSpent | None = None  # PracSuite's quota answer that stopped it
         self._upload_cap_s = settings.upload.timeout_s
         cap = settings.upload.max_bytes_per_second
         self._bandwidth = BandwidthCap(cap) if cap else None  # one for every upload
@@ -241,6 +243,14 @@ class Run:
             self.state.save_snapshot(self.run_id, client_id, (r.record_id for r in records))
             self._snapshotted.add(client_id)
 
+    def stop_for_quota(self, exc: QuotaSpent) -> None:
+        """PracSuite takes no more calls for now: stop as a SIGTERM stops the run (no new
+        work; uploads in flight finish or are recorded; unconfirmed ones stay pending)."""
+        if self.stopped_by is None:
+            self.stopped_by = exc
+            self.log.error("stopping: PracSuite's quota is spent", error=str(exc))
+        self.shutdown.set()
+
     def _on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
         self.counters.retries += 1
         self.log.warning("retrying", error=str(exc), attempt=attempt, delay_s=round(delay, 2))
@@ -281,6 +291,9 @@ class Run:
             self.events.lost(item_id, str(exc), log)
         except (Permanent, Retryable) as exc:
             self.events.failed(item_id, str(exc), local, log)
+        except QuotaSpent as exc:  # not this file's fault: it stays pending
+            self.stop_for_quota(exc)
+            self.events.cancelled(item_id)
         except asyncio.CancelledError:
             self.events.cancelled(item_id)
             raise
@@ -334,6 +347,7 @@ class Run:
 
         An upload whose S3 answer was lost is sent again only after a reconcile
         pass found no record for it by the deadline (docs/contract.md, "Guarantees").
+        A spent quota (`QuotaSpent`) stops it as a SIGTERM does, then is raised.
         """
         if self.api is not None:
             self.counters.pace = self.api.gate.pace
@@ -342,6 +356,8 @@ class Run:
         finally:
             if self.api is not None:
                 self.log.info("api pace", **self.api.gate.pace().as_dict())
+        if self.stopped_by is not None:  # stopped as on SIGTERM; the run ends with exit 3
+            raise self.stopped_by
 
     async def _upload_and_reconcile(self) -> None:
         """Reconcile runs from the first upload on (confirming while uploading); its
@@ -370,7 +386,8 @@ class Run:
     async def _reconcile(self, uploads: UploadPhase | None) -> set[int]:
         return await reconcile_run(self.state, self.api, self.settings, self.run_id,
                                    self.settings.reconcile.deadline_s, self.shutdown,
-                                   self.log, self.counters, uploads)
+                                   self.log, self.counters, uploads,
+                                   on_quota=self.stop_for_quota)
 
     async def _resend(self, items: list[ItemRecord]) -> None:
         async with asyncio.TaskGroup() as tg:

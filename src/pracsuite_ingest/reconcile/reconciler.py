@@ -16,13 +16,14 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pracsuite_ingest import MAX_FILE_BYTES
 from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.counters import Counters
-from pracsuite_ingest.errors import Permanent, Retryable
+from pracsuite_ingest.errors import Permanent, QuotaSpent, Retryable
 from pracsuite_ingest.models import Stage
 from pracsuite_ingest.reconcile.claims import Digest, VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc, proven_by_own_key
@@ -67,7 +68,8 @@ class UploadPhase:
 async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Settings,
                         run_id: str, deadline_s: float, shutdown: asyncio.Event,
                         log: Any, counters: Counters | None = None,
-                        uploads: UploadPhase | None = None) -> set[int]:
+                        uploads: UploadPhase | None = None, *,
+                        on_quota: Callable[[QuotaSpent], None] | None = None) -> set[int]:
     """Poll until every awaiting upload of the run has a record, or the deadline passes.
 
     With `uploads` (a run's first round), it runs while the uploads go on: it polls
@@ -75,7 +77,9 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
     and the deadline counts from `uploads.finished`; without, from now.
 
     Returns the ids of uploads whose S3 answer was lost and that PracSuite is *known*
-    not to hold (`verdict.py`): only those may be sent again.
+    not to hold (`verdict.py`): only those may be sent again. `on_quota`: what to do
+    when PracSuite's quota is spent (a run stops as on SIGTERM: `shutdown` is set and
+    nothing is declared missing); without it, `QuotaSpent` ends the round.
     """
     assert api is not None
     c = counters or Counters()
@@ -85,7 +89,7 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
         uploads.finish()
     try:
         absent = await Reconciler(state, api, settings, run_id, shutdown, log, c,
-                                  uploads).run(deadline_s)
+                                  uploads, on_quota).run(deadline_s)
         # The display's last frame shows the outcome: what is still without a record.
         c.awaiting = len(state.awaiting(run_id))
     except BaseException:
@@ -112,8 +116,10 @@ class Reconciler:
 
     def __init__(self, state: State, api: PracSuiteClient, settings: Settings, run_id: str,
                  shutdown: asyncio.Event, log: Any, counters: Counters,
-                 uploads: UploadPhase) -> None:
+                 uploads: UploadPhase,
+                 on_quota: Callable[[QuotaSpent], None] | None = None) -> None:
         self.state = state
+        self.on_quota = on_quota
         self.run_id = run_id
         self.shutdown = shutdown
         self.log = log
@@ -271,6 +277,11 @@ class Reconciler:
                                                   self._early_reader(waiting))
                     evidence = look.evidence
                     await self._read_bytes(client_id, waiting, evidence, look.links)
+        except QuotaSpent as exc:
+            if self.on_quota is None:
+                raise
+            self.on_quota(exc)  # PracSuite cannot be asked now: nothing is decided
+            return False, 0
         except (Permanent, Retryable, TimeoutError) as exc:
             self.log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
                              error=str(exc) or type(exc).__name__)
@@ -377,6 +388,8 @@ class Reconciler:
             complete, _ = await self.poll(client_id, items, self._retry_bound_s)
             if complete:
                 asked.add(client_id)
+        if self.shutdown.is_set():  # stopped meanwhile (a spent quota): nothing is missing
+            return set()
         waited = time.monotonic() - self.started
         result = verdict(self.state.awaiting(self.run_id), self.ambiguous, self.differ,
                          asked, waited)
