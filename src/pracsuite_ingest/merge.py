@@ -65,8 +65,9 @@ def read_part(folder: Path) -> dict[str, Any]:
     return doc
 
 
-# `verified` came later: a report without it is still merged (its items count as unverified).
-REQUIRED_COLUMNS = tuple(c for c in rpt.ITEM_COLUMNS if c != "verified")
+# `verified` and `replaces` came later: a report without them is still merged (its items
+# count as unverified, replacing nothing).
+REQUIRED_COLUMNS = tuple(c for c in rpt.ITEM_COLUMNS if c not in ("verified", "replaces"))
 
 
 def check_parts(folders: Sequence[Path], out: Path) -> None:

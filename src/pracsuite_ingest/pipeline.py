@@ -32,6 +32,7 @@ from pracsuite_ingest.errors import (
     SourceChanged,
 )
 from pracsuite_ingest.filters import NO_FILTER
+from pracsuite_ingest.localfs import disk_identity
 from pracsuite_ingest.logs import bind_context, get_logger
 from pracsuite_ingest.models import LocalFile, Presigned, Row
 from pracsuite_ingest.presign_ahead import PresignAhead
@@ -182,6 +183,9 @@ class Run:
         try:
             bind_context(client_id=row.client_id, item=seq, stage="scan")  # this task only
             try:
+                identity = await self._identity(row)
+                if identity is not None and self._skip_unchanged(seq, row, identity):
+                    return
                 local: LocalFile | str = await check_local(
                     row, nofollow=self._nofollow, root=self._root)
             except asyncio.CancelledError:
@@ -194,11 +198,33 @@ class Run:
             if isinstance(local, str):
                 self.events.invalid(seq, row, local, log)
                 return
-            await self._admit_and_send(seq, local, log)
+            await self._admit_and_send(seq, local, log, identity)
         finally:
             self.ahead.rows.release()
 
-    async def _admit_and_send(self, seq: int, local: LocalFile, log: Any) -> None:
+    async def _identity(self, row: Row) -> str | None:
+        """The file's identity on disk, from a `stat` in a worker thread (the file is
+        not opened); None for a row that the check refuses anyway."""
+        if row.problem or not row.client_id:
+            return None
+        return await asyncio.to_thread(disk_identity, Path(row.path), nofollow=self._nofollow)
+
+    def _skip_unchanged(self, seq: int, row: Row, identity: str) -> bool:
+        """Whether the row's file is as it was when an earlier run's upload of it was
+        validated (docs/contract.md, "A rerun costs only what changed"): then it is
+        skipped without being read. Taken before the check hashes the file, the
+        identity recorded is never newer than the bytes hashed."""
+        if self.settings.input.rehash:
+            return False
+        earlier = self.state.row_upload(self.run_id, row)
+        if earlier is None or earlier.disk_identity != identity:
+            return False
+        self.events.unchanged(seq, row, earlier, identity,
+                              self.log.bind(client_id=row.client_id, item=seq))
+        return True
+
+    async def _admit_and_send(self, seq: int, local: LocalFile, log: Any,
+                              identity: str | None = None) -> None:
         row = local.row
         # No await between the look-up and the insert: admission is atomic on the loop.
         decision = admit(
@@ -209,13 +235,16 @@ class Run:
         if decision.action is Action.DUPLICATE and earlier is not None:
             self.events.duplicate(seq, local, decision, earlier, log)
         elif decision.action is Action.SKIP and earlier is not None:
-            self.events.validated_earlier(seq, local, decision, earlier, log)
+            self.events.validated_earlier(seq, local, decision, earlier, log, identity)
         elif self.dry_run:
             self.events.planned(seq, local, earlier)
         elif decision.action is Action.RECONCILE and earlier is not None:
             self.events.carried(seq, local, earlier, log)
         else:
-            item_id = self.events.admitted(seq, local)
+            prior = self.state.row_upload(self.run_id, row)  # this row's earlier upload
+            replaces = (prior.attachment_id if prior is not None
+                        and prior.sha256 != local.sha256 else None)
+            item_id = self.events.admitted(seq, local, identity, replaces)
             with self.uploads.activity.sending(row.client_id):
                 await self._send(item_id, local, log)
 
@@ -306,6 +335,7 @@ class Run:
                       log: Any, attempts: int) -> int:
         """Upload in the slot held, presigning again (`presigned` None: first) on an
         expired policy; returns the attempts made so far."""
+        keys_sent: set[str] = set()  # a send counts once per presigned key
         for presign_round in range(1, MAX_PRESIGN_ROUNDS + 1):
             if presigned is None:
                 presigned = await self._presign(local)
@@ -315,7 +345,8 @@ class Run:
                 nonlocal attempts
                 attempts += 1
                 bind_context(stage="upload", attempt=attempts)
-                self.events.sending(item_id, attempts)
+                self.events.sending(item_id, attempts, new_key=p.key not in keys_sent)
+                keys_sent.add(p.key)
                 assert self.session is not None
                 self.counters.in_flight += 1
                 try:
