@@ -34,7 +34,7 @@ from pracsuite_ingest.errors import (
 from pracsuite_ingest.filters import NO_FILTER
 from pracsuite_ingest.localfs import disk_identity
 from pracsuite_ingest.logs import bind_context, get_logger
-from pracsuite_ingest.models import LocalFile, Presigned, Row
+from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
 from pracsuite_ingest.presign_ahead import PresignAhead
 from pracsuite_ingest.reconcile.reconciler import UploadPhase, reconcile_run
 from pracsuite_ingest.reconcile.records import list_records
@@ -47,7 +47,10 @@ from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.upload import upload_file, upload_timeout
 
 MAX_PRESIGN_ROUNDS = 8  # a policy that S3 keeps calling expired: a slow link
-MAX_RESEND_ROUNDS = 4  # uploads whose answer was lost and that got no record: send again
+# Rounds of sending again, within a run, uploads that PracSuite shows no record of by a
+# deadline (lost answers, and uploads of earlier runs); each file's sends over every run
+# are bounded by reconcile.max_resends (the verdict's), this bounds the rounds.
+MAX_RESEND_ROUNDS = 4
 
 def new_run_id(now: datetime) -> str:
     return f"{now:%Y-%m-%dT%H-%M-%SZ}-{secrets.token_hex(2)}"
@@ -227,15 +230,19 @@ class Run:
                               identity: str | None = None) -> None:
         row = local.row
         # No await between the look-up and the insert: admission is atomic on the loop.
-        decision = admit(
-            self.state.find_in_run(self.run_id, row.client_id, row.file_name, local.sha256),
-            self.state.find_earlier(self.run_id, row.client_id, row.file_name, local.sha256),
-        )
+        same = self.state.find_in_run(self.run_id, row.client_id, row.file_name, local.sha256)
+        earlier = self.state.find_earlier(self.run_id, row.client_id, row.file_name,
+                                          local.sha256)
+        sends = (self.state.sends_of(row.client_id, row.file_name, local.sha256)
+                 if same is None and earlier is not None else 0)
+        decision = admit(same, earlier, sends, self.settings.reconcile.max_resends)
         earlier = decision.earlier
         if decision.action is Action.DUPLICATE and earlier is not None:
             self.events.duplicate(seq, local, decision, earlier, log)
         elif decision.action is Action.SKIP and earlier is not None:
             self.events.validated_earlier(seq, local, decision, earlier, log, identity)
+        elif decision.action is Action.GIVE_UP and earlier is not None:
+            self.events.given_up(seq, local, decision, earlier, log)
         elif self.dry_run:
             self.events.planned(seq, local, earlier)
         elif decision.action is Action.RECONCILE and earlier is not None:
@@ -407,11 +414,12 @@ class Run:
         for resend_round in range(MAX_RESEND_ROUNDS + 1):
             if resend_round:
                 absent = await self._reconcile(None)
-            lost = [i for i in self.state.lost_uploads(self.run_id) if i.id in absent]
+            lost = [i for i in map(self.state.item, sorted(absent))
+                    if i is not None and i.stage is Stage.MISSING]
             if self.shutdown.is_set() or not lost or resend_round == MAX_RESEND_ROUNDS:
                 return
-            self.log.warning("sending again uploads whose answer was lost and that have "
-                             "no record", count=len(lost), round=resend_round + 1)
+            self.log.warning("sending again uploads that PracSuite shows no record of",
+                             count=len(lost), round=resend_round + 1)
             await self._resend(lost)
 
     async def _reconcile(self, uploads: UploadPhase | None) -> set[int]:

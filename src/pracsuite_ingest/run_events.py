@@ -83,6 +83,18 @@ class RunEvents:
         self.counters.tally(stage)
         log.info("item carried to reconcile", stage="admit", from_run=earlier.run_id)
 
+    def given_up(self, seq: int, local: LocalFile, admission: Admission,
+                 earlier: ItemRecord, log: Any) -> None:
+        """Sent as often as reconcile.max_resends allows and never taken: `missing`,
+        settled (no reconcile waits for it)."""
+        self.state.add_item(self.run_id, seq, local.row, local, Stage.MISSING,
+                            error=admission.reason, key=earlier.key,
+                            snapshot_run=earlier.snapshot_run or earlier.run_id,
+                            uploaded_at=earlier.uploaded_at, settled=True)
+        self.counters.tally(Stage.MISSING)
+        log.warning("item not sent again: PracSuite did not take it", stage="admit",
+                    from_run=earlier.run_id)
+
     def admitted(self, seq: int, local: LocalFile, identity: str | None = None,
                  replaces: str | None = None) -> int:
         """A file to send; returns its item id. `replaces`: the attachment an earlier

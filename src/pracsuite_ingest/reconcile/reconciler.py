@@ -28,7 +28,7 @@ from pracsuite_ingest.models import Stage
 from pracsuite_ingest.reconcile.claims import Digest, VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc, proven_by_own_key
 from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordReader
-from pracsuite_ingest.reconcile.verdict import is_lost, verdict
+from pracsuite_ingest.reconcile.verdict import is_carried, is_lost, verdict
 from pracsuite_ingest.retry import PolicyRetrier
 from pracsuite_ingest.scheduling import Activity, Due, Schedule
 from pracsuite_ingest.settings import Settings
@@ -134,6 +134,7 @@ class Reconciler:
         self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
         self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
         self.poll_interval_s = settings.reconcile.poll_interval_s
+        self.max_resends = settings.reconcile.max_resends
         self.schedule = Schedule(self.poll_interval_s)
         self._slots = asyncio.Semaphore(POLLS_IN_FLIGHT)
         self._polling: set[str] = set()
@@ -381,8 +382,9 @@ class Reconciler:
     async def verdict(self) -> set[int]:
         """The deadline passed. Before anything lost is declared absent, look once more,
         completely, at each client that has one (bounded by the retry policy only); then
-        every upload still waiting is missing. Returns the uploads to send again."""
-        lost = [i for i in self.state.awaiting(self.run_id) if is_lost(i)]
+        every upload still waiting is missing. Returns the uploads to send again (lost,
+        or sent by an earlier run: each client with one is looked at once more)."""
+        lost = [i for i in self.state.awaiting(self.run_id) if is_lost(i) or is_carried(i)]
         asked: set[str] = set()
         for client_id, items in _by_client(lost).items():
             complete, _ = await self.poll(client_id, items, self._retry_bound_s)
@@ -391,8 +393,11 @@ class Reconciler:
         if self.shutdown.is_set():  # stopped meanwhile (a spent quota): nothing is missing
             return set()
         waited = time.monotonic() - self.started
-        result = verdict(self.state.awaiting(self.run_id), self.ambiguous, self.differ,
-                         asked, waited)
+        items = self.state.awaiting(self.run_id)
+        sends = {i.id: self.state.sends_of(i.client_id, i.file_name, i.sha256 or "")
+                 for i in items}
+        result = verdict(items, self.ambiguous, self.differ, asked, waited, sends,
+                         self.max_resends)
         for missing in result.missing:
             if missing.outcome_unknown:
                 self.state.set_stage(missing.item_id, Stage.MISSING, error=missing.error,
