@@ -98,10 +98,12 @@ RUN groupadd --system --gid 10001 pracsuite \
 
 # Defaults for a container; any of them can be overridden with -e / env:.
 # Keys are read from files in PRACSUITE_INGEST_SECRETS_DIR (vendor_api_key,
-# practice_api_key), so no key needs to be an environment variable. (DL3064: these
-# are paths and formats, not secrets.)
+# practice_api_key), so no key needs to be an environment variable. input.root is the
+# mounted input: a manifest row naming a file anywhere else is refused, never sent.
+# (DL3064: these are paths and formats, not secrets.)
 # hadolint ignore=DL3064
 ENV PRACSUITE_INGEST_STATE__PATH=/data/state/pracsuite-ingest.db \
+    PRACSUITE_INGEST_INPUT__ROOT=/data/input \
     PRACSUITE_INGEST_REPORT__DIR=/data/reports \
     PRACSUITE_INGEST_LOG__FORMAT=json \
     PRACSUITE_INGEST_SECRETS_DIR=/run/secrets/pracsuite

@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls bench-latency container-test soak radosgw-start radosgw-stop clean
+.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls bench-latency bench-peers container-test soak radosgw-start radosgw-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,12 @@ bench-calls: $(VENV)/.installed
 # against the naive loop and the pipeline's own bound at that latency
 bench-latency: $(VENV)/.installed
 	$(BIN)/python bench/latency.py
+
+# CPU ms per file and files/s of rclone, aws-cli and the worker (upload leg, whole run) on
+# the same radosgw, 2,000 x 16 KB (issue 23); BENCH_PEERS_ARGS e.g. --rounds 1 --profile
+BENCH_PEERS_ARGS ?=
+bench-peers: $(VENV)/.installed
+	$(BIN)/python bench/peers.py $(BENCH_PEERS_ARGS)
 
 # The image built and run with podman (installed if missing; root): build time, size,
 # `demo`, the compose rehearsal. Minutes of CPU: not part of `check` (docs/container.md,

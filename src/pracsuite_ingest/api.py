@@ -17,6 +17,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import aiohttp
 
 from pracsuite_ingest import __version__
+from pracsuite_ingest.client_ids import DOT_SEGMENTS, client_id_problem
 from pracsuite_ingest.errors import (
     CredentialsRefused,
     Permanent,
@@ -34,12 +35,23 @@ from pracsuite_ingest.guards import (
     read_capped,
     same_origin,
 )
+from pracsuite_ingest.list_walk import Walk, WalkLimits
 from pracsuite_ingest.models import Presigned
 from pracsuite_ingest.quota import quota_spent
 from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.retry import MAX_WAIT_S, server_wait
 
 LIST_KEYS = ("patient_attachments", "attachment_clients", "attachments", "items", "data", "results")
+
+
+def transport_text(exc: BaseException) -> str:
+    """What a failed call means, by how it failed: an answer whose body could not be
+    decoded (cut short, broken or bomb-like compression) is not an unreachable host."""
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return (f"PracSuite answered, but its body could not be read: cut short, or its "
+                f"compression broken ({name})")
+    return f"PracSuite unreachable ({name})"
 
 
 def parse_api_error(status: int, body: bytes) -> tuple[str, str, str]:
@@ -187,6 +199,7 @@ class PageRef:
 
     url: str
     page: int
+    walk: Walk | None = None  # what this walk has read before this page (list_walk.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +251,10 @@ class PracSuiteClient:
         list_key: str = "",
         page_size: int = 100,
         max_wait_s: float = MAX_WAIT_S,
+        walk_limits: WalkLimits | None = None,
     ) -> None:
         self._session = session
+        self._walk_limits = walk_limits or WalkLimits()
         self._max_wait_s = max_wait_s
         self._base = base_url.rstrip("/")
         self._origin = origin(self._base)  # the only place the keys may go
@@ -264,10 +279,16 @@ class PracSuiteClient:
 
     def _client_url(self, client_id: str) -> str:
         # pracsuite-api.md: POST and GET /patient/{client_id}/patient_attachment
+        problem = client_id_problem(client_id)
+        if problem:  # `..` would be resolved away by yarl: another path, with both keys
+            raise Permanent(f"{problem}; nothing was sent")
         return f"{self._base}/patient/{quote(client_id, safe='')}/patient_attachment"
 
     def _record_url(self, record_id: str) -> str:
         # pracsuite-api.md: GET /patient_attachment/{patient_attachment_id}[/presign_url]
+        if record_id in DOT_SEGMENTS:  # from an answer: yarl would resolve it away
+            raise Permanent(f"PracSuite's answer holds the record id {record_id!r}, which "
+                            "as a URL path segment would change the path; not looked up")
         return f"{self._base}/patient_attachment/{quote(record_id, safe='')}"
 
     def own_link(self, link: str) -> str | None:
@@ -307,7 +328,7 @@ class PracSuiteClient:
                                 "(ClientConnectorCertificateError); if a proxy inspects TLS, "
                                 "set api.ca_file to its CA") from None
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise Retryable(f"PracSuite unreachable ({type(exc).__name__})") from None
+                raise Retryable(transport_text(exc)) from None
 
     async def _request(self, method: str, url: str, body: dict[str, str] | None = None, *,
                        limit: int = SMALL_BODY_LIMIT) -> Any:
@@ -340,7 +361,7 @@ class PracSuiteClient:
         if not isinstance(url, str) or not url:
             raise Retryable("PracSuite's presign answer has no 'url'")
         fields = presigned_fields(data["fields"])
-        problem = cleartext_problem(url, "the presigned upload URL")
+        problem = cleartext_problem(url, "the presigned upload URL", self._base)
         if problem:  # the patient's file would cross the network in clear text
             raise Permanent(f"{problem}; not uploaded")
         problem = key_name_problem(dict(fields)["key"], file_name)
@@ -358,25 +379,34 @@ class PracSuiteClient:
         return url
 
     def first_page(self, client_id: str) -> PageRef:
-        return PageRef(self.list_url(client_id, 1), 1)
+        """Where a walk through the client's list starts (its limits start with it)."""
+        return PageRef(self.list_url(client_id, 1), 1,
+                       Walk(time.monotonic(), self._walk_limits))
 
     async def list_page(self, client_id: str, ref: PageRef) -> tuple[list[dict[str, Any]],
                                                                      PageRef | None]:
         """One page of the client's attachment list and where the next one is (or None).
 
         Follows `links.next`; a bare array has no links, so pages go on by number
-        until a short page.
+        until a short page. A `PageRef` from `first_page` bounds the walk: a loop,
+        too many pages or records, or too long a time is `Permanent` (list_walk.py).
         """
         body = await self._request("GET", ref.url, limit=LIST_BODY_LIMIT)
         records = find_records(body, self._list_key)
+        nxt: str | None
         if isinstance(body, list):
-            if len(records) < self._page_size:
-                return records, None
-            page = ref.page + 1
-            return records, PageRef(self.list_url(client_id, page), page)
-        nxt = next_link(body)
-        # A relative link is PracSuite's own; an absolute one elsewhere is refused by _request.
-        return records, PageRef(urljoin(ref.url, nxt), ref.page + 1) if nxt else None
+            nxt = (self.list_url(client_id, ref.page + 1)
+                   if len(records) >= self._page_size else None)
+            total = None
+        else:
+            # A relative link is PracSuite's own; one elsewhere is refused by _request.
+            link = next_link(body)
+            nxt = urljoin(ref.url, link) if link else None
+            total = body.get("total_entries")
+        walk = ref.walk
+        if walk is not None:  # a page, a loop, a cap or the time: Permanent (list_walk.py)
+            walk = walk.after_page(ref.url, records, total, nxt, time.monotonic())
+        return records, PageRef(nxt, ref.page + 1, walk) if nxt else None
 
     async def list_pages(self, client_id: str) -> AsyncIterator[list[dict[str, Any]]]:
         """Every page of the client's attachment list, in order."""

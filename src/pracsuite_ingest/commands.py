@@ -232,8 +232,11 @@ async def cmd_check(settings: Settings, *, client: str | None = None,
         for p in problems:
             say(p)
         return EXIT_FATAL
+    from pracsuite_ingest.own_files import root_unset_warning
     from pracsuite_ingest.proxy import describe
 
+    print(root_unset_warning(settings.input.root)
+          or f"ok: input.root: {settings.input.root}", file=out)
     print(f"ok: {describe(settings.api.base_url)}", file=out)
     try:
         async with make_session(settings) as session:

@@ -24,6 +24,7 @@ from pracsuite_ingest.api import (
     parse_api_error,
     record_links,
 )
+from pracsuite_ingest.client_ids import client_id_problem
 from pracsuite_ingest.reconcile.records import record_id
 from pracsuite_ingest.visible import visible
 
@@ -161,6 +162,10 @@ def _times(findings: Findings, *exchanges: Exchange) -> None:
 async def discover(client: PracSuiteClient, client_id: str) -> Findings:
     """A few read-only GETs on one patient's attachments; see the module docstring."""
     found = Findings(client_id)
+    problem = client_id_problem(client_id)
+    if problem:  # never sent: `..` would be another path (client_ids.py)
+        found.list_error = problem
+        return found
     seen: list[Exchange] = []
     first = await client.exchange(client.list_url(client_id, 1))
     seen.append(first)

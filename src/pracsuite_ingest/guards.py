@@ -3,8 +3,9 @@ and how much of an answer is read.
 
 - `same_origin`: the API keys go only to `api.base_url`'s scheme, host and port; a
   `links.next` (or any URL) pointing elsewhere is refused before anything is sent.
-- `cleartext_problem`: plain `http://` is only for a loopback host (the sandbox);
-  anywhere else a key or a patient file would cross the network in clear text.
+- `cleartext_problem`: plain `http://` is only for a loopback host, and for the
+  storage only when `api.base_url` is loopback http:// too (the sandbox); anywhere
+  else a key or a patient file would cross the network in clear text.
 - `tls_context`: certificate and host name verification always on; `api.ca_file`
   adds a CA (a TLS-inspecting proxy's, a private PracSuite test host's) to the
   system's, and never turns verification off.
@@ -70,16 +71,35 @@ def describe_origin(url: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def is_sandbox(base_url: str) -> bool:
+    """Whether `base_url` is plain http:// on a loopback host: the sandbox, the only
+    setup in which anything may go in clear text."""
+    found = origin(base_url)
+    return found is not None and found[0] == "http" and is_loopback(found[1])
+
+
 @functools.lru_cache(maxsize=256)  # every presign names the same bucket URL: decided once
-def cleartext_problem(url: str, what: str) -> str | None:
-    """Why `url` must not be used for `what`, or None: https, or http to a loopback host."""
+def cleartext_problem(url: str, what: str, base_url: str | None = None) -> str | None:
+    """Why `url` must not be used for `what`, or None.
+
+    https always; plain http only to a loopback host, and (when `base_url`, the API's,
+    is given) only when `base_url` is itself loopback http (the sandbox): with the API
+    on https, an http:// answer, even to 127.0.0.1, would send a patient's file in clear
+    to whatever listens there. `base_url` None judges `api.base_url` itself.
+    """
     found = origin(url)
     if found is None:
         return f"{what} is not an http(s) URL"
     scheme, host, _ = found
-    if scheme == "http" and not is_loopback(host):
+    if scheme != "http":
+        return None
+    if not is_loopback(host):
         return (f"{what} uses plain http:// to {describe_origin(url)}; only https:// is "
                 "allowed (http:// only for a loopback host such as the sandbox)")
+    if base_url is not None and not is_sandbox(base_url):
+        return (f"{what} uses plain http:// to {describe_origin(url)} while api.base_url "
+                "is not loopback http://; only https:// is allowed (http:// only when "
+                "api.base_url is the sandbox's)")
     return None
 
 

@@ -13,7 +13,8 @@ worker's own files, kept private.
 - `real_path_of`: where the file open on a descriptor really is.
 - `disk_identity`: a file's identity on disk (device, inode, size, mtime and ctime in
   ns) from a `stat`, without opening it: what a rerun compares with what it recorded.
-- `private_dir` / `private_file`: folders the worker creates are 0700, its files 0600.
+- `private_dir` / `private_file`: folders the worker creates are 0700, its files 0600,
+  never reached through a link; `folder_problem`: a folder others could plant links in.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Entry:
     path: Path
     parts: tuple[str, ...]
     problem: str | None = None
+    folder: bool = False  # the problem is a folder's (its files were not scanned)
 
 
 class NotRegularFile(OSError):
@@ -129,14 +131,15 @@ def walk(root: Path, *, follow_symlinks: bool = False) -> Iterator[Entry]:
         if follow_symlinks:
             problem = _scanned_before(folder, seen)
             if problem is not None:
-                yield Entry(folder.link or folder.path, folder.parts, problem)
+                yield Entry(folder.link or folder.path, folder.parts, problem, folder=True)
                 continue
         try:
             with os.scandir(folder.path) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             yield Entry(folder.link or folder.path, folder.parts,
-                        f"folder not readable ({_reason(exc)}); the files in it were not scanned")
+                        f"folder not readable ({_reason(exc)}); the files in it were not scanned",
+                        folder=True)
             continue
         subdirs: list[_Folder] = []
         for entry in entries:
@@ -265,16 +268,89 @@ def private_dir(path: Path) -> None:
             folder.mkdir(mode=0o700)
 
 
+class NotPrivate(OSError):
+    """A file of the worker's is a link, not a regular file, or another user's."""
+
+
+def folder_trust_problem(path: Path, mode: int, uid: int, euid: int, label: str) -> str | None:
+    """Why the worker must not keep its files in the folder `path` (its `mode` and
+    owner `uid`; we run as `euid`), or None. Pure.
+
+    Anyone who may create names in it could plant a link where the worker's next file
+    goes (a root run would then chmod or write the file the link names). Refused: a
+    folder of another user's (root's excepted), and one every user may write unless it
+    is sticky and ours. Group-writable is allowed: Kubernetes' fsGroup makes volumes
+    2770, the group being the worker's own.
+    """
+    if uid not in (euid, 0):
+        return (f"{label}: the folder {path} belongs to another user (uid {uid}), who could "
+                f"plant links in it; use a folder of this user's (uid {euid})")
+    if mode & stat.S_IWOTH and not (mode & stat.S_ISVTX and uid == euid):
+        return (f"{label}: the folder {path} is writable by every user "
+                f"({stat.filemode(mode)}), who could plant links in it; remove that "
+                "permission (chmod o-w) or use a private folder")
+    return None
+
+
+def folder_problem(path: Path, label: str) -> str | None:
+    """`folder_trust_problem` for `path`, or for its nearest existing folder above it
+    when it does not exist yet (where the worker would create it)."""
+    for folder in (path.absolute(), *path.absolute().parents):
+        try:
+            st = folder.stat()
+        except OSError:
+            continue
+        return folder_trust_problem(folder, st.st_mode, st.st_uid, os.geteuid(), label)
+    return None
+
+
 def private_file(path: Path) -> None:
     """Create `path` empty as 0600 if it is missing, in a 0700 folder if that is missing;
-    a file of ours that is readable by others is tightened to 0600."""
+    a file of ours that is readable by others is tightened to 0600.
+
+    Never through a link: a new file is created with O_EXCL | O_NOFOLLOW, an existing
+    one opened with O_NOFOLLOW and changed through its descriptor. A link, a non-regular
+    file, or (in a folder others may write) another user's file is `NotPrivate`.
+    """
     private_dir(path.parent)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
-        with contextlib.suppress(OSError):
-            st = path.stat()
-            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
-                path.chmod(0o600)
+        _tighten(path)
         return
     os.close(fd)
+
+
+def _tighten(path: Path) -> None:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotPrivate(exc.errno, "a symbolic link; not followed", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotPrivate(0, f"not a regular file ({special_kind(st.st_mode)})", str(path))
+        euid = os.geteuid()
+        if st.st_uid != euid:
+            shared = path.parent.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+            if shared and st.st_uid != 0:
+                raise NotPrivate(0, f"owned by another user (uid {st.st_uid}) in a folder "
+                                    "others may write", str(path))
+        elif st.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+def open_private(path: Path) -> BinaryIO:
+    """`path` (made by `private_file`) opened for appending, never through a link."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotPrivate(exc.errno, "a symbolic link; not followed", str(path)) from None
+        raise
+    return os.fdopen(fd, "ab")

@@ -17,7 +17,7 @@ import codecs
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 KNOWN_COLUMNS = ("client_id", "path", "file_name")
 DELIMITERS = (",", ";", "\t")
@@ -132,3 +132,25 @@ def mojibake_problem(values: list[str], enc: Encoding) -> str | None:
             return (f"reads as UTF-8, not {enc.label}: remove input.encoding (or save "
                     f"the manifest as {enc.label})")
     return None
+
+
+# ------------------------------------------------------------ JSON Lines objects
+def no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice: which value is meant cannot be told."""
+
+
+def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's keys, each once (`json`'s `object_pairs_hook`): as the CSV reader
+    refuses a header naming a column twice, a line naming a key twice is refused, never
+    read as its last value."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            shown = key.encode("utf-8", "replace").decode()[:40]  # a lone surrogate too
+            raise DuplicateKey(f"the key {shown!r} appears twice in one object")
+        data[key] = value
+    return data

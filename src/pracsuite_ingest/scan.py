@@ -26,8 +26,9 @@ from typing import Any, BinaryIO, TextIO
 
 import aiofiles.os
 
-from pracsuite_ingest import MAX_FILE_BYTES
+from pracsuite_ingest import MAX_FILE_BYTES, own_files
 from pracsuite_ingest import manifest_format as mf
+from pracsuite_ingest.client_ids import client_id_problem
 from pracsuite_ingest.localfs import (
     FOLLOW_HINT,
     IsLink,
@@ -40,10 +41,18 @@ from pracsuite_ingest.localfs import (
     special_kind,
     walk,
 )
+from pracsuite_ingest.logs import get_logger
 from pracsuite_ingest.models import Identity, LocalFile, Row
 from pracsuite_ingest.visible import name_problem
 
 HASH_CHUNK = 1 << 20
+# A hard link is the file itself: where its other names are cannot be told, so one
+# inside input.root may be a file placed there from outside. Warned, not refused:
+# backup trees (rsnapshot, cp -al) are hard links throughout, the kernel lets a user
+# hard-link only files they may read and write (fs.protected_hardlinks), and the
+# worker's own files are refused whatever names them (own_files.py).
+HARD_LINK_NOTE = ("a file inside input.root has other hard links, which may lie outside "
+                  "it; it is sent as any other file")
 MAX_LINE_CHARS = 1 << 20  # one manifest line; csv's own field limit (128 KiB) also holds
 
 
@@ -226,10 +235,6 @@ def _csv_rows(manifest: Path, encoding: str = "") -> Iterator[Row]:
             yield _row_from_mapping(start, dict(zip(header, values, strict=True)), base)
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _jsonl_rows(manifest: Path, encoding: str = "") -> Iterator[Row]:
     base = manifest.parent
     fh, enc = mf.open_text(manifest, encoding, newline=None)  # PowerShell's `>`: UTF-16
@@ -249,11 +254,15 @@ def _jsonl_rows(manifest: Path, encoding: str = "") -> Iterator[Row]:
                 yield Row(number, "", "", "", {}, f"line {number}: {enc.undecodable()}")
                 continue
             try:
-                data = json.loads(text, parse_constant=_no_constants)
+                data = json.loads(text, parse_constant=mf.no_constants,
+                                  object_pairs_hook=mf.no_duplicates)
                 # an escaped lone surrogate ("\\ud800") parses, but cannot be stored
                 json.dumps(data, ensure_ascii=False).encode("utf-8")
             except json.JSONDecodeError as exc:
                 yield Row(number, "", "", "", {}, f"line {number}: not valid JSON ({exc.msg})")
+                continue
+            except mf.DuplicateKey as exc:
+                yield Row(number, "", "", "", {}, f"line {number}: {exc}; keep one")
                 continue
             except (ValueError, RecursionError) as exc:  # huge numbers, NaN, deep nesting
                 reason = "nested too deeply" if isinstance(exc, RecursionError) else (
@@ -270,7 +279,9 @@ def _dir_rows(root: Path, follow_symlinks: bool) -> Iterator[Row]:
     """`<root>/<client_id>/<any depth>/<file>`, hidden files and folders skipped."""
     for entry in walk(root, follow_symlinks=follow_symlinks):
         name = printable(entry.parts[-1]) if entry.parts else ""
-        client_id = printable(entry.parts[0]) if len(entry.parts) > 1 else ""
+        # a client's own folder that cannot be read is that client's row
+        client_id = (printable(entry.parts[0])
+                     if len(entry.parts) > 1 or (entry.folder and entry.parts) else "")
         path = printable(str(entry.path))
         if entry.problem is not None:
             yield Row(0, client_id, path, name, {}, entry.problem)
@@ -363,6 +374,12 @@ def inspect_file(row: Row, path: Path, stop: threading.Event | None = None, *,
     with fh:
         try:
             before = os.fstat(fh.fileno())
+            own = own_files.refusal(before, real_path_of(fh.fileno()))
+            if own is not None:
+                return own
+            if root is not None and before.st_nlink > 1:
+                get_logger().warning(HARD_LINK_NOTE, stage="scan", line=row.line,
+                                     client_id=row.client_id, links=before.st_nlink)
             if before.st_size > MAX_FILE_BYTES:
                 return (f"file is {before.st_size:,} bytes; PracSuite accepts at most "
                         f"{MAX_FILE_BYTES:,} bytes (100 MB)")
@@ -398,8 +415,9 @@ async def check_local(row: Row, *, nofollow: bool = False,
     """
     if row.problem:
         return row.problem
-    if not row.client_id:
-        return "empty client_id"
+    problem = client_id_problem(row.client_id)
+    if problem:
+        return problem
     problem = file_name_problem(row.file_name)
     if problem:
         return problem

@@ -21,8 +21,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pracsuite_ingest import own_files
 from pracsuite_ingest.errors import ConfigError
 from pracsuite_ingest.guards import cleartext_problem, tls_context
+from pracsuite_ingest.localfs import folder_problem
 from pracsuite_ingest.rate_gate import DEFAULT_MAX_RPS
 
 DEFAULT_CONFIG = Path("pracsuite-ingest.toml")
@@ -276,6 +278,15 @@ def load_settings(
     finally:
         _TOML_FILE["path"] = None
     settings = _fill_secrets(settings, env)
+    own_files.guard("settings", own_files.settings_files(
+        config_file, [(f"api.{k}", getattr(settings.api, k)) for k in
+                      ("vendor_api_key_file", "practice_api_key_file")],
+        env.get("PRACSUITE_INGEST_SECRETS_DIR", ""), settings.report.dir))
+    for label, folder in (("state.path", Path(settings.state.path).parent),
+                          ("report.dir", Path(settings.report.dir))):
+        problem = folder_problem(folder, label)
+        if problem is not None:
+            raise ConfigError(problem)
     validate_completeness(settings, require_keys=require_keys, require_input=require_input)
     return settings
 

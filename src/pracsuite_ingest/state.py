@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import sqlite3
 import time
 import unicodedata
@@ -25,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pracsuite_ingest import own_files
 from pracsuite_ingest.errors import Fatal, StateUnusable
-from pracsuite_ingest.localfs import private_file
+from pracsuite_ingest.localfs import folder_problem, open_private, private_file
 from pracsuite_ingest.models import LocalFile, Row, Stage
 from pracsuite_ingest.transitions import IllegalTransition, predecessors
 
@@ -202,11 +204,18 @@ class State:
         """
         lock_fh = None
         try:
-            # 0600 in a 0700 folder if we create them; SQLite's -wal and -shm follow suit
+            # 0600 in a 0700 folder if we create them; SQLite's -wal and -shm follow suit.
+            # Never through a link, never in a folder others could plant one in.
+            problem = folder_problem(path.parent, "state.path")
+            if problem is not None:
+                raise StateUnusable(problem)
             private_file(path)
+            for suffix in ("-wal", "-shm"):  # SQLite opens them following links
+                if os.path.lexists(f"{path}{suffix}"):
+                    private_file(Path(f"{path}{suffix}"))
             if lock:
                 private_file(Path(f"{path}.lock"))
-                lock_fh = Path(f"{path}.lock").open("a")  # noqa: SIM115 - held for the process
+                lock_fh = open_private(Path(f"{path}.lock"))
                 try:
                     fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -230,6 +239,7 @@ class State:
             raise StateUnusable(f"state file {path} is unusable: {exc}") from None
         except OSError as exc:
             raise StateUnusable(f"state file {path} is unusable: {exc.strerror}") from None
+        own_files.guard("state", own_files.state_files(path))
         return cls(conn, lock_fh)
 
     def close(self) -> None:

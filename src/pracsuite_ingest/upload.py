@@ -7,7 +7,6 @@ import base64
 import contextlib
 import email.utils
 import json
-import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from pracsuite_ingest.formbody import (
 )
 from pracsuite_ingest.guards import SMALL_BODY_LIMIT, BodyTooLarge, read_capped
 from pracsuite_ingest.models import LocalFile, Presigned
+from pracsuite_ingest.s3_errors import parse_s3_error
 
 STALL_FLOOR_S = 60.0
 MIN_BYTES_PER_S = 64 * 1024  # slower than this, an upload counts as stalled
@@ -57,15 +57,6 @@ def upload_timeout(size: int, cap_s: float, share_bytes_per_s: float = 0.0,
 
 RETRYABLE_S3_CODES = frozenset(
     {"SlowDown", "InternalError", "RequestTimeout", "ServiceUnavailable"})
-
-
-def parse_s3_error(body: bytes) -> tuple[str, str]:
-    """`(Code, Message)` from S3's XML error body; empty strings when it has none."""
-    try:
-        root = ET.fromstring(body)  # noqa: S314 - S3's own short error document
-    except ET.ParseError:
-        return "", ""
-    return (root.findtext("Code") or "").strip(), (root.findtext("Message") or "").strip()
 
 
 def classify_s3_answer(status: int, code: str, message: str) -> Exception | None:

@@ -41,8 +41,9 @@ class Verifier:
     """
 
     def __init__(self, session: aiohttp.ClientSession, concurrency: int,
-                 *, read_timeout_s: float = 120.0) -> None:
+                 *, read_timeout_s: float = 120.0, base_url: str | None = None) -> None:
         self._session = session
+        self._base_url = base_url  # api.base_url: http:// downloads only for the sandbox
         self._slots = asyncio.Semaphore(concurrency)
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10,
                                               sock_read=read_timeout_s)
@@ -55,7 +56,7 @@ class Verifier:
         one of the download slots (`digest_records` does)."""
         if not url:
             raise VerifyFailed("the record's presign_url answer has no url")
-        problem = cleartext_problem(url, "the record's download URL")
+        problem = cleartext_problem(url, "the record's download URL", self._base_url)
         if problem:  # a patient's file would cross the network in clear text
             raise VerifyFailed(problem)
         digest = hashlib.sha256()

@@ -128,7 +128,8 @@ class Reconciler:
         self.mode = VerifyMode(settings.reconcile.verify)
         self.reader = RecordReader(api, PolicyRetrier(settings.api.max_attempts,
                                                       random.Random(), self._on_retry))
-        self.verifier = Verifier(api.session, settings.reconcile.verify_concurrency)
+        self.verifier = Verifier(api.session, settings.reconcile.verify_concurrency,
+                                 base_url=settings.api.base_url)
         self.digests: dict[str, Digest] = {}  # records whose bytes were read
         self.ambiguous: dict[int, list[str]] = {}  # verify off: candidates left unclaimed
         self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
