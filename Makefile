@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls bench-latency bench-peers container-test soak radosgw-start radosgw-stop clean
+.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls bench-latency bench-peers bench-scale container-test soak radosgw-start radosgw-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,14 @@ bench-latency: $(VENV)/.installed
 BENCH_PEERS_ARGS ?=
 bench-peers: $(VENV)/.installed
 	$(BIN)/python bench/peers.py $(BENCH_PEERS_ARGS)
+
+# Many rows: dry runs of 10^4/10^5 rows, `report merge` of 10^5/10^6, a real run of 10^3
+# 1 KB files (SCALE_ARGS="--real 1000,10000" for 10^4: 12 min at load 8-10); wall, CPU
+# per row, peak RSS, bytes written, beside the code of SCALE_BEFORE when set
+SCALE_ARGS ?=
+SCALE_BEFORE ?=
+bench-scale: $(VENV)/.installed
+	$(BIN)/python bench/scale.py $(if $(SCALE_BEFORE),--before $(SCALE_BEFORE)) $(SCALE_ARGS)
 
 # The image built and run with podman (installed if missing; root): build time, size,
 # `demo`, the compose rehearsal. Minutes of CPU: not part of `check` (docs/container.md,

@@ -23,6 +23,8 @@ class Measured:
     cpu_s: float
     peak_rss_mb: float
     stdout: str
+    written_mb: float = 0.0  # bytes the process (and its reaped children) sent to disk
+
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -30,6 +32,8 @@ class Measured:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
+# `written_mb` is ru_oublock (512-byte blocks), i.e. /proc/PID/io write_bytes: bytes
+# whose page-cache pages the process dirtied on a disk file system (tmpfs counts none).
 # Started through this small launcher: a child's ru_maxrss counts the memory of the
 # process it was forked from (until exec), and the benchmark itself holds hundreds of MB
 # at times. Forked from an 8 MB interpreter instead, the floor is 8 MB.
@@ -42,7 +46,8 @@ _, status, ru = os.wait4(pid, 0)
 wall = time.perf_counter() - started
 with open(out, "w") as fh:
     json.dump({"code": os.waitstatus_to_exitcode(status), "wall_s": wall,
-               "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024}, fh)
+               "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024,
+               "written_mb": ru.ru_oublock * 512 / 1e6}, fh)
 """
 
 

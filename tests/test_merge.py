@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,110 @@ def test_a_folder_names_its_practice_and_shard(tmp_path: Path) -> None:
     assert practice_and_shard(tmp_path / "clinic-a" / "shard-2-of-5") == ("clinic-a", (2, 5))
     assert practice_and_shard(tmp_path / "clinic-b") == ("clinic-b", None)
     assert practice_and_shard(tmp_path / "clinic-b" / ".")[0] == "clinic-b"
+
+
+def write_big_part(folder: Path, run_id: str, rows: int, offset: int) -> None:
+    """A report folder of `rows` items, written as `report.write` lays one out."""
+    folder.mkdir(parents=True)
+    with (folder / "latest.json").open("w", encoding="utf-8") as fh:
+        fh.write(f'{{"run_id": "{run_id}", "started_at": null, "finished_at": null, "items": [')
+        for i in range(rows):
+            status = ("validated", "missing", "failed")[i % 3]
+            fh.write(("," if i else "") + "\n" + json.dumps(
+                item(str((offset + i) % 5000), f"{offset + i:07d} letter.pdf", status)))
+        fh.write("]}\n")
+
+
+MERGE_IN_A_CHILD = """
+import resource, sys
+from pracsuite_ingest import cli
+code = cli.main(["report", "merge", *sys.argv[1:-1], "--out", sys.argv[-1]])
+print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_merging_100000_rows_stays_under_100_mb(tmp_path: Path) -> None:
+    """SPEC.md: `report merge` peak RSS under 100 MB at any row count. The merge before
+    streaming held the parts whole (178 MB at 100,000 rows, bench/scale.py); the bound
+    is the child's own peak (getrusage in it), not a timing."""
+    rows, shards = 100_000, 2
+    folders = []
+    for n in range(shards):
+        folder = tmp_path / "clinic" / f"shard-{n + 1}-of-{shards}"
+        write_big_part(folder, f"r{n}", rows // shards, n * rows)
+        folders.append(str(folder))
+    out = tmp_path / "out"
+    child = subprocess.run([sys.executable, "-c", MERGE_IN_A_CHILD, *folders, str(out)],
+                           capture_output=True, text=True, timeout=600, check=False)
+    code, peak_kb = map(int, child.stdout.splitlines()[-1].split())
+    assert code == 1, child.stderr  # missing and failed items
+    assert peak_kb / 1024 < 100, f"peak RSS {peak_kb / 1024:.0f} MB"
+    with (out / "latest.csv").open(newline="") as fh:
+        assert sum(1 for _ in csv.reader(fh)) == rows + 1
+    with (out / "latest.json").open() as fh:
+        doc = json.load(fh)
+    assert doc["summary"]["total"] == rows and len(doc["items"]) == rows
+    assert doc["summary"]["validated"] == shards * len(range(0, rows // shards, 3))
+    last = (shards - 1) * rows + rows // shards - 1
+    assert doc["items"][-1]["file_name"] == f"{last:07d} letter.pdf"
+    page = (out / "latest.html").read_text()
+    # the page lists the first 2,000 of each status and says how many more the CSV has
+    assert f"… and {doc['summary']['missing'] - 2000:,} more" in page
+
+
+def test_the_same_shard_of_the_same_practice_twice_is_refused_naming_both(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two folders of the same names (a copy, another disk) hold the same shard: merged,
+    its rows would count twice."""
+    a1 = part(tmp_path / "nightly" / "clinic" / "shard-1-of-2", "r1", [item("1", "a.pdf",
+                                                                           "validated")])
+    a2 = part(tmp_path / "nightly" / "clinic" / "shard-2-of-2", "r2", [item("2", "b.pdf",
+                                                                           "validated")])
+    copy = part(tmp_path / "copy" / "clinic" / "shard-1-of-2", "r1", [item("1", "a.pdf",
+                                                                           "validated")])
+    out = tmp_path / "out"
+    assert cli.main(["report", "merge", str(a1), str(a2), str(copy), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(a1) in err and str(copy) in err and "shard 1/2 of practice clinic" in err
+    assert not out.exists()
+    plain = part(tmp_path / "x" / "clinic-b", "rb", [item("1", "a.pdf", "validated")])
+    again = part(tmp_path / "y" / "clinic-b", "rb2", [item("1", "a.pdf", "validated")])
+    assert cli.main(["report", "merge", str(plain), str(again), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(plain) in err and str(again) in err
+
+
+def identified(folder: Path, run_id: str, practice: str, client: str) -> Path:
+    doc = {"run_id": run_id, "started_at": None, "finished_at": None,
+           "practice_id": report.practice_id("https://api.pracsuite.com/v1", practice),
+           "summary": report.summarise(["validated"]),
+           "items": [item(client, "a.pdf", "validated")]}
+    report.write(doc, folder)
+    return folder
+
+
+def test_same_named_folders_of_different_practices_are_refused_naming_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two practices whose shard folders were both called `clinic/shard-I-of-2`: their
+    reports say which practice they are of, and the merge will not count them as one."""
+    a1 = identified(tmp_path / "site-a" / "clinic" / "shard-1-of-2", "a1", "key-of-a", "1")
+    b2 = identified(tmp_path / "site-b" / "clinic" / "shard-2-of-2", "b2", "key-of-b", "2")
+    out = tmp_path / "out"
+    assert cli.main(["report", "merge", str(a1), str(b2), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(a1) in err and str(b2) in err and "different practices" in err
+    assert "key-of" not in err  # the id names no key
+    assert not out.exists()
+    a2 = identified(tmp_path / "site-a" / "clinic" / "shard-2-of-2", "a2", "key-of-a", "2")
+    assert cli.main(["report", "merge", str(a1), str(a2), "--out", str(out)]) == 0
+    doc = json.loads((out / "latest.json").read_text())
+    assert {p["practice_id"] for p in doc["parts"]} == {
+        report.practice_id("https://api.pracsuite.com/v1", "key-of-a")}
+
+
+def test_a_practice_id_names_no_secret_and_tells_practices_apart() -> None:
+    one = report.practice_id("https://api.pracsuite.com/v1", "k" * 32)
+    assert one == report.practice_id("https://api.pracsuite.com/v1/", "k" * 32)
+    assert len(one) == 16 and "k" * 4 not in one
+    assert one != report.practice_id("https://api.pracsuite.com/v1", "j" * 32)
+    assert one != report.practice_id("https://eu.pracsuite.com/v1", "k" * 32)

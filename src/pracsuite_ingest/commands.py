@@ -119,7 +119,7 @@ def write_report(state: State, settings: Settings, run_id: str, *, interrupted: 
 
     watch = watch or Watch()
     watch.stop_display()  # stdout is the summary's from here on
-    doc = rpt.build(state, run_id)
+    doc = rpt.build(state, run_id, rpt.practice_of(settings))
     pace = watch.counters.pace() if watch.counters.pace is not None else None
     if pace is not None:  # how this command used the API (not kept in the state file)
         doc["api"] = pace.as_dict()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import html
 import io
 import json
@@ -21,6 +22,7 @@ from pracsuite_ingest.logs import scrub
 from pracsuite_ingest.models import Stage, Status
 from pracsuite_ingest.report_charts import Timeline, charts_html
 from pracsuite_ingest.report_html import render as render_html
+from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.visible import visible
 
@@ -231,14 +233,32 @@ def _parts_html(doc: dict[str, Any]) -> str:
     return out
 
 
-def build(state: State, run_id: str) -> dict[str, Any]:
-    """The report of `run_id`; its `items` are read from the state on each pass."""
+def practice_id(base_url: str, practice_api_key: str) -> str:
+    """Which practice a report is of, naming no secret: 16 hex digits of a sha256 over
+    PracSuite's URL and the practice's key (64 bits of a hash of a random key: it tells
+    practices apart, and gives nothing to guess the key from).
+
+    `report merge` refuses to count reports of two practices as one (merge.py)."""
+    seed = f"pracsuite-ingest practice\0{base_url.rstrip('/')}\0{practice_api_key}"
+    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:16]
+
+
+def practice_of(settings: Settings) -> str | None:
+    """`practice_id` of the settings' practice; None without a practice key (a dry run)."""
+    key = settings.api.practice_api_key.get_secret_value()
+    return practice_id(settings.api.base_url, key) if key else None
+
+
+def build(state: State, run_id: str, practice: str | None = None) -> dict[str, Any]:
+    """The report of `run_id`; its `items` are read from the state on each pass.
+    `practice` is `practice_id(...)` of the run's settings, where known."""
     info = state.run_info(run_id) or {}
     items = StateItems(state, run_id)
     return {
         "run_id": run_id,
         "started_at": info.get("started_at"),
         "finished_at": info.get("finished_at"),
+        **({"practice_id": practice} if practice else {}),
         "summary": summarise_items(items),
         "items": items,
     }

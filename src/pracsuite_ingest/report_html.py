@@ -211,6 +211,7 @@ def _item_rows(items: Iterable[tuple[int, Mapping[str, Any]]]) -> str:
 
 
 LISTED = 2000  # rows shown per group; the CSV beside the page holds every row
+SHOWN = ("client_id", "file_name", "path", "error", "status")  # what a listed row keeps
 
 
 def _one_pass(items: Iterable[Mapping[str, Any]]) -> tuple[
@@ -230,7 +231,7 @@ def _one_pass(items: Iterable[Mapping[str, Any]]) -> tuple[
         if status != "validated":
             group = groups.setdefault(status, [])
             if len(group) < LISTED:
-                group.append((number, it))
+                group.append((number, {k: it.get(k) for k in SHOWN}))
     ordered = dict(sorted(clients.items(), key=lambda kv: _client_key(kv[0])))
     return ordered, validated_bytes, groups
 

@@ -70,7 +70,6 @@ CREATE TABLE IF NOT EXISTS items (
   UNIQUE (run_id, seq)
 );
 CREATE INDEX IF NOT EXISTS items_identity ON items (client_id, file_name, sha256);
-CREATE INDEX IF NOT EXISTS items_run_stage ON items (run_id, stage);
 CREATE TABLE IF NOT EXISTS transitions (
   item_id INTEGER NOT NULL REFERENCES items(id),
   stage TEXT NOT NULL,
@@ -98,8 +97,12 @@ CREATE TABLE IF NOT EXISTS snapshot_done (
 """
 
 # An upload that reached S3 (or may have) and has no record yet: what reconcile asks about.
-_AWAITING = ("((stage IN ('uploaded', 'missing') "
-             "OR (stage = 'uploading' AND outcome_unknown = 1)) AND settled = 0)")
+# `settled`: a `missing` file whose resends ran out (reconcile.max_resends) is not awaited.
+_AWAITING_STAGES = ("(stage IN ('uploaded', 'missing') "
+                    "OR (stage = 'uploading' AND outcome_unknown = 1))")
+_AWAITING = f"({_AWAITING_STAGES} AND settled = 0)"
+
+_BY_AWAITING = "INDEXED BY items_awaiting"
 
 DEAD_RUN = "interrupted"  # a run found `running` by the next process to take the lock
 
@@ -115,6 +118,14 @@ ADDED_COLUMNS = (("name_nfc", "TEXT"), ("verified", "INTEGER"), ("disk_identity"
 NFC_INDEX = ("CREATE INDEX IF NOT EXISTS items_identity_nfc "
              "ON items (client_id, name_nfc, sha256)")
 ROW_INDEX = "CREATE INDEX IF NOT EXISTS items_row ON items (client_id, path, file_name)"
+# The uploads awaiting a record, and only those: what every poll asks for. Partial (an
+# item enters it at `uploaded` and leaves it at `validated`), so a poll reads the items
+# it asks about, never the whole run, and the other stage changes do not write it.
+# The queries name it (INDEXED BY): left alone, SQLite walks (run_id, seq) to skip a sort.
+# Its condition is the stages' only (the same in every state file, whichever version
+# created it); the queries' `settled = 0` filters the few settled items it holds.
+AWAITING_INDEX = ("CREATE INDEX IF NOT EXISTS items_awaiting "
+                  f"ON items (run_id, client_id, seq) WHERE {_AWAITING_STAGES}")
 
 
 def nfc(name: str) -> str:
@@ -124,7 +135,9 @@ def nfc(name: str) -> str:
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
-    """Add the columns a state file of an earlier version lacks, and fill `name_nfc`."""
+    """Add the columns a state file of an earlier version lacks, and fill `name_nfc`;
+    the indexes as this version has them; small pages for a new state file."""
+    _small_pages(conn)
     have = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
     missing = [(name, kind) for name, kind in ADDED_COLUMNS if name not in have]
     if missing:
@@ -137,6 +150,30 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")
     conn.execute(NFC_INDEX)
     conn.execute(ROW_INDEX)
+    conn.execute(AWAITING_INDEX)  # state files of earlier versions gain it at open
+    conn.execute("DROP INDEX IF EXISTS items_run_stage")  # see AWAITING_INDEX
+
+
+# A commit writes every page it changed, whole, to the WAL (then, at a checkpoint, to
+# the file): with 4 KB pages, about 4 pages, 16 KB, per stage change committed. A row
+# of `items` is a few hundred bytes, so 1 KB pages write a quarter of that (bench/scale.py).
+PAGE_SIZE = 1024
+
+
+def _small_pages(conn: sqlite3.Connection) -> None:
+    """A state file that holds nothing yet gets PAGE_SIZE pages. SQLite fixes the page
+    size of a WAL file: it is set in rollback mode, by VACUUM (instant on empty tables),
+    then WAL again. A file with rows keeps its pages (a VACUUM would rewrite it whole)."""
+    if conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE:
+        return
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM items) OR EXISTS (SELECT 1 FROM runs)"
+                    ).fetchone()[0]:
+        return
+    if conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] != "delete":
+        return  # another connection has it open: leave it as it is
+    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+    conn.execute("VACUUM")
+    conn.execute("PRAGMA journal_mode=WAL")
 
 
 # Stages whose upload reached S3, or may have: such an item is reconciled, never re-sent blindly.
@@ -471,12 +508,13 @@ class State:
         (of one client, when given)."""
         if client_id is None:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND {_AWAITING} "  # noqa: S608
-                "ORDER BY seq", (run_id,)).fetchall()
+                f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
+                f"WHERE run_id = ? AND {_AWAITING} ORDER BY seq", (run_id,)).fetchall()
         else:
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND client_id = ? "  # noqa: S608
-                f"AND {_AWAITING} ORDER BY seq", (run_id, client_id)).fetchall()
+                f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
+                f"WHERE run_id = ? AND client_id = ? AND {_AWAITING} ORDER BY seq",
+                (run_id, client_id)).fetchall()
         return [_item(r) for r in rows]
 
     def awaiting_since(self, run_id: str) -> tuple[dict[str, float], int]:
@@ -484,15 +522,16 @@ class State:
         lost one, when its outcome was recorded); and how many items await."""
         rows = self._db.execute(
             "SELECT client_id, MAX(COALESCE(uploaded_at, updated_at)), COUNT(*) "  # noqa: S608
-            f"FROM items WHERE run_id = ? AND {_AWAITING} GROUP BY client_id",
+            f"FROM items {_BY_AWAITING} WHERE run_id = ? AND {_AWAITING} GROUP BY client_id",
             (run_id,)).fetchall()
         return {str(r[0]): float(r[1]) for r in rows}, sum(int(r[2]) for r in rows)
 
     def lost_uploads(self, run_id: str) -> list[ItemRecord]:
         """Items whose S3 answer was lost and that got no record by the deadline."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE run_id = ? AND stage = 'missing' "  # noqa: S608
-            "AND outcome_unknown = 1 ORDER BY seq", (run_id,)).fetchall()
+            f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
+            f"WHERE run_id = ? AND {_AWAITING} AND stage = 'missing' AND outcome_unknown = 1 "
+            "ORDER BY seq", (run_id,)).fetchall()
         return [_item(r) for r in rows]
 
     # snapshots and claims ------------------------------------------------------------
