@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls bench-latency bench-peers bench-scale container-test soak radosgw-start radosgw-stop clean
+.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls bench-latency bench-peers bench-scale bench-fleet container-test soak radosgw-start radosgw-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -63,6 +63,11 @@ SCALE_ARGS ?=
 SCALE_BEFORE ?=
 bench-scale: $(VENV)/.installed
 	$(BIN)/python bench/scale.py $(if $(SCALE_BEFORE),--before $(SCALE_BEFORE)) $(SCALE_ARGS)
+
+# 2, 4 and 8 practices (processes) on one vendor key's budget, each pacing itself and
+# with api.shared_limit on a local redis-server: share used, throttled, finish spread
+bench-fleet: $(VENV)/.installed
+	$(BIN)/python bench/fleet.py
 
 # The image built and run with podman (installed if missing; root): build time, size,
 # `demo`, the compose rehearsal. Minutes of CPU: not part of `check` (docs/container.md,

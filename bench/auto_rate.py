@@ -30,7 +30,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))
 
+from fleet_runs import api_requests  # noqa: E402
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions  # noqa: E402
 from pracsuite_ingest.sandbox.faults import ThrottleStyle  # noqa: E402
 
@@ -63,20 +65,6 @@ def write_config(root: Path, sb: Sandbox, rate: float | str) -> Path:
         f"[report]\ndir = {json.dumps(str(root / 'reports'))}\n"
         "[log]\nformat = \"json\"\nlevel = \"warning\"\n")
     return cfg
-
-
-def api_requests(stats: dict[str, Any]) -> tuple[int, int]:
-    """(accepted, refused with 429) API requests the sandbox saw."""
-    accepted = refused = 0
-    for kind, codes in stats["requests"].items():
-        if kind.startswith("s3_"):
-            continue
-        for code, n in codes.items():
-            if code == "429":
-                refused += n
-            else:
-                accepted += n
-    return accepted, refused
 
 
 async def one(budget: float, rate: float | str, files: int, clients: int) -> dict[str, Any]:

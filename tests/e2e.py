@@ -21,8 +21,9 @@ class CliResult:
     stdout: str
     stderr: str
 
-    def report(self, report_dir: Path) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((report_dir / "latest.json").read_text())
+    def report(self, report_dir: Path, name: str = "latest") -> dict[str, Any]:
+        """`latest.json`, or `dry-run.json` (name="dry-run") after a dry run."""
+        data: dict[str, Any] = json.loads((report_dir / f"{name}.json").read_text())
         return data
 
 

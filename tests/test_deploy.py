@@ -26,6 +26,8 @@ from typing import Any
 import pytest
 
 from e2e import run_cli
+from fleet_runs import redis_server
+from needs import program
 from pracsuite_ingest.settings import UploadSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,6 +232,35 @@ def test_keys_come_from_secret_files_and_every_setting_is_a_known_key(
                 load_settings(None, require_keys=False, require_input=False)
 
 
+def test_the_practices_share_one_budget_in_the_redis_deployed_beside_them(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for name in ("overlays/practices/migration", "overlays/practices/nightly"):
+        docs = rendered[name]
+        [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+        [service] = [d for d in docs if d["kind"] == "Service"]
+        pod = deployment["spec"]["template"]
+        assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+        [port] = service["spec"]["ports"]
+        url = f"redis://{service['metadata']['name']}:{port['port']}/0"
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["automountServiceAccountToken"] is False
+        for c in spec["containers"]:
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert set(c["resources"]) == {"requests", "limits"}
+            assert "--save" in c["args"]  # nothing persisted: no data to protect
+        jobs = [d for d in docs if d["kind"] in ("Job", "CronJob")]
+        assert len(jobs) == 2  # clinic-north and clinic-south, each on the one budget
+        for doc in jobs:
+            [worker] = [c for c in pod_specs(doc)[0]["containers"]
+                        if c["name"] == "pracsuite-ingest"]
+            env = env_of(worker)
+            assert env["PRACSUITE_INGEST_API__SHARED_LIMIT"] == url
+            assert env["PRACSUITE_INGEST_API__REQUESTS_PER_SECOND"] == "auto"
+            assert len(worker["env"]) == len(env)  # no variable set twice
+
+
 def test_the_nightly_and_migration_pods_are_the_same_but_for_their_input() -> None:
     job = kustomize(K8S / "base" / "migration")[0]
     cron = kustomize(K8S / "base" / "nightly")[0]
@@ -307,6 +338,7 @@ async def test_the_compose_rehearsal_runs_as_written(tmp_path: Path) -> None:
     keys.mkdir()
     for name in worker["secrets"]:
         shutil.copy(DEPLOY / compose["secrets"][name]["file"], keys / name)
+    redis = program("redis-server", package="redis-server")
     env = {k: str(v).replace(":8700/", f":{port}/") for k, v in worker["environment"].items()}
     env.update(PRACSUITE_INGEST_SECRETS_DIR=str(keys),
                PRACSUITE_INGEST_STATE__PATH=str(tmp_path / "state" / "s.db"),
@@ -322,13 +354,16 @@ async def test_the_compose_rehearsal_runs_as_written(tmp_path: Path) -> None:
         stderr=asyncio.subprocess.DEVNULL,
         env={k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")})
     try:
-        assert proc.stdout is not None
-        assert b"[api]" in await asyncio.wait_for(proc.stdout.readline(), 30)  # it serves
-        result = await run_cli(*args, cwd=tmp_path, env=env, limit_s=60)
+        async with redis_server(redis, tmp_path / "redis") as server:  # the redis service
+            env = {k: v.replace("redis://redis:6379/0", server.url) for k, v in env.items()}
+            assert proc.stdout is not None
+            assert b"[api]" in await asyncio.wait_for(proc.stdout.readline(), 30)  # it serves
+            result = await run_cli(*args, cwd=tmp_path, env=env, limit_s=60)
     finally:
         proc.terminate()
         await proc.wait()
     assert result.code == 0, result.stderr[-2000:]
+    assert "shared limit unreachable" not in result.stderr  # it paced with the redis
     report = result.report(tmp_path / "reports")
     expected = len([p for p in input_dir.rglob("*") if p.is_file()])
     assert report["summary"]["validated"] == report["summary"]["total"] == expected > 0

@@ -90,3 +90,19 @@ def test_text_from_pracsuite_is_neutralised_before_it_reaches_a_terminal() -> No
     assert "\x1b" not in text and "\r" not in text
     assert "\\x1b[2J" in text and "evil\\x1b[0m\\x0a" in text
     assert all(line.isprintable() for line in text.splitlines())
+
+
+async def test_response_times_leave_out_the_wait_for_our_own_rate_gate(
+        session: aiohttp.ClientSession) -> None:
+    # At 0.5 requests/s our gate holds each call back ~2 s; the old count included that
+    # wait (a median of ~2000 ms here), PracSuite's own answer takes a few ms on loopback.
+    # The bound is half the gate's spacing: a structural line, not a speed claim.
+    async with Sandbox(SandboxOptions(clients=("42",), existing_records_per_client=4)) as sb:
+        client = PracSuiteClient(session, sb.base_url, sb.vendor_key, sb.practice_key,
+                                 RateGate(0.5), timeout_s=10, page_size=50)
+        found = await discover(client, "42")
+        text = render(found, sb.base_url)
+    assert len(found.times_ms) == 6
+    assert sorted(found.times_ms)[3] < 1000, found.times_ms
+    assert "over 6 calls (from sending to the whole answer; the wait for " \
+           "api.requests_per_second not counted)" in text

@@ -67,7 +67,7 @@ async def test_a_source_folder_named_like_a_dot_segment_is_an_invalid_row(
                            "--state", str(tmp_path / "s.db"), "--report-dir",
                            str(tmp_path / "r"), cwd=tmp_path)
     assert result.code == 1, result.stderr[-2000:]
-    items = {it["client_id"]: it for it in result.report(tmp_path / "r")["items"]}
+    items = {it["client_id"]: it for it in result.report(tmp_path / "r", "dry-run")["items"]}
     assert items["%2e%2e"]["status"] == items["a\\b"]["status"] == "invalid"
     assert items["5"]["status"] != "invalid"
 

@@ -109,8 +109,8 @@ def test_csv_rows_round_trip_and_a_bad_byte_spoils_only_its_row(
         else:
             assert row.problem is None
             assert row.client_id == client_id.strip()
-            assert row.path == str(tmp_path / path.strip())
-            assert row.file_name == PurePath(path.strip().replace("\\", "/")).name
+            assert row.path == str(tmp_path / path)  # exactly as written: spaces kept
+            assert row.file_name == PurePath(path.replace("\\", "/")).name
             assert row.extra == {"note": note}
 
 

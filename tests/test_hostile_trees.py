@@ -242,7 +242,7 @@ async def test_the_settings_reach_the_scan(tmp_path: Path) -> None:
                                str(tmp_path / "s.db"), "--report-dir", str(tmp_path / "r"),
                                "--log-format", "json", cwd=tmp_path, env=env)
         assert result.code in (0, 1), result.stderr[-2000:]
-        items = result.report(tmp_path / "r")["items"]
+        items = result.report(tmp_path / "r", "dry-run")["items"]
         return {it["file_name"]: it["status"] for it in items}
 
     assert await dry_run() == {"a.pdf": "pending", "b.pdf": "invalid"}

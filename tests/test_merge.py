@@ -65,7 +65,7 @@ def test_shards_and_practices_merge_into_one_report_with_their_totals(
     page = (out / "latest.html").read_text()
     assert "Per practice" in page and "clinic-b" in page and "Per part" in page
     printed = capsys.readouterr().out
-    assert "4 items" in printed and "clinic-a: 3 items in 2 part(s)" in printed
+    assert "4 items" in printed and "clinic-a: 3 items in 2 parts" in printed
 
 
 @pytest.mark.parametrize(("statuses", "code"), [

@@ -7,6 +7,7 @@ import io
 import json
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,7 @@ def test_status_on_a_terminal_is_a_table_of_runs_with_items_per_status() -> None
                    "failed", "invalid", "skipped", "pending"):
         assert column in header, column
     first = next(line for line in text.splitlines() if "3f9a" in line)
-    assert re.search(r"2026-11-25 02:00:00Z .*2026-11-25 02:17:42Z .*finished .*1,205 .*1,200"
+    assert re.search(r"2026-11-25 02:00:00 .*2026-11-25 02:17:42 .*finished .*1,205 .*1,200"
                      r" .*2 .*0 .*3 .*0 .*0", first), first
     second = next(line for line in text.splitlines() if "77b0" in line)
     assert re.search(r"running .*1,215 .*5 .*0 .*0 .*0 .*1,200 .*10", second), second
@@ -100,8 +101,13 @@ async def test_the_demo_closes_with_advice_that_works_after_it(tmp_path: Path) -
     assert "demo ok: all 4 good files validated" in demo.stdout
     # the demo's sandbox is gone: nothing tells the operator to reconcile against it
     assert not re.search(r"run `pracsuite-ingest reconcile`", demo.stdout)
-    commands = [shlex.split(line)[1:] for line in demo.stdout.splitlines()
-                if line.startswith("  pracsuite-ingest ")]
+    # named as it was started (here `<python> -m pracsuite_ingest`): what follows it
+    lines = [shlex.split(line) for line in demo.stdout.splitlines()
+             if line.startswith("  ") and (" sandbox --config-out " in line
+                                           or " run --config sandbox.toml " in line)]
+    assert lines and all(words[:3] == [sys.executable, "-m", "pracsuite_ingest"]
+                         for words in lines), demo.stdout
+    commands = [words[3:] for words in lines]
     assert [c[0] for c in commands] == ["sandbox", "run"]
     sandbox_args = commands[0][1:]
     assert sandbox_args == ["--config-out", "sandbox.toml"]

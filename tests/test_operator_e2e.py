@@ -102,7 +102,7 @@ async def test_a_trial_run_then_a_dry_run_plan_of_the_rest(tmp_path: Path) -> No
     assert "dry run: nothing was sent" in out
     assert re.search(r"send\s+9 files, 18\.\d KB, for 3 clients", out)
     assert re.search(r"skip\s+3 files already validated by an earlier run", out)
-    assert re.search(r"skip\s+1 rows repeating an earlier row", out)
+    assert re.search(r"skip\s+1 row repeating an earlier row", out)
     assert re.search(r"^\s+31\s+4\s.*\s1\s+0\s+0$", out, re.M)  # 4 to send, 1 repeated
     assert re.search(r"^\s+32\s+2\s.*\s2\s+0\s+0$", out, re.M)  # 2 to send, 2 skipped
 

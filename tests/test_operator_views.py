@@ -215,9 +215,9 @@ def test_the_dry_run_plan_counts_what_a_real_run_would_do() -> None:
     text = plan_text(doc_of(items))
     assert "nothing was sent" in text
     assert re.search(r"send\s+2 files, 2\.5 MB, for 1 client\b", text)
-    assert re.search(r"skip\s+1 files already validated", text)
-    assert re.search(r"skip\s+1 rows repeating", text)
-    assert re.search(r"reconcile\s+1 files", text)
+    assert re.search(r"skip\s+1 file already validated", text)
+    assert re.search(r"skip\s+1 row repeating", text)
+    assert re.search(r"reconcile\s+1 file an earlier", text)
     assert re.search(r"refuse\s+1 invalid", text)
     assert re.search(r"^\s+1\s+2\s+2\.5 MB\s+0\s+0\s+0$", text, re.M)
     assert "max_bytes_per_second" not in text  # no cap, nothing to say

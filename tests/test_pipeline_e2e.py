@@ -141,7 +141,7 @@ async def test_folder_input_and_dry_run_send_nothing(tmp_path: Path) -> None:
                                str(tmp_path / "files"), "--dry-run", cwd=tmp_path)
         stats = sb.stats()
     assert result.code == 0, result.stderr[-2000:]
-    report = result.report(tmp_path / "reports")
+    report = result.report(tmp_path / "reports", "dry-run")
     assert report["summary"]["pending"] == 10 and report["summary"]["total"] == 10
     assert sum(Counter(v).total() for v in stats["requests"].values()) == 0
 

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from e2e import config, make_files, run_cli, write_manifest
-from pracsuite_ingest.rate_gate import AutoRate, RateGate, recovered_interval, slowed_interval
+from pracsuite_ingest.rate_gate import (
+    DECREASE,
+    HOLD_S,
+    SLOW_START_EXIT,
+    AutoRate,
+    RateGate,
+    recovered_interval,
+    slowed_interval,
+)
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.sandbox.faults import ThrottleStyle
 
@@ -55,12 +63,14 @@ async def test_a_server_asked_pause_holds_every_caller() -> None:
 # tokens; time is simulated (every call is spaced as the policy says), so these are
 # exact, repeatable figures of the policy, not timings of this machine.
 
-def bucket_run(budget: float, capacity: float, calls: int,
-               gates: list[AutoRate]) -> tuple[float, float]:
+def bucket_run(budget: float, capacity: float, calls: int, gates: list[AutoRate],
+               accepted: list[int] | None = None) -> tuple[float, float]:
     """(share of the budget used, share of calls throttled) over `calls` accepted calls,
-    the `gates` (one per shard) sending in turn to one bucket."""
+    the `gates` (one per shard or process) sending in turn to one bucket; `accepted`, if
+    given, counts each gate's accepted calls."""
     tokens, filled, ok, refused = capacity, 0.0, 0, 0
     next_at = [0.0 for _ in gates]
+    per_gate = accepted if accepted is not None else [0] * len(gates)
     t = 0.0
     while ok < calls:
         i = min(range(len(gates)), key=lambda k: next_at[k])
@@ -70,6 +80,7 @@ def bucket_run(budget: float, capacity: float, calls: int,
         if tokens >= 1:
             tokens -= 1
             ok += 1
+            per_gate[i] += 1
             gates[i].succeeded(t)
         else:
             refused += 1
@@ -109,10 +120,11 @@ def test_auto_starts_at_three_per_second_and_a_burst_of_429s_is_one_step_back() 
     # the calls that were in flight at the old rate come back 429 too: no further step
     for _ in range(5):
         gate.throttled_at(6.1, sent_at)
-    assert lowered == pytest.approx(0.75 * sent_at)
+    # the first 429 ends the start's climb, which the budget's burst let run past it
+    assert lowered == pytest.approx(DECREASE * SLOW_START_EXIT * sent_at)
     assert gate.rate == lowered and gate.decreases == 1 and gate.throttled == 6
-    # a call sent at the lowered rate that is refused again: the limit is lower still
-    gate.throttled_at(6.5, gate.rate)
+    # a call sent at the lowered rate and refused once the hold is over: lower still
+    gate.throttled_at(6.0 + HOLD_S + 0.1, gate.rate)
     assert gate.rate < lowered and gate.decreases == 2
 
 
@@ -125,6 +137,18 @@ def test_shards_adapting_on_their_own_stay_under_the_limit_together() -> None:
     assert throttled <= 0.05, f"{throttled:.1%} throttled"
 
 
+def test_four_processes_on_one_key_each_adapting_alone_converge_to_equal_shares() -> None:
+    # four practices on one vendor key (API Gateway throttles per key), none knowing the
+    # others: the climb is the same requests/s for each, the step back a share of each
+    # one's rate, so the shares even out (the climb used to be a share of each one's own
+    # last refused rate: whoever first met a 429 higher kept climbing faster)
+    gates = [AutoRate(ceiling=20.0) for _ in range(4)]
+    accepted = [0, 0, 0, 0]
+    used, throttled = bucket_run(16.0, 16.0, 2400, gates, accepted)
+    assert used >= 0.8 and throttled <= 0.05, (used, throttled)
+    assert max(accepted) / min(accepted) <= 1.3, accepted
+
+
 async def test_the_auto_gate_hands_the_rate_a_call_was_sent_at_back_with_its_429() -> None:
     gate = RateGate.for_setting("auto", 20.0)
     assert gate.auto is not None and gate.rate == 3.0
@@ -132,7 +156,8 @@ async def test_the_auto_gate_hands_the_rate_a_call_was_sent_at_back_with_its_429
         pass
     gate.throttle(None, sent_at)
     assert sent_at == 3.0
-    assert gate.auto.decreases == 1 and gate.rate == pytest.approx(2.25)
+    assert gate.auto.decreases == 1
+    assert gate.rate == pytest.approx(3.0 * SLOW_START_EXIT * DECREASE)
 
 
 @pytest.mark.slow

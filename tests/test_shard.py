@@ -135,3 +135,13 @@ def test_the_cli_exits_2_for_a_bad_shard_or_a_changed_layout(
     monkeypatch.setenv(ENV_COUNT, "2")
     assert cli.main(common) == 2  # count without JOB_COMPLETION_INDEX
     assert ENV_INDEX in capsys.readouterr().err
+
+
+def test_on_a_shared_limit_a_shard_keeps_the_fleets_whole_rate() -> None:
+    # the rate in Redis is the whole fleet's: dividing it per shard would cap the fleet
+    base = Settings(api={"requests_per_second": "auto",  # type: ignore[arg-type]
+                         "max_requests_per_second": 30.0,
+                         "shared_limit": "redis://cache:6379/0"})
+    mine = apply(base, Shard(1, 3))
+    assert mine.api.max_requests_per_second == 30.0
+    assert mine.api.shared_limit == "redis://cache:6379/0"

@@ -305,12 +305,16 @@ class PracSuiteClient:
                             f"not api.base_url's host ({describe_origin(self._base)})")
 
     async def _send(self, method: str, url: str, body: dict[str, str] | None,
-                    limit: int) -> tuple[int, Any, bytes, str, bool, float]:
+                    limit: int, sent: list[float] | None = None,
+                    ) -> tuple[int, Any, bytes, str, bool, float]:
         """(status, headers, body, content type, body too large, the gate's rate when it
         was sent) of one call; the keys go to api.base_url's origin only. Transport
-        failures are Retryable."""
+        failures are Retryable. `sent`, when given, gains the monotonic time the rate
+        gate let the call go (a response time starts there)."""
         self._check_destination(url)
         async with self._gate as sent_at_rate:
+            if sent is not None:
+                sent.append(time.monotonic())
             try:
                 async with self._session.request(
                     method, url, json=body, headers=self._headers, timeout=self._timeout,
@@ -440,10 +444,10 @@ class PracSuiteClient:
 
         Transport failures raise Retryable; a link elsewhere raises Permanent.
         """
-        started = time.monotonic()
+        sent: list[float] = []  # when the gate let it go: its own wait is not PracSuite's
         status, headers, raw, _, too_large, sent_at_rate = await self._send(
-            "GET", url, None, LIST_BODY_LIMIT)
-        elapsed = time.monotonic() - started
+            "GET", url, None, LIST_BODY_LIMIT, sent)
+        elapsed = time.monotonic() - sent[0]
         body: Any = None
         if raw and not too_large:
             try:

@@ -307,6 +307,7 @@ def _watch_for(args: argparse.Namespace, settings: Settings,
     return Watch(
         row_filter=RowFilter(frozenset(getattr(args, "client", None) or ()),
                              getattr(args, "limit", None) or 0),
-        progress=TerminalProgress.for_terminal(quiet=getattr(args, "quiet", False),
-                                               log_format=settings.log.format),
+        progress=TerminalProgress.for_terminal(
+            quiet=getattr(args, "quiet", False), log_format=settings.log.format,
+            log_interval_s=settings.log.progress_interval_s),
         shard_label=shard.label if shard is not None else None)

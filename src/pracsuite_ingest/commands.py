@@ -81,7 +81,10 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
                     api = make_client(settings, session)
                     run = watch(Run(settings, state, api, session, dry_run=False,
                                     shutdown=shutdown, run_id=run_id, shard=shard))
-                    await run.execute()
+                    try:
+                        await run.execute()
+                    finally:
+                        await api.gate.aclose()  # api.shared_limit's connection
             interrupted = shutdown.is_set()
         except asyncio.CancelledError:
             # A second signal: stop at once. Every stage written so far stands; an
@@ -98,7 +101,8 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
     except* Fatal:
         # Stop early, but leave the report of what was done: state is saved.
         state.finish_run(run_id, utc_now(), "stopped")
-        write_report(state, settings, run_id, interrupted=True, watch=watch, fatal=True)
+        write_report(state, settings, run_id, interrupted=True, dry_run=dry_run, watch=watch,
+                     fatal=True)
         raise
     else:
         outcome = "interrupted" if interrupted else ("dry-run" if dry_run else "finished")
@@ -111,10 +115,11 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
 
 
 def write_report(state: State, settings: Settings, run_id: str, *, interrupted: bool,
-                  dry_run: bool = False, watch: Watch | None = None, fatal: bool = False) -> int:
+                 dry_run: bool = False, watch: Watch | None = None, fatal: bool = False) -> int:
     from pracsuite_ingest import report as rpt
+    from pracsuite_ingest.hints import resume_text
     from pracsuite_ingest.logs import get_logger
-    from pracsuite_ingest.plan import plan_text
+    from pracsuite_ingest.plan import plan_text, planned_rate
     from pracsuite_ingest.watch import Watch
 
     watch = watch or Watch()
@@ -123,19 +128,23 @@ def write_report(state: State, settings: Settings, run_id: str, *, interrupted: 
     pace = watch.counters.pace() if watch.counters.pace is not None else None
     if pace is not None:  # how this command used the API (not kept in the state file)
         doc["api"] = pace.as_dict()
+    doc["poll_interval_s"] = settings.reconcile.poll_interval_s  # the delay chart's grain
     try:
-        path = rpt.write(doc, Path(settings.report.dir))
+        path = rpt.write(doc, Path(settings.report.dir),
+                         alias=rpt.DRY_RUN if dry_run else rpt.LATEST)
     except OSError as exc:
         raise Fatal(f"cannot write the report to {settings.report.dir}: {exc.strerror}; "
                     "the state file holds every result, run `reconcile` to write it again"
                     ) from None
     if dry_run:
-        print(plan_text(doc, settings.upload.max_bytes_per_second))
+        print(plan_text(doc, settings.upload.max_bytes_per_second, planned_rate(settings)))
     if watch.note():
         print(visible(watch.note() or ""))
     print(rpt.summary_text(doc, path))
     if pace is not None:
         print(pace.text())
+    if interrupted and not fatal:
+        print(resume_text(doc["summary"].get("pending", 0)))
     log = get_logger(run_id=run_id)
     log.info("run finished", **doc["summary"])
     code = EXIT_FATAL if fatal else rpt.exit_code(doc["summary"], interrupted=interrupted,
@@ -172,8 +181,11 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
                 api = make_client(settings, session)
                 counters = watch.reconciling()
                 counters.pace = api.gate.pace
-                await reconcile_run(state, api, settings, run_id,
-                                    settings.reconcile.deadline_s, shutdown, log, counters)
+                try:
+                    await reconcile_run(state, api, settings, run_id,
+                                        settings.reconcile.deadline_s, shutdown, log, counters)
+                finally:
+                    await api.gate.aclose()  # api.shared_limit's connection
                 log.info("api pace", **api.gate.pace().as_dict())
         except Exception as exc:  # a bug must still end with the report and exit 3
             fatal = as_fatal(exc)

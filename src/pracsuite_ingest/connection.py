@@ -8,6 +8,7 @@ from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.guards import tls_context
 from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.settings import Settings
+from pracsuite_ingest.shared_limit import shared_limit_of
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
@@ -30,7 +31,7 @@ def make_client(settings: Settings, session: aiohttp.ClientSession) -> PracSuite
         settings.api.vendor_api_key.get_secret_value(),
         settings.api.practice_api_key.get_secret_value(),
         RateGate.for_setting(settings.api.requests_per_second,
-                             settings.api.max_requests_per_second),
+                             settings.api.max_requests_per_second, shared_limit_of(settings)),
         timeout_s=settings.api.timeout_s,
         list_key=settings.api.list_key,
         page_size=settings.api.page_size,

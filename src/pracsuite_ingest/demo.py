@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -30,8 +31,10 @@ from typing import TYPE_CHECKING
 from pracsuite_ingest import MAX_FILE_BYTES, aio
 from pracsuite_ingest.errors import ConfigError
 from pracsuite_ingest.exit_codes import EXIT_CONFIG
+from pracsuite_ingest.hints import program_name
 from pracsuite_ingest.localfs import private_dir
 from pracsuite_ingest.logs import configure
+from pracsuite_ingest.plural import counted
 from pracsuite_ingest.settings import load_settings
 
 if TYPE_CHECKING:
@@ -181,20 +184,22 @@ def write_samples(root: Path, count: int, clients: list[str]) -> tuple[Path, int
     return manifest, good
 
 
-def closing_text(good: int, summary: dict[str, int], manifest: Path) -> str:
+def closing_text(good: int, summary: dict[str, int], manifest: Path,
+                 program: str = "pracsuite-ingest") -> str:
     """The demo's last words: what happened, and next steps that work once the demo's
-    sandbox is gone (no `reconcile`: there is nothing left to ask)."""
+    sandbox is gone (no `reconcile`: there is nothing left to ask). `program` is how
+    this program was started (`hints.program_name`)."""
     missing = summary.get("missing", 0)
     why_missing = (f" The {missing} `missing` row is the empty file: PracSuite's validation "
                    "refuses it, so it never gets a record (the report's advice to run "
                    "`reconcile` is for a real PracSuite; this sandbox has stopped)."
                    if missing == 1 else "")
-    return (f"demo ok: all {good} good files validated; the 6 bad rows are explained in the "
-            f"report.{why_missing}\n"
+    return (f"demo ok: all {counted(good, 'good file')} validated; the 6 bad rows are "
+            f"explained in the report.{why_missing}\n"
             "To try the commands yourself, start a sandbox that keeps running, then, in "
             "another terminal, run the same manifest against it:\n"
-            "  pracsuite-ingest sandbox --config-out sandbox.toml\n"
-            f"  pracsuite-ingest run --config sandbox.toml --manifest {manifest}")
+            f"  {program} sandbox --config-out sandbox.toml\n"
+            f"  {program} run --config sandbox.toml --manifest {manifest}")
 
 
 async def _demo(count: int, out: Path) -> int:
@@ -211,7 +216,7 @@ async def _demo(count: int, out: Path) -> int:
         clients = ["1", "2", "3", "1001"]
         manifest, good = await asyncio.to_thread(write_samples, out, count, clients)
         print(f"sandbox: PracSuite at {sandbox.base_url}, S3 at {sandbox.s3_url}")
-        print(f"samples: {good} good files and 6 bad rows in {manifest}")
+        print(f"samples: {counted(good, 'good file')} and 6 bad rows in {manifest}")
         settings = _demo_settings(sandbox.base_url, sandbox.vendor_key, sandbox.practice_key,
                                   manifest, out)
         configure("warning", "console" if sys.stderr.isatty() else "json")
@@ -222,9 +227,11 @@ async def _demo(count: int, out: Path) -> int:
     validated = doc["summary"]["validated"]
     print(f"open {out / 'reports' / 'latest.html'} in a browser for the readable report")
     if validated == good:
-        print(closing_text(good, doc["summary"], out / "manifest.csv"))
+        program = program_name(sys.argv[0], cwd=str(Path.cwd()), path=os.environ.get("PATH"),
+                               executable=sys.executable)
+        print(closing_text(good, doc["summary"], out / "manifest.csv", program))
         return 0
-    print(f"demo: only {validated} of {good} good files validated", file=sys.stderr)
+    print(f"demo: only {validated} of {counted(good, 'good file')} validated", file=sys.stderr)
     return 1
 
 

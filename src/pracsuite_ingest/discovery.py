@@ -25,6 +25,7 @@ from pracsuite_ingest.api import (
     record_links,
 )
 from pracsuite_ingest.client_ids import client_id_problem
+from pracsuite_ingest.plural import counted
 from pracsuite_ingest.reconcile.records import record_id
 from pracsuite_ingest.visible import visible
 
@@ -219,7 +220,7 @@ async def discover(client: PracSuiteClient, client_id: str) -> Findings:
 def render(f: Findings, base_url: str) -> str:
     """The findings as a person reads them on a terminal."""
     lines = [f"first contact: patient {shown(f.client_id)} at {shown(base_url)} "
-             f"(read-only: {len(f.times_ms)} GET requests, nothing sent)"]
+             f"(read-only: {counted(len(f.times_ms), 'GET request')}, nothing sent)"]
 
     def row(label: str, text: str) -> None:
         lines.append(f"  {label + ':':<16}{text}")
@@ -230,7 +231,8 @@ def render(f: Findings, base_url: str) -> str:
         return "\n".join(lines) + "\n"
     envelope = "a bare array" if f.envelope == BARE else f'envelope key "{shown(f.envelope)}"'
     total = f", total_entries {f.total_entries}" if f.total_entries is not None else ""
-    row("list", f"{f.list_status}, {envelope} ({f.records_on_page} records on page 1{total})")
+    records = counted(f.records_on_page, "record")
+    row("list", f"{f.list_status}, {envelope} ({records} on page 1{total})")
     row("record fields", ", ".join(shown(k, 40) for k in f.fields) or "(no records)")
     row("links", ", ".join(f"links.{shown(k, 40)}" for k in f.links) or "none on the records")
     if not f.presign_sampled:
@@ -262,7 +264,8 @@ def render(f: Findings, base_url: str) -> str:
     if f.times_ms:
         row("response times", f"min {min(f.times_ms):.0f} ms, median "
             f"{statistics.median(f.times_ms):.0f} ms, max {max(f.times_ms):.0f} ms "
-            f"over {len(f.times_ms)} calls")
+            f"over {counted(len(f.times_ms), 'call')} (from sending to the whole answer; "
+            "the wait for api.requests_per_second not counted)")
     headers = ", ".join(f"{shown(k, 40)}: {shown(v, 40)}"
                         for k, v in sorted(f.rate_limit_headers.items()))
     row("rate limits", headers or "no rate-limit headers seen")

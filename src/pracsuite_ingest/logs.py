@@ -211,6 +211,19 @@ def make_hide_health_data(show: bool) -> structlog.types.Processor:
     return hide_health_data
 
 
+# One INFO line per file in a scheduler's log (JSON); on a terminal the display counts
+# them instead of listing hundreds of lines (`log.level = "debug"` lists them there too).
+COUNTED_ON_A_TERMINAL = frozenset({"item validated", "item carried to reconcile"})
+
+
+def counted_not_listed(_: Any, method: str, event: MutableMapping[str, Any]
+                       ) -> MutableMapping[str, Any]:
+    """Drop the per-file INFO lines a terminal's display counts (`COUNTED_ON_A_TERMINAL`)."""
+    if method == "info" and event.get("event") in COUNTED_ON_A_TERMINAL:
+        raise structlog.DropEvent
+    return event
+
+
 def configure(level: str = "info", fmt: str = "auto", *, file_names: bool = False,
               stream: TextIO | None = None) -> None:
     """Route structlog to `stream` (stderr) at `level` in the chosen format."""
@@ -221,8 +234,10 @@ def configure(level: str = "info", fmt: str = "auto", *, file_names: bool = Fals
         if use_console
         else structlog.processors.JSONRenderer()
     )
+    per_file = level == "debug" or not use_console
     structlog.configure(
         processors=[
+            *([] if per_file else [counted_not_listed]),
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),

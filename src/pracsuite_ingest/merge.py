@@ -40,6 +40,7 @@ import ijson
 from pracsuite_ingest import report as rpt
 from pracsuite_ingest.errors import ConfigError
 from pracsuite_ingest.models import Status
+from pracsuite_ingest.plural import counted
 
 SHARD_DIR = re.compile(r"^shard-(\d+)-of-(\d+)$")
 EXIT_CONFIG, EXIT_FATAL = 2, 3
@@ -267,7 +268,8 @@ def merge_command(folders: Sequence[Path], out: Path) -> int:
     print(rpt.summary_text(doc, path))
     for practice in doc["practices"]:
         s = practice["summary"]
-        print(f"  {practice['practice']}: {s['total']} items in {practice['parts']} part(s), "
+        print(f"  {practice['practice']}: {counted(s['total'], 'item')} in "
+              f"{counted(practice['parts'], 'part')}, "
               f"{s['validated']} validated, {s['skipped']} skipped, "
               f"{s['total'] - s['validated'] - s['skipped']} need attention")
     return rpt.exit_code(doc["summary"], interrupted=False)

@@ -190,7 +190,8 @@ class Run:
                 if identity is not None and self._skip_unchanged(seq, row, identity):
                     return
                 local: LocalFile | str = await check_local(
-                    row, nofollow=self._nofollow, root=self._root)
+                    row, nofollow=self._nofollow, root=self._root,
+                    empty_files=self.settings.upload.empty_files)
             except asyncio.CancelledError:
                 self.events.not_started(seq, row)  # stopped while checked: the row keeps its item
                 raise

@@ -23,10 +23,13 @@ from rich.text import Text
 
 from pracsuite_ingest.progress import (
     RowCount,
+    SendRate,
+    bytes_left,
     eta_text,
     files_done,
     pace_line,
     reconcile_line,
+    send_eta_s,
     status_line,
 )
 
@@ -61,15 +64,16 @@ class _Rate(ProgressColumn):
 
 
 class _Eta(ProgressColumn):
-    """The send phase's ETA (`progress.eta_text`): blank once everything is sent."""
+    """The send phase's ETA (`progress.eta_text`): the bytes still to send at the recent
+    rate of bytes sent (`progress.send_eta_s`); blank once everything is sent."""
 
-    def __init__(self, counters: Counters) -> None:
+    def __init__(self, counters: Counters, count: RowCount | None, rate: SendRate) -> None:
         super().__init__()
-        self.c = counters
+        self.c, self.count, self.rate = counters, count, rate
 
     def render(self, task: Task) -> Text:
         total = int(task.total) if task.total is not None else None
-        return Text(eta_text(self.c, total, task.time_remaining),
+        return Text(eta_text(self.c, total, send_eta_s(self.c, self.count, self.rate)),
                     style="progress.remaining")
 
 
@@ -79,9 +83,10 @@ class _View:
     def __init__(self, counters: Counters, count: RowCount | None) -> None:
         self.c = counters
         self.count = count
+        self.rate = SendRate()
         self.files = Progress(
             TextColumn("[bold]files[/]"), BarColumn(), MofNCompleteColumn(), _Rate("files"),
-            _Eta(counters), auto_refresh=False)
+            _Eta(counters, count, self.rate), auto_refresh=False)
         self.bytes = Progress(
             TextColumn("[bold]bytes[/]"), DownloadColumn(), TextColumn("sent"),
             _Rate("bytes"), auto_refresh=False)
@@ -91,11 +96,12 @@ class _View:
     def __rich__(self) -> Group:
         c = self.c
         total = self.count.total if self.count is not None else None
+        self.rate.sample(time.monotonic(), c.bytes_sent)
         self.files.update(self._files_task, completed=files_done(c), total=total)
-        # Bytes still to come are known only once every row has been checked.
-        scanned = total is not None and files_done(c) >= total
+        # sent + still to send (as far as the input's sizes tell; None until counted)
+        left = bytes_left(c, self.count)
         self.bytes.update(self._bytes_task, completed=c.bytes_sent,
-                          total=c.bytes_to_send if scanned else None)
+                          total=None if left is None else c.bytes_sent + left)
         lines: list[Any] = [Text(status_line(c), style="cyan")]
         if self.count is not None:  # a `reconcile` command has no files to send
             lines[:0] = [self.files, self.bytes]

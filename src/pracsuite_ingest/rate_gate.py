@@ -10,11 +10,17 @@ leaky bucket, slowed for a while by each 429.
 Why this shape (additive increase, multiplicative decrease, as TCP does): a token
 bucket that refuses above N requests/s is found from below in a few seconds (until the
 first 429 the rate grows by half each second, as TCP's slow start doubles), and one
-429 is enough to step back under it. Three refinements keep the 429s rare: the rate
-at the last 429 is remembered, and the probe near it is slow (a twentieth of the climb
-back), so the rate spends its time just under the limit rather than bouncing off it; a
-burst of 429s (calls already in flight when the rate was lowered) counts as one
-decrease; and the rate climbs only while callers wait for the gate.
+429 is enough to step back under it. PracSuite's keys are API Gateway keys, throttled
+per key: every practice on a vendor key shares one budget, and each process finds its
+share alone. So the climb after a 429 is the same requests/s for every process (not a
+share of its own rate), and the step back a share of its own rate: that is what makes
+senders that never talk converge to equal shares (Chiu and Jain, 1989). The climb's
+speed doubles the longer no 429 comes (TCP CUBIC's convex probe), so a budget others
+left is found in seconds. The first 429 steps back further (the bucket's burst let the
+start run past the limit); a burst of 429s (calls already in flight when the rate was
+lowered) counts as one decrease; and the rate climbs only while callers wait for the
+gate. `api.shared_limit` (shared_limit.py) replaces all this guessing with one budget
+in Redis for the whole fleet.
 """
 
 from __future__ import annotations
@@ -24,18 +30,28 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiolimiter import AsyncLimiter
+
+from pracsuite_ingest.plural import counted
+
+if TYPE_CHECKING:
+    from pracsuite_ingest.shared_limit import SharedLimit
 
 START_RPS = 3.0  # where "auto" starts: what PracSuite's peers allow one user (docs/contract.md)
 DEFAULT_MAX_RPS = 20.0  # api.max_requests_per_second's default (README: why)
 MIN_RPS = 0.2
 START_GROWTH_PER_S = 0.5  # before the first 429: +50% a second (3 -> 20 in about 5 s)
-# After a 429, as shares of the rate PracSuite refused, per second without a 429:
-CLIMB_SHARE_PER_S = 0.1  # far below it (0.75 -> 0.9 of it in 1.5 s)
-PROBE_SHARE_PER_S = 0.005  # within reach of it (0.9 -> 1.0 of it in 20 s)
-NEAR_LAST_429 = 0.9  # "within reach": above this share of the rate at the last 429
+# After a 429: an additive climb, the same number of requests/s for every process (not a
+# share of its own rate), first CLIMB_RPS_PER_S a second, doubling every CLIMB_DOUBLING_S
+# without a 429 (a budget others left, or a larger one, is found in seconds, not minutes)
+CLIMB_RPS_PER_S = 0.1
+CLIMB_DOUBLING_S = 8.0
 DECREASE = 0.75  # the rate after a 429, as a share of the rate it was sent at
+SLOW_START_EXIT = 0.9  # the first 429 ends the climb from 3/s, which the budget's burst
+#                        let run past the limit: step back from this share of that rate
+HOLD_S = 0.5  # 429s this soon after a decrease were in flight before it: no second one
 BUSY_WITHIN_S = 1.0  # the gate counts as busy this long after a caller waited for it
 
 
@@ -44,15 +60,26 @@ class AutoRate:
     """The rate "auto" allows now (`rate`), moved by successes and 429s. Pure.
 
     Each method takes `now` (seconds, monotonic); nothing here reads a clock.
+
+    Many processes may share one limit (every practice on a vendor key: API Gateway
+    throttles per key) and none knows the others. Additive increase, multiplicative
+    decrease (as TCP) is what makes such senders converge to equal shares: a 429 cuts
+    each by the same share of its rate, so the larger loses more, while all climb by
+    the same requests/s. A token bucket refuses calls, not senders, so the larger
+    sender also meets more of the 429s. The climb's speed doubles the longer no 429
+    comes (TCP CUBIC's convex probe), so a process left alone, or one that met more
+    429s than its share, is not held below the budget for long.
     """
 
     ceiling: float = DEFAULT_MAX_RPS
     rate: float = START_RPS
     floor: float = MIN_RPS
-    last_429_rate: float | None = None
+    last_429_rate: float | None = None  # the rate the last counted 429 was sent at
     throttled: int = 0  # 429s seen
     decreases: int = 0  # times the rate was lowered (a burst of 429s is one)
     _last_change: float | None = field(default=None, repr=False)
+    _climbing_s: float = field(default=0.0, repr=False)  # busy time since the last decrease
+    _decreased_at: float | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.rate = min(max(self.rate, self.floor), self.ceiling)
@@ -68,10 +95,6 @@ class AutoRate:
         holds the run back): a rate that was never used proves nothing, and climbing
         on it would let a later burst of calls go out far above PracSuite's limit
         (TCP's congestion window validation, RFC 7661, for the same reason).
-
-        Far below the rate of the last 429 the climb is quick; from `NEAR_LAST_429` of
-        it on, slow (the probe), so the rate stays just under where PracSuite refused it
-        and one success after a long gap never jumps past that.
         """
         if self._last_change is None:
             self._last_change = now
@@ -83,30 +106,37 @@ class AutoRate:
         if self.last_429_rate is None:  # nothing known yet: find the limit quickly
             self.rate += START_GROWTH_PER_S * self.rate * elapsed
         else:
-            refused = self.last_429_rate
-            near = NEAR_LAST_429 * refused
-            if self.rate < near:
-                fast_s = min(elapsed, (near - self.rate) / (CLIMB_SHARE_PER_S * refused))
-                self.rate += CLIMB_SHARE_PER_S * refused * fast_s
-                elapsed -= fast_s
-            self.rate += PROBE_SHARE_PER_S * refused * elapsed
+            self.rate += climb(self._climbing_s, elapsed)
+            self._climbing_s += elapsed
         self.rate = min(self.ceiling, self.rate)
 
     def throttled_at(self, now: float, sent_at_rate: float | None = None) -> None:
         """A 429 for a call sent when the rate was `sent_at_rate` (default: now's).
 
-        A call sent at a rate above today's was in flight when the rate was lowered
-        for an earlier 429: the same event, no second decrease. Otherwise step back to
-        `DECREASE` of the refused rate, and remember it as where PracSuite refuses.
+        A call sent at a rate above today's, or answered within `HOLD_S` of the last
+        decrease, was in flight when the rate was lowered for an earlier 429: the same
+        event, no second decrease. Otherwise step back to `DECREASE` of the refused rate.
         """
         self.throttled += 1
         self._last_change = now  # no climbing credit for a time that was refused
         over = sent_at_rate if sent_at_rate is not None else self.rate
-        if over > self.rate:
+        if over > self.rate or (self._decreased_at is not None
+                                and now - self._decreased_at < HOLD_S):
             return
         self.last_429_rate = over
+        if self.decreases == 0:
+            over *= SLOW_START_EXIT
         self.rate = max(self.floor, over * DECREASE)
+        self._climbing_s = 0.0
+        self._decreased_at = now
         self.decreases += 1
+
+
+def climb(climbing_s: float, elapsed: float) -> float:
+    """Requests/s gained in `elapsed` more seconds of a climb `climbing_s` seconds old:
+    the integral of CLIMB_RPS_PER_S * 2 ** (s / CLIMB_DOUBLING_S) over that time."""
+    k = math.log(2) / CLIMB_DOUBLING_S
+    return CLIMB_RPS_PER_S * (math.exp(k * (climbing_s + elapsed)) - math.exp(k * climbing_s)) / k
 
 
 @dataclass(frozen=True)
@@ -125,7 +155,8 @@ class Pace:
     def text(self) -> str:
         share = f" ({self.throttled / self.calls:.1%})" if self.calls else ""
         where = "settled at" if self.mode == "auto" else "limited to"
-        return (f"PracSuite API: {self.calls:,} calls, {self.throttled:,} throttled{share}; "
+        return (f"PracSuite API: {counted(self.calls, 'call')}, {self.throttled:,} throttled"
+                f"{share}; "
                 f"{self.mode} rate {where} {self.requests_per_second:.2f} requests/s")
 
 
@@ -157,7 +188,8 @@ class RateGate:
     """
 
     def __init__(self, requests_per_second: float, *, auto: AutoRate | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 shared: SharedLimit | None = None) -> None:
         burst = max(1.0, requests_per_second)
         self._limiter = AsyncLimiter(burst, burst / requests_per_second)
         self._base = 1.0 / requests_per_second
@@ -169,16 +201,31 @@ class RateGate:
         self.throttled = 0
         self.calls = 0
         self._waited_at = -BUSY_WITHIN_S  # when a caller last had to wait for its turn
+        # api.shared_limit: slots come from Redis; `auto` paces alone while it is down
+        self._shared = shared
+        self._via_shared = False  # the last slot came from the shared budget
 
     @classmethod
     def for_setting(cls, requests_per_second: float | str, max_requests_per_second: float,
-                    ) -> RateGate:
-        """The gate `api.requests_per_second` asks for: a number, or "auto"."""
-        if isinstance(requests_per_second, str):  # "auto": settings allow no other string
-            auto = AutoRate(ceiling=max_requests_per_second,
-                            rate=min(START_RPS, max_requests_per_second))
-            return cls(max_requests_per_second, auto=auto)
+                    shared: SharedLimit | None = None) -> RateGate:
+        """The gate `api.requests_per_second` asks for: a number, or "auto"; with
+        `shared` (api.shared_limit) that rate is the whole fleet's, and a process Redis
+        fails paces itself with "auto" from 3/s (never above the number, if one)."""
+        if isinstance(requests_per_second, str) or shared is not None:
+            ceiling = (max_requests_per_second if isinstance(requests_per_second, str)
+                       else requests_per_second)
+            auto = AutoRate(ceiling=ceiling, rate=min(START_RPS, ceiling))
+            return cls(ceiling, auto=auto, shared=shared)
         return cls(requests_per_second)
+
+    @property
+    def shared(self) -> SharedLimit | None:
+        return self._shared
+
+    async def aclose(self) -> None:
+        """Close the shared limit's connection, if any."""
+        if self._shared is not None:
+            await self._shared.aclose()
 
     @property
     def auto(self) -> AutoRate | None:
@@ -190,7 +237,9 @@ class RateGate:
 
     @property
     def rate(self) -> float:
-        """Requests per second the gate allows now."""
+        """Requests per second the gate allows now (with a shared limit: the fleet's)."""
+        if self._shared is not None and self._via_shared:
+            return self._shared.rate
         return 1.0 / self.interval_s
 
     def pace(self) -> Pace:
@@ -200,7 +249,9 @@ class RateGate:
     def throttle(self, retry_after_s: float | None, sent_at_rate: float | None = None) -> None:
         self.throttled += 1
         now = self._clock()
-        if self._auto is not None:
+        if self._shared is not None and self._via_shared:
+            self._shared.throttled(sent_at_rate if sent_at_rate is not None else self.rate)
+        elif self._auto is not None:
             self._auto.throttled_at(now, sent_at_rate)
         else:
             self._interval = slowed_interval(self._interval, self._base)
@@ -210,6 +261,8 @@ class RateGate:
         self._paused_until = max(self._paused_until, now + pause)
 
     def succeeded(self) -> None:
+        if self._shared is not None and self._via_shared:
+            return  # the shared rate climbs in Redis
         if self._auto is not None:
             now = self._clock()
             self._auto.succeeded(now, busy=now - self._waited_at < BUSY_WITHIN_S)
@@ -225,6 +278,16 @@ class RateGate:
             if wait <= 0:
                 break
             await asyncio.sleep(wait)
+        if self._shared is not None:
+            given = await self._shared.acquire(now)
+            self._via_shared = given is not None
+            if given is not None:
+                self.calls += 1
+                wait, rate = given
+                if wait > 0:
+                    self._waited_at = now
+                    await asyncio.sleep(wait)
+                return rate
         self.calls += 1
         if self._auto is not None:
             # Each caller takes the next slot at the current spacing (no bursts: an

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from pracsuite_ingest.localfs import private_dir
 from pracsuite_ingest.logs import scrub
 from pracsuite_ingest.models import Stage, Status
+from pracsuite_ingest.plural import counted
 from pracsuite_ingest.report_charts import Timeline, charts_html
 from pracsuite_ingest.report_html import render as render_html
 from pracsuite_ingest.settings import Settings
@@ -211,7 +212,9 @@ def _charts_html(doc: dict[str, Any]) -> str:
         return ""
     if times is None:
         return ""
-    return charts_html(Timeline.of(started.timestamp(), times()))
+    interval = doc.get("poll_interval_s")
+    return charts_html(Timeline.of(started.timestamp(), times()),
+                       float(interval) if isinstance(interval, int | float) else None)
 
 
 def _parts_html(doc: dict[str, Any]) -> str:
@@ -268,10 +271,15 @@ def _write_text(fh: TextIO, text: str) -> None:
     fh.write(text)
 
 
-def write(doc: dict[str, Any], report_dir: Path) -> Path:
-    """Write `<run_id>.{json,csv,html}` and `latest.*`, atomically, mode 0600.
+LATEST = "latest"
+DRY_RUN = "dry-run"  # a dry run's copies: it never replaces `latest.*` (SPEC, Report)
 
-    JSON and CSV are streamed item by item; `latest.*` are copies of the run's files.
+
+def write(doc: dict[str, Any], report_dir: Path, *, alias: str = LATEST) -> Path:
+    """Write `<run_id>.{json,csv,html}` and `<alias>.*`, atomically, mode 0600.
+
+    JSON and CSV are streamed item by item; `<alias>.*` (`latest`, or `dry-run` for a
+    dry run) are copies of the run's files.
     """
     private_dir(report_dir)  # 0700 for the folders created here
     writers: dict[str, Callable[[TextIO], None]] = {
@@ -282,7 +290,7 @@ def write(doc: dict[str, Any], report_dir: Path) -> Path:
     for ext, writer in writers.items():
         path = report_dir / f"{doc['run_id']}.{ext}"
         _atomic_write(path, writer)
-        _atomic_copy(path, report_dir / f"latest.{ext}")
+        _atomic_copy(path, report_dir / f"{alias}.{ext}")
     return report_dir / f"{doc['run_id']}.json"
 
 
@@ -292,5 +300,6 @@ def summary_text(doc: dict[str, Any], path: Path | None) -> str:
                                      "pending") if s[k]]
     if s.get("verified"):
         parts.insert(1, f"verified by their bytes {s['verified']}")
-    line = f"run {doc['run_id']}: {s['total']} items" + (": " + ", ".join(parts) if parts else "")
+    line = f"run {doc['run_id']}: {counted(s['total'], 'item')}" + (
+        ": " + ", ".join(parts) if parts else "")
     return visible(line + (f"\nreport: {path}" if path else ""), keep_lines=True)

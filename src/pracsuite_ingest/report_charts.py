@@ -15,6 +15,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from pracsuite_ingest.plural import counted
+from pracsuite_ingest.scheduling import INTERVAL_CAP_S as MAX_POLL_INTERVAL_S
+
 W, H = 640, 220  # the drawing, in SVG units (it scales to the page's width)
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 14, 40
 MAX_POINTS = 400  # a cumulative curve of 100,000 files is drawn with at most this many steps
@@ -129,7 +132,7 @@ def validated_over_time_svg(validated_s: Sequence[float]) -> str:
     ticks = [(x0 + f * plot_w, seconds_text(f * span)) for f in (0, 0.25, 0.5, 0.75, 1)]
     caption = (f"<text x='{W / 2:.0f}' y='{H - 6}' text-anchor='middle' class='cap'>time since "
                "the run started</text>")
-    label = f"{total:,} files validated over {seconds_text(span)}"
+    label = f"{counted(total, 'file')} validated over {seconds_text(span)}"
     return _svg(label, _axes(ticks, total, "files") + line + caption)
 
 
@@ -147,14 +150,17 @@ def delay_histogram_svg(delays_s: Sequence[float]) -> str:
         bars.append(f"<rect class='bar' x='{x0 + i * bar_w + 1:.1f}' y='{y0 - h:.1f}' "
                     f"width='{max(bar_w - 2, 1):.1f}' height='{h:.1f}'>"
                     f"<title>{html.escape(seconds_text(i * width))} to "
-                    f"{html.escape(seconds_text((i + 1) * width))}: {n:,} files</title></rect>")
+                    f"{html.escape(seconds_text((i + 1) * width))}: {counted(n, 'file')}"
+                    "</title></rect>")
     every = max(1, math.ceil(len(counts) / 6))
     ticks = [(x0 + i * bar_w, seconds_text(i * width)) for i in range(0, len(counts) + 1, every)]
     ordered = sorted(delays_s)
-    caption = (f"<text x='{W / 2:.0f}' y='{H - 6}' text-anchor='middle' class='cap'>delay from "
-               f"upload to record: median {html.escape(seconds_text(quantile(ordered, 0.5)))}, "
-               f"95% within {html.escape(seconds_text(quantile(ordered, 0.95)))}</text>")
-    label = f"validation delay of {len(delays_s):,} files"
+    caption = (f"<text x='{W / 2:.0f}' y='{H - 6}' text-anchor='middle' class='cap'>at most: "
+               f"median {html.escape(seconds_text(quantile(ordered, 0.5)))}, 95% within "
+               f"{html.escape(seconds_text(quantile(ordered, 0.95)))} (until a poll saw it)"
+               "</text>")
+    label = (f"validation delay of {counted(len(delays_s), 'file')}, at most: from the upload's "
+             "end to the record's first sighting by a poll")
     return _svg(label, _axes(ticks, top, "files") + "".join(bars) + caption)
 
 
@@ -169,8 +175,19 @@ svg.chart .bar{fill:#0969da}
 """
 
 
-def charts_html(timeline: Timeline) -> str:
-    """The report's charts section (trusted HTML: numbers only), or "" with nothing to draw."""
+def delay_caption(poll_interval_s: float | None) -> str:
+    """What the delay chart measures: until WE looked, so an upper bound on PracSuite's
+    own validation time, as coarse as the polls."""
+    polls = (f"; polls every {seconds_text(poll_interval_s)} at first, growing to at most "
+             f"{seconds_text(MAX_POLL_INTERVAL_S)} while nothing appears"
+             if poll_interval_s else "")
+    return ("Validation delay, at most: from the upload's end to the record's first sighting "
+            f"by a poll, not PracSuite's own time{polls}")
+
+
+def charts_html(timeline: Timeline, poll_interval_s: float | None = None) -> str:
+    """The report's charts section (trusted HTML: numbers only), or "" with nothing to draw.
+    `poll_interval_s` is reconcile.poll_interval_s, shown with the delay chart."""
     over_time = validated_over_time_svg(timeline.validated_s)
     delays = delay_histogram_svg(timeline.delays_s)
     if not over_time and not delays:
@@ -180,8 +197,8 @@ def charts_html(timeline: Timeline) -> str:
         figures.append("<figure id='chart-validated'><figcaption>Files validated over time"
                        "</figcaption>" + over_time + "</figure>")
     if delays:
-        figures.append("<figure id='chart-delay'><figcaption>PracSuite's validation delay "
-                       "(upload finished to record seen by a poll)</figcaption>" + delays
-                       + "</figure>")
+        figures.append("<figure id='chart-delay'><figcaption>"
+                       + html.escape(delay_caption(poll_interval_s)) + "</figcaption>"
+                       + delays + "</figure>")
     return (f"<style>{CSS}</style><h2>Charts</h2><section class='charts'>"
             + "".join(figures) + "</section>\n")

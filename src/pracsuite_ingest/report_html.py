@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from pracsuite_ingest.models import Status
+from pracsuite_ingest.plural import counted, plural
 from pracsuite_ingest.visible import visible
 
 STATUSES = [s.value for s in Status]
@@ -135,10 +136,13 @@ def verdict(summary: Mapping[str, int]) -> tuple[str, str]:
     if bad == 0:
         proof = (f" {summary['verified']:,} of them proven by their bytes."
                  if summary.get("verified") else "")
-        return "ok", (f"All {total:,} items are in PracSuite: {summary.get('validated', 0):,} "
+        every = "All " if total != 1 else "The "
+        return "ok", (f"{every}{counted(total, 'item')} {plural('is', total)} in PracSuite: "
+                      f"{summary.get('validated', 0):,} "
                       f"validated now, {summary.get('skipped', 0):,} already there.{proof}")
     parts = ", ".join(f"{summary[s]:,} {s}" for s in ATTENTION if summary.get(s))
-    return "bad", f"{bad:,} of {total:,} items need attention ({parts}); see below."
+    return "bad", (f"{bad:,} of {counted(total, 'item')} need{'s' if bad == 1 else ''} "
+                   f"attention ({parts}); see below.")
 
 
 _CSS = """

@@ -14,6 +14,7 @@ from typing import Any
 from pracsuite_ingest.admission import Admission
 from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.models import LocalFile, Row, Stage
+from pracsuite_ingest.refusals import dry_run_error
 from pracsuite_ingest.state import ItemRecord, State
 
 NOT_SENT = "not started: the run was interrupted; the next run sends it"
@@ -68,8 +69,10 @@ class RunEvents:
 
     def planned(self, seq: int, local: LocalFile, earlier: ItemRecord | None) -> None:
         """Dry run: what would be sent (or reconciled, when an earlier run sent it)."""
-        self.state.add_item(self.run_id, seq, local.row, local, Stage.SEEN,
-                            error="dry run: would be reconciled" if earlier else None)
+        row = local.row
+        error = (dry_run_error(self.state.sends_of(row.client_id, row.file_name, local.sha256),
+                               local.size) if earlier else None)
+        self.state.add_item(self.run_id, seq, row, local, Stage.SEEN, error=error)
         self.counters.tally(Stage.SEEN)
         self.counters.bytes_to_send += local.size if earlier is None else 0
 

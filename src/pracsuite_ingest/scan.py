@@ -43,6 +43,7 @@ from pracsuite_ingest.localfs import (
 )
 from pracsuite_ingest.logs import get_logger
 from pracsuite_ingest.models import Identity, LocalFile, Row
+from pracsuite_ingest.refusals import empty_file_problem
 from pracsuite_ingest.visible import name_problem
 
 HASH_CHUNK = 1 << 20
@@ -91,15 +92,26 @@ def _confined(rows: Iterator[Row], root: Path) -> Iterator[Row]:
 
 
 def _field(data: dict[str, Any], key: str, *, numbers: bool = False) -> str | None:
-    """The value of a row's `key` as text; None when it has a type no row may have."""
+    """The value of a row's `key` as text; None when it has a type no row may have.
+
+    Values are kept exactly as written (a file name's spaces are part of the name, and a
+    path names a file whose name may begin or end with spaces), except `client_id`:
+    PracSuite's ids never hold spaces, so those a spreadsheet pads one with are dropped.
+    """
     value = data.get(key)
     if value is None:
         return ""
     if isinstance(value, str):
-        return value.strip()
+        return client_id_text(value) if key == "client_id" else value
     if numbers and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
+
+
+def client_id_text(value: str) -> str:
+    """A client id as read from a manifest or a folder name: surrounding spaces
+    dropped (`_field`)."""
+    return value.strip()
 
 
 def _row_from_mapping(line: int, data: dict[str, Any], base: Path) -> Row:
@@ -121,7 +133,7 @@ def _row_from_mapping(line: int, data: dict[str, Any], base: Path) -> Row:
                    file_name.replace("\x00", ""), extra,
                    f"line {line}: {' and '.join(nul)} contains a NUL byte")
     problem = None
-    missing = [k for k, v in (("client_id", client_id), ("path", raw_path)) if not v]
+    missing = [k for k, v in (("client_id", client_id), ("path", raw_path)) if not v.strip()]
     if missing:
         problem = f"line {line}: missing {' and '.join(missing)}"
     full = str(base / raw_path) if raw_path else ""
@@ -216,8 +228,8 @@ def _csv_rows(manifest: Path, encoding: str = "") -> Iterator[Row]:
             problem = _values_problem(values, lines, start, reader.line_num, enc)
             if problem is not None:
                 partial = dict(zip(header, values, strict=False))
-                raw_path = printable(partial.get("path", "").strip().replace("\x00", ""))
-                yield Row(start, printable(partial.get("client_id", "").strip()),
+                raw_path = printable(partial.get("path", "").replace("\x00", ""))
+                yield Row(start, printable(client_id_text(partial.get("client_id", ""))),
                           str(base / raw_path) if raw_path else "", "", {}, problem)
                 continue
             if not any(v.strip() for v in values):
@@ -225,7 +237,7 @@ def _csv_rows(manifest: Path, encoding: str = "") -> Iterator[Row]:
             if len(values) != len(header):
                 partial = dict(zip(header, values, strict=False))
                 yield Row(
-                    start, partial.get("client_id", "").strip().replace("\x00", ""),
+                    start, client_id_text(partial.get("client_id", "")).replace("\x00", ""),
                     str(base / partial["path"].replace("\x00", ""))
                     if partial.get("path") else "",
                     "", {},
@@ -280,7 +292,7 @@ def _dir_rows(root: Path, follow_symlinks: bool) -> Iterator[Row]:
     for entry in walk(root, follow_symlinks=follow_symlinks):
         name = printable(entry.parts[-1]) if entry.parts else ""
         # a client's own folder that cannot be read is that client's row
-        client_id = (printable(entry.parts[0])
+        client_id = (client_id_text(printable(entry.parts[0]))
                      if len(entry.parts) > 1 or (entry.folder and entry.parts) else "")
         path = printable(str(entry.path))
         if entry.problem is not None:
@@ -298,8 +310,12 @@ def file_name_problem(file_name: str) -> str | None:
         return "no file name"
     if "/" in file_name or "\\" in file_name:
         return "file_name must not contain a folder separator"
-    if any(ord(c) < 32 or ord(c) == 127 for c in file_name):
-        return "file_name contains a control character (e.g. a line break); rename the file"
+    control = next((c for c in file_name if ord(c) < 32 or ord(c) == 127), None)
+    if control is not None:
+        what = {"\t": "a tab", "\n": "a line break", "\r": "a carriage return"}.get(
+            control, "a control character")
+        return (f"file_name contains {what} (U+{ord(control):04X}), which is not sent; "
+                "rename the file or fix the manifest's file_name")
     invisible = name_problem(file_name)  # C1, bidi and zero-width characters
     if invisible:
         return invisible
@@ -333,10 +349,21 @@ def _hash_open(fh: BinaryIO, limit: int, stop: threading.Event | None) -> tuple[
     return size, digest.hexdigest()
 
 
+def _not_found(path: Path) -> str:
+    """"file not found", and a hint where the path's names have surrounding spaces and
+    the path without them names a file (the path is used exactly as written)."""
+    trimmed = Path(*(part.strip() or part for part in path.parts))
+    if trimmed != path and os.path.lexists(trimmed):
+        return ("file not found (a name in its path begins or ends with a space; the "
+                "same path without those spaces exists: the path is used exactly as "
+                "written, so correct it in the manifest)")
+    return "file not found"
+
+
 def _open_problem(path: Path, exc: Exception) -> str:
     """Why `path` could not be opened for its check, in words."""
     if isinstance(exc, FileNotFoundError):
-        return "file not found"
+        return _not_found(path)
     if isinstance(exc, IsLink):
         return f"symbolic link not followed ({FOLLOW_HINT})"
     if isinstance(exc, OutsideRoot):
@@ -405,13 +432,14 @@ def inspect_file(row: Row, path: Path, stop: threading.Event | None = None, *,
 _inspect_file = aiofiles.os.wrap(inspect_file)  # in the loop's default executor
 
 
-async def check_local(row: Row, *, nofollow: bool = False,
-                      root: Path | None = None) -> LocalFile | str:
+async def check_local(row: Row, *, nofollow: bool = False, root: Path | None = None,
+                      empty_files: str = "send") -> LocalFile | str:
     """The row's file, checked and hashed; or the reason it cannot be sent.
 
     The file system is touched only in a worker thread (`inspect_file`, through
     aiofiles), so a slow network share does not stall the event loop; hashlib
-    releases the GIL while it hashes.
+    releases the GIL while it hashes. `empty_files` is `upload.empty_files`
+    (`refusals.empty_file_problem`).
     """
     if row.problem:
         return row.problem
@@ -428,4 +456,6 @@ async def check_local(row: Row, *, nofollow: bool = False,
     except asyncio.CancelledError:
         stop.set()  # Ctrl-C, SIGTERM: the thread stops at its next chunk
         raise
+    if isinstance(result, LocalFile):
+        return empty_file_problem(result.size, empty_files) or result
     return result

@@ -44,6 +44,9 @@ class ApiSettings(_Section):
     # A number, or "auto" (rate_gate.py): find PracSuite's unpublished limit while running
     requests_per_second: Annotated[float, Field(gt=0, le=1000)] | Literal["auto"] = 3.0
     max_requests_per_second: float = Field(default=DEFAULT_MAX_RPS, gt=0, le=1000)
+    # "redis://HOST:PORT/DB": one budget for every process on this vendor key
+    # (shared_limit.py); "" = this process paces itself
+    shared_limit: str = ""
     timeout_s: float = Field(default=30.0, gt=0)
     list_key: str = ""
     page_size: int = Field(default=100, ge=1, le=100)
@@ -59,6 +62,13 @@ class ApiSettings(_Section):
         problem = cleartext_problem(value, "the URL")
         if problem:  # the keys would cross the network in clear text
             raise ValueError(problem)
+        return value
+
+    @field_validator("shared_limit")
+    @classmethod
+    def _shared_limit_is_redis(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a Redis URL: redis://HOST:PORT/DB (rediss:// for TLS)")
         return value
 
     @field_validator("ca_file")
@@ -100,6 +110,7 @@ class UploadSettings(_Section):
     timeout_s: float = Field(default=900.0, gt=0)
     grace_s: float = Field(default=30.0, ge=0)
     max_bytes_per_second: int = Field(default=0, ge=0)  # all uploads together; 0 = no cap
+    empty_files: Literal["send", "refuse"] = "send"  # refusals.py: PracSuite's rule unknown
 
 
 class ReconcileSettings(_Section):
@@ -122,6 +133,7 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"
     file_names: bool = False
+    progress_interval_s: float = Field(default=60.0, gt=0)  # off a terminal: one JSON line
 
 
 class MetricsSettings(_Section):

@@ -127,8 +127,11 @@ def apply(settings: Settings, shard: Shard) -> Settings:
 
 def _shard_rate(settings: Settings, count: int) -> dict[str, object]:
     """A shard's share of the rate: 1/N of a fixed one; "auto" adapts within 1/N of the
-    maximum (each shard finds its own pace; together they stay under PracSuite's)."""
+    maximum (each shard finds its own pace; together they stay under PracSuite's). With
+    api.shared_limit the rate is already the whole fleet's, in Redis: not divided."""
     rps = settings.api.requests_per_second
+    if settings.api.shared_limit:
+        return {}
     if isinstance(rps, str):
         return {"max_requests_per_second": settings.api.max_requests_per_second / count}
     return {"requests_per_second": rps / count}

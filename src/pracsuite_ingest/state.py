@@ -335,7 +335,9 @@ class State:
                         row, strict=True))
 
     def latest_run_id(self) -> str | None:
-        row = self._db.execute("SELECT run_id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()
+        """The latest run that may have sent something (a dry run never did)."""
+        row = self._db.execute("SELECT run_id FROM runs WHERE outcome IS NOT 'dry-run' "
+                               "ORDER BY rowid DESC LIMIT 1").fetchone()
         return str(row[0]) if row else None
 
     def runs(self) -> list[dict[str, Any]]:
@@ -438,15 +440,34 @@ class State:
         name in NFC, sha256).
 
         A validated one first; else one whose upload reached S3 or may have
-        (it must be reconciled, not sent again); else None (send it).
+        (it must be reconciled, not sent again); else None (send it). A name with
+        surrounding spaces also finds the same file recorded without them: versions
+        before names were kept exact sent and recorded it so.
         """
+        names = [nfc(file_name)]
+        if file_name.strip() != file_name and file_name.strip():
+            names.append(nfc(file_name.strip()))
+        for name in names:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE run_id != ? AND client_id = ? "  # noqa: S608
+                "AND name_nfc = ? AND sha256 = ? "
+                "AND (stage IN ('validated', 'uploaded', 'missing') OR (stage = 'uploading')) "
+                "ORDER BY CASE stage WHEN 'validated' THEN 0 ELSE 1 END, id DESC LIMIT 1",
+                (run_id, client_id, name, sha256)).fetchone()
+            if row:
+                return _item(row)
+        return None
+
+    def sends_of(self, client_id: str, file_name: str, sha256: str) -> int:
+        """How many times this file (client, file name in NFC, sha256) was sent over
+        every run: its distinct presigned keys (an item carried to reconcile, or skipped,
+        keeps the key of the upload it stands for, so it adds none)."""
         row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE run_id != ? AND client_id = ? "  # noqa: S608
-            "AND name_nfc = ? AND sha256 = ? AND (stage IN ('validated', 'uploaded', 'missing') "
-            "  OR (stage = 'uploading')) "
-            "ORDER BY CASE stage WHEN 'validated' THEN 0 ELSE 1 END, id DESC LIMIT 1",
-            (run_id, client_id, nfc(file_name), sha256)).fetchone()
-        return _item(row) if row else None
+            "SELECT COUNT(DISTINCT key) FROM items INDEXED BY items_identity_nfc "
+            "WHERE client_id = ? AND name_nfc = ? AND sha256 = ? AND key IS NOT NULL "
+            "AND stage != 'skipped'",
+            (client_id, nfc(file_name), sha256)).fetchone()
+        return int(row[0]) if row else 0
 
     def row_upload(self, run_id: str, row: Row) -> ItemRecord | None:
         """The latest item of an earlier run for this very row (client, path, file

@@ -98,6 +98,9 @@ class ApiContext:
     stats: Stats
     admin_stats: Callable[[], dict[str, Any]]
     on_presigned: Callable[[str], None] = lambda key: None
+    # more practices on the same vendor key (SandboxOptions.practice_keys); the rate
+    # budget is the vendor key's: every practice key draws from it
+    practice_keys: tuple[str, ...] = ()
     """Called with each key handed out (external mode watches it on the S3)."""
     error_detail_suffix: str = ""
     """Appended to every error's `detail` (hostile text: escape sequences ...)."""
@@ -198,8 +201,13 @@ async def _guarded(
 ) -> web.StreamResponse:
     if request.match_info.http_exception is not None:
         raise _missing_token(f"No resource {request.method} {request.path}.")
+    given_practice = request.headers.get("a-api-key", "").encode()
+    practice_key = next(
+        (k for k in context.practice_keys if secrets.compare_digest(given_practice, k.encode())),
+        context.practice_key,
+    )
     for (header, label), expected in zip(
-        _KEY_HEADERS, (context.vendor_key, context.practice_key), strict=True
+        _KEY_HEADERS, (context.vendor_key, practice_key), strict=True
     ):
         given = request.headers.get(header)
         if not given:

@@ -50,7 +50,8 @@ class FaultKnobs:
     s3_drop_after_rate: float = 0.0
     latency_ms: tuple[int, int] | None = None
     # PracSuite's unpublished rate limit, played: requests/s accepted (a token bucket
-    # holding one second's worth), 429 above it in `throttle_style`; 0 = no limit
+    # holding one second's worth), 429 above it in `throttle_style`; 0 = no limit.
+    # Per vendor key, as API Gateway's usage plans: every practice key shares it
     rate_budget: float = 0.0
     # A usage-plan quota, played (its size is PracSuite's vendor's; unknown): after this
     # many authenticated API calls, every call is answered 429 `{"message":

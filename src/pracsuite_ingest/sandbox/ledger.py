@@ -126,6 +126,7 @@ def validation_failure(
     *,
     max_bytes: int,
     reject_names: re.Pattern[str] | None,
+    accept_empty: bool = False,
 ) -> str | None:
     """Why PracSuite's validation refuses a stored upload, None when it passes."""
     stored_name = pending.key.rsplit("/", 1)[-1]
@@ -133,7 +134,7 @@ def validation_failure(
         return "the object's name differs from the presigned file_name"
     if size is None:
         return "no object at the presigned key"
-    if size == 0:
+    if size == 0 and not accept_empty:
         return "the file is empty"
     if size > max_bytes:
         return f"the file is larger than {max_bytes} bytes"

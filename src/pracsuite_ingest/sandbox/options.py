@@ -49,6 +49,9 @@ class SandboxOptions(FaultKnobs):
     data_dir: Path | None = None
     vendor_key: str = field(default_factory=_token)
     practice_key: str = field(default_factory=_token)
+    # more practices' keys accepted with the same vendor key; `rate_budget` is the vendor
+    # key's (API Gateway throttles per key): all of them draw from the one budget
+    practice_keys: tuple[str, ...] = ()
     bucket: str = "pracsuite-sandbox"
     region: str = "ap-southeast-2"
     s3_access_key: str = "SANDBOXACCESSKEY"
@@ -66,6 +69,9 @@ class SandboxOptions(FaultKnobs):
     policy_lifetime_s: float = 3600.0
     max_file_bytes: int = MAX_FILE_BYTES
     reject_names: str | None = None
+    accept_empty_files: bool = False
+    """Whether PracSuite's validation takes a 0-byte upload (unknown: nothing says so
+    either way); the default plays the refusal, which leaves such an upload `missing`."""
     seed: int | None = None
     external_s3: ExternalS3 | None = None
     error_detail_suffix: str = ""
@@ -143,6 +149,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--data-dir", type=Path, default=None, help="where S3 objects go (default: temp dir)")
     add("--vendor-key", default=None, help="x-api-key to accept (default: random)")
     add("--practice-key", default=None, help="a-api-key to accept (default: random)")
+    add("--more-practice-key", action="append", default=[], metavar="KEY",
+        help="another practice's a-api-key to accept with the same vendor key (repeat); "
+             "--rate-budget is the vendor key's, shared by every practice key")
     add("--bucket", default=d.bucket, help="the S3 bucket presigns name")
     add("--region", default=d.region, help="the S3 region presigns sign for")
     add("--no-session-token", action="store_true",
@@ -177,6 +186,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest file S3 takes (PracSuite's limit)")
     add("--reject-names", default=None, metavar="REGEX",
         help="file names that fail validation (default: none)")
+    add("--accept-empty-files", action="store_true",
+        help="validation takes 0-byte uploads (PracSuite's behaviour is unknown; by "
+             "default they are refused and get no record)")
     add("--seed", type=int, default=None, help="seed for fault draws (default: random)")
     add("--fail-429", type=_rate, default=0.0, metavar="RATE",
         help="share of API calls answered 429")
@@ -270,6 +282,7 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         policy_lifetime_s=ns.policy_lifetime,
         max_file_bytes=ns.max_file_bytes,
         reject_names=ns.reject_names,
+        accept_empty_files=ns.accept_empty_files,
         seed=ns.seed,
         fail_rate_429=ns.fail_429,
         throttle_style=ns.throttle_style,
@@ -293,6 +306,7 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         options.vendor_key = ns.vendor_key
     if ns.practice_key:
         options.practice_key = ns.practice_key
+    options.practice_keys = tuple(ns.more_practice_key)
     if ns.no_session_token:
         options.session_token = None
     return options

@@ -186,6 +186,7 @@ class Sandbox:
             delay_s=o.validation_delay_s,
             max_bytes=o.max_file_bytes,
             reject_names=o.reject_pattern(),
+            accept_empty=o.accept_empty_files,
             others_rate=o.others_rate,
             put_object=put,
             rng=random.Random(o.seed),
@@ -206,6 +207,7 @@ class Sandbox:
             ApiContext(
                 vendor_key=o.vendor_key,
                 practice_key=o.practice_key,
+                practice_keys=o.practice_keys,
                 list_key=o.list_key,
                 target=target,
                 ledger=ledger,

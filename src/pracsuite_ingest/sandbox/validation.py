@@ -37,6 +37,7 @@ class Validator:
         delay_s: float,
         max_bytes: int,
         reject_names: re.Pattern[str] | None,
+        accept_empty: bool = False,
         today: Callable[[], date] = date.today,
         others_rate: float = 0.0,
         put_object: Callable[[str, str, bytes], Awaitable[None]] | None = None,
@@ -49,6 +50,7 @@ class Validator:
         self._delay_s = delay_s
         self._max_bytes = max_bytes
         self._reject_names = reject_names
+        self._accept_empty = accept_empty
         self._today = today
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -87,7 +89,8 @@ class Validator:
         await asyncio.sleep(self._delay_s)
         size = await self._lookup.size_of(self._bucket, pending.key)
         reason = validation_failure(
-            pending, size, max_bytes=self._max_bytes, reject_names=self._reject_names
+            pending, size, max_bytes=self._max_bytes, reject_names=self._reject_names,
+            accept_empty=self._accept_empty,
         )
         if reason is None and size is not None:
             if self._put_object is not None and self._rng.random() < self._others_rate:
