@@ -28,8 +28,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from e2e import config, make_files, run_cli, write_manifest  # noqa: E402
-from pracsuite_ingest.sandbox import Sandbox, SandboxOptions  # noqa: E402
+from e2e import config, make_files, run_cli, write_manifest
+from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
+
+HERE = Path(__file__).resolve().parent
 
 PROBE = '''
 import atexit, os
@@ -89,13 +91,13 @@ async def main() -> None:
     parser.add_argument("--size", type=int, default=2_000_000)
     parser.add_argument("--baseline-src", type=Path, default=None)
     args = parser.parse_args()
-    here = Path(__file__).resolve().parent.parent / "src"
+    here = HERE.parent / "src"
     out: dict[str, object] = {"this": await nights(here, args.files, args.size)}
     if args.baseline_src:
         out["baseline"] = await nights(args.baseline_src, args.files, args.size)
     out["quota_this"] = await quota(here)
     print(json.dumps(out, indent=1))
-    results = Path(__file__).resolve().parent / "results"
+    results = HERE / "results"
     stamp = time.strftime("%Y-%m-%dT%H-%M")
     (results / f"{stamp}-nightly.json").write_text(json.dumps(out, indent=1) + "\n")
 

@@ -458,17 +458,6 @@ class State:
                 return _item(row)
         return None
 
-    def sends_of(self, client_id: str, file_name: str, sha256: str) -> int:
-        """How many times this file (client, file name in NFC, sha256) was sent over
-        every run: its distinct presigned keys (an item carried to reconcile, or skipped,
-        keeps the key of the upload it stands for, so it adds none)."""
-        row = self._db.execute(
-            "SELECT COUNT(DISTINCT key) FROM items INDEXED BY items_identity_nfc "
-            "WHERE client_id = ? AND name_nfc = ? AND sha256 = ? AND key IS NOT NULL "
-            "AND stage != 'skipped'",
-            (client_id, nfc(file_name), sha256)).fetchone()
-        return int(row[0]) if row else 0
-
     def row_upload(self, run_id: str, row: Row) -> ItemRecord | None:
         """The latest item of an earlier run for this very row (client, path, file
         name) that stands for a validated upload (validated, or skipped carrying its
