@@ -178,3 +178,41 @@ async def test_a_looping_list_fails_that_patients_items_and_the_run_ends(
     assert items["2"]["status"] == "missing"  # uploaded; this API never makes a record
     assert lists < 10
     assert VENDOR not in json.dumps(items) and PRACTICE not in json.dumps(items)
+
+
+async def test_a_patient_whose_list_cannot_be_read_is_asked_once_not_once_per_file(
+        tmp_path: Path) -> None:
+    """Patient 1's list answers 500 every time: its snapshot is tried once (with its
+    retries), and all 8 of its files fail with that reason; patient 2 goes on."""
+    async with serve(accepting_s3) as (s3_url, _):
+        async def api(request: web.Request) -> web.StreamResponse:
+            client_id = request.path.split("/")[3]
+            if request.method == "GET" and client_id == "1":
+                return web.json_response({"error": {"status": 500, "code": "SERVER_ERROR",
+                                                     "detail": "down"}}, status=500)
+            if request.method == "GET":
+                return listing([], None, total=0)
+            return web.Response(text=presign_body(
+                url=f"{s3_url}/b", key=f"temp/1/{client_id}/1/1/u/{client_id}.pdf"),
+                content_type="application/json")
+
+        handler: Handler = api
+        async with serve(handler) as (base, seen):
+            rows = ["client_id,path"]
+            for n in range(8):
+                (tmp_path / f"1-{n}.pdf").write_bytes(b"x" * 10)
+                rows.append(f"1,1-{n}.pdf")
+            (tmp_path / "2.pdf").write_bytes(b"y" * 10)
+            rows.append("2,2.pdf")
+            (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+            result = await run_against(tmp_path, f"{base}/v1",
+                                       api_extra="requests_per_second = 500.0\n", limit_s=120)
+            lists = sum(1 for r in seen if r.method == "GET" and "/patient/1/" in r.path)
+            presigns = [r for r in seen if r.method == "POST"]
+    assert result.code == 1, result.stderr[-3000:]
+    items = result.report(tmp_path / "r")["items"]
+    ones = [it for it in items if it["client_id"] == "1"]
+    assert len(ones) == 8 and all(it["status"] == "failed" for it in ones), ones
+    assert all("SERVER_ERROR" in it["error"] for it in ones), [it["error"] for it in ones]
+    assert lists == 2  # one snapshot, max_attempts = 2; the old code asked per file (16)
+    assert [r.path for r in presigns] == ["/v1/patient/2/patient_attachment"]

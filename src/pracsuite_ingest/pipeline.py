@@ -60,6 +60,12 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def snapshot_failed_text(reason: str) -> str:
+    """Why a patient's files are not sent when its list could not be read first."""
+    return (f"the patient's attachment list could not be read before the first upload "
+            f"({reason}); none of this patient's files were sent: run again later")
+
+
 class Run:
     """One `run`: owns the run id, the limits and the per-client snapshots."""
 
@@ -274,8 +280,10 @@ class Run:
             try:
                 records = await list_records(api, client_id, PolicyRetrier(
                     self.settings.api.max_attempts, self.rng, self._on_retry))
-            except Permanent as exc:
-                self._snap_refused[client_id] = str(exc)
+            except (Permanent, Retryable) as exc:
+                # Its retries are spent: the patient's other files fail with this reason
+                # at once, instead of each asking again (20 files x the timeout).
+                self._snap_refused[client_id] = snapshot_failed_text(str(exc))
                 raise
             self.state.save_snapshot(self.run_id, client_id, (r.record_id for r in records))
             self._snapshotted.add(client_id)
