@@ -143,7 +143,7 @@ async def test_a_rerun_of_validated_rows_logs_one_info_line_not_one_per_file(
     summary = [e for e in events if e["event"] == "items skipped"]
     assert len(summary) == 1 and summary[0]["level"] == "info"
     assert summary[0]["count"] == 13
-    assert summary[0]["reasons"] == {"validated earlier": 13}
+    assert summary[0]["reasons"] == {"unchanged on disk": 13}  # not read again (issue 22.1)
     first_events = [json.loads(line) for line in first.stderr.splitlines()]
     assert [e["reasons"] for e in first_events if e["event"] == "items skipped"] == [
         {"duplicate row": 1}]

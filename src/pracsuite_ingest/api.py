@@ -38,6 +38,7 @@ from pracsuite_ingest.guards import (
 from pracsuite_ingest.list_walk import Walk, WalkLimits
 from pracsuite_ingest.models import Presigned
 from pracsuite_ingest.proxy import for_session
+from pracsuite_ingest.quota import quota_spent
 from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.retry import MAX_WAIT_S, server_wait
 
@@ -108,9 +109,10 @@ def classify_api_answer(status: int, body: bytes, headers: Any, now: float,
                         path: str = "", accepted_before: bool = False) -> Exception | None:
     """None for a 2xx, else the error that says what the caller should do.
 
-    A wait the answer asks for (`Retry-After`, `X-RateLimit-Reset`) is capped at
-    `max_wait_s`; one that is no wait at all means the ordinary backoff. Either is
-    said in the message, with what was asked. `path` (the URL's path, never its
+    A spent quota (429 `Limit Exceeded`), or a wait asked (`Retry-After`,
+    `X-RateLimit-Reset`) beyond `max_wait_s`, is `QuotaSpent` (`quota.py`): the run
+    stops. A wait that is no wait at all means the ordinary backoff, said in the
+    message with what was asked. `path` (the URL's path, never its
     query) and `accepted_before` (an earlier call of this client was accepted) let a
     403 MISSING_AUTHENTICATION_TOKEN say which call failed and what it can mean.
     """
@@ -120,6 +122,9 @@ def classify_api_answer(status: int, body: bytes, headers: Any, now: float,
     text = describe_api_error(status, code, detail, request_id)
     if status == 429 or status >= 500:
         wait = server_wait(headers, now, max_wait_s)
+        spent = quota_spent(status, detail, wait, text, now, max_wait_s)
+        if spent is not None:  # no retry will be answered for a long while: stop
+            return spent
         note = wait.note(max_wait_s)
         text = f"{text}; {note}" if note else text
         kind = Throttled if status == 429 else Retryable

@@ -3,6 +3,9 @@
 - `Retryable`: try the same step again after a wait (`retry_after` when the server said).
 - `Permanent`: this item fails; record the reason and go on with the others.
 - `Fatal`: the whole run cannot go on (keys refused, state unusable); exit 3.
+- `QuotaSpent` (a `Fatal`): PracSuite will take no more calls for now; the run stops
+  as a SIGTERM stops it (no new work, in-flight uploads finished or recorded, the
+  report written with unconfirmed uploads `pending`) and exits 3.
 - `ConfigError`: the configuration is wrong; exit 2, nothing sent.
 
 Messages never carry a key, a policy, a signature or a session token.
@@ -29,6 +32,13 @@ class StateUnusable(Fatal):
 
 class CredentialsRefused(Fatal):
     """PracSuite refused a key; the message says which one to check."""
+
+
+class QuotaSpent(Fatal):
+    """PracSuite's answer says no call will be taken for a long while: the key's quota
+    is used up (API Gateway's 429 `Limit Exceeded`), or it asks a wait beyond
+    `api.max_wait_s`. Not an item's failure: the caller stops taking work
+    (`quota.py` decides; the message says what PracSuite answered and when to rerun)."""
 
 
 class Unexpected(Fatal):

@@ -11,6 +11,8 @@ worker's own files, kept private.
   with `root` the file actually opened (its descriptor's real path, not the path
   asked for) must lie inside that folder.
 - `real_path_of`: where the file open on a descriptor really is.
+- `disk_identity`: a file's identity on disk (device, inode, size, mtime and ctime in
+  ns) from a `stat`, without opening it: what a rerun compares with what it recorded.
 - `private_dir` / `private_file`: folders the worker creates are 0700, its files 0600,
   never reached through a link; `folder_problem`: a folder others could plant links in.
 """
@@ -236,6 +238,22 @@ def open_regular(path: Path, *, nofollow: bool = False, root: Path | None = None
         raise NotRegularFile(0, f"not a regular file ({kind})", str(path))
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
+
+
+def disk_identity(path: Path, *, nofollow: bool = False) -> str | None:
+    """`dev:ino:size:mtime_ns:ctime_ns` of a regular file (not opened); None when it
+    cannot be stat-ed or is not a regular file (the check that opens it says why).
+
+    The change time is the kernel's: a rewrite that puts the old size and mtime back
+    (`os.utime`) still moves it, so equal identities mean an unchanged file.
+    """
+    try:
+        st = path.stat(follow_symlinks=not nofollow)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def private_dir(path: Path) -> None:

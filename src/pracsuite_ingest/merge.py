@@ -46,8 +46,9 @@ SHARD_DIR = re.compile(r"^shard-(\d+)-of-(\d+)$")
 EXIT_CONFIG, EXIT_FATAL = 2, 3
 STATUSES = frozenset(s.value for s in Status)
 HEADER_KEYS = ("run_id", "started_at", "finished_at", "practice_id")
-# `verified` came later: a report without it is still merged (its items count as unverified).
-REQUIRED_COLUMNS = tuple(c for c in rpt.ITEM_COLUMNS if c != "verified")
+# `verified` and `replaces` came later: a report without them is still merged (its items
+# count as unverified, replacing nothing).
+REQUIRED_COLUMNS = tuple(c for c in rpt.ITEM_COLUMNS if c not in ("verified", "replaces"))
 
 
 def practice_and_shard(folder: Path) -> tuple[str, tuple[int, int] | None]:

@@ -27,12 +27,14 @@ from pracsuite_ingest.errors import (
     OutcomeUnknown,
     Permanent,
     PolicyExpired,
+    QuotaSpent,
     Retryable,
     SourceChanged,
 )
 from pracsuite_ingest.filters import NO_FILTER
+from pracsuite_ingest.localfs import disk_identity
 from pracsuite_ingest.logs import bind_context, get_logger
-from pracsuite_ingest.models import LocalFile, Presigned, Row
+from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
 from pracsuite_ingest.presign_ahead import PresignAhead
 from pracsuite_ingest.reconcile.reconciler import UploadPhase, reconcile_run
 from pracsuite_ingest.reconcile.records import list_records
@@ -45,7 +47,10 @@ from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.upload import upload_file, upload_timeout
 
 MAX_PRESIGN_ROUNDS = 8  # a policy that S3 keeps calling expired: a slow link
-MAX_RESEND_ROUNDS = 4  # uploads whose answer was lost and that got no record: send again
+# Rounds of sending again, within a run, uploads that PracSuite shows no record of by a
+# deadline (lost answers, and uploads of earlier runs); each file's sends over every run
+# are bounded by reconcile.max_resends (the verdict's), this bounds the rounds.
+MAX_RESEND_ROUNDS = 4
 
 def new_run_id(now: datetime) -> str:
     return f"{now:%Y-%m-%dT%H-%M-%SZ}-{secrets.token_hex(2)}"
@@ -87,6 +92,7 @@ class Run:
         self._snap_refused: dict[str, str] = {}
         self._snapshotted: set[str] = set()
         self.uploads = UploadPhase()  # what reconcile, running alongside, sees of the uploads
+        self.stopped_by: QuotaSpent | None = None  # PracSuite's quota answer that stopped it
         self._upload_cap_s = settings.upload.timeout_s
         cap = settings.upload.max_bytes_per_second
         self._bandwidth = BandwidthCap(cap) if cap else None  # one for every upload
@@ -186,6 +192,9 @@ class Run:
         try:
             bind_context(client_id=row.client_id, item=seq, stage="scan")  # this task only
             try:
+                identity = await self._identity(row)
+                if identity is not None and self._skip_unchanged(seq, row, identity):
+                    return
                 local: LocalFile | str = await check_local(
                     row, nofollow=self._nofollow, root=self._root,
                     empty_files=self.settings.upload.empty_files)
@@ -199,28 +208,57 @@ class Run:
             if isinstance(local, str):
                 self.events.invalid(seq, row, local, log)
                 return
-            await self._admit_and_send(seq, local, log)
+            await self._admit_and_send(seq, local, log, identity)
         finally:
             self.ahead.rows.release()
 
-    async def _admit_and_send(self, seq: int, local: LocalFile, log: Any) -> None:
+    async def _identity(self, row: Row) -> str | None:
+        """The file's identity on disk, from a `stat` in a worker thread (the file is
+        not opened); None for a row that the check refuses anyway."""
+        if row.problem or not row.client_id:
+            return None
+        return await asyncio.to_thread(disk_identity, Path(row.path), nofollow=self._nofollow)
+
+    def _skip_unchanged(self, seq: int, row: Row, identity: str) -> bool:
+        """Whether the row's file is as it was when an earlier run's upload of it was
+        validated (docs/contract.md, "A rerun costs only what changed"): then it is
+        skipped without being read. Taken before the check hashes the file, the
+        identity recorded is never newer than the bytes hashed."""
+        if self.settings.input.rehash:
+            return False
+        earlier = self.state.row_upload(self.run_id, row)
+        if earlier is None or earlier.disk_identity != identity:
+            return False
+        self.events.unchanged(seq, row, earlier, identity,
+                              self.log.bind(client_id=row.client_id, item=seq))
+        return True
+
+    async def _admit_and_send(self, seq: int, local: LocalFile, log: Any,
+                              identity: str | None = None) -> None:
         row = local.row
         # No await between the look-up and the insert: admission is atomic on the loop.
-        decision = admit(
-            self.state.find_in_run(self.run_id, row.client_id, row.file_name, local.sha256),
-            self.state.find_earlier(self.run_id, row.client_id, row.file_name, local.sha256),
-        )
+        same = self.state.find_in_run(self.run_id, row.client_id, row.file_name, local.sha256)
+        earlier = self.state.find_earlier(self.run_id, row.client_id, row.file_name,
+                                          local.sha256)
+        sends = (self.state.sends_of(row.client_id, row.file_name, local.sha256)
+                 if same is None and earlier is not None else 0)
+        decision = admit(same, earlier, sends, self.settings.reconcile.max_resends)
         earlier = decision.earlier
         if decision.action is Action.DUPLICATE and earlier is not None:
             self.events.duplicate(seq, local, decision, earlier, log)
         elif decision.action is Action.SKIP and earlier is not None:
-            self.events.validated_earlier(seq, local, decision, earlier, log)
+            self.events.validated_earlier(seq, local, decision, earlier, log, identity)
+        elif decision.action is Action.GIVE_UP and earlier is not None:
+            self.events.given_up(seq, local, decision, earlier, log)
         elif self.dry_run:
             self.events.planned(seq, local, earlier)
         elif decision.action is Action.RECONCILE and earlier is not None:
             self.events.carried(seq, local, earlier, log)
         else:
-            item_id = self.events.admitted(seq, local)
+            prior = self.state.row_upload(self.run_id, row)  # this row's earlier upload
+            replaces = (prior.attachment_id if prior is not None
+                        and prior.sha256 != local.sha256 else None)
+            item_id = self.events.admitted(seq, local, identity, replaces)
             with self.uploads.activity.sending(row.client_id):
                 await self._send(item_id, local, log)
 
@@ -249,6 +287,14 @@ class Run:
                 raise
             self.state.save_snapshot(self.run_id, client_id, (r.record_id for r in records))
             self._snapshotted.add(client_id)
+
+    def stop_for_quota(self, exc: QuotaSpent) -> None:
+        """PracSuite takes no more calls for now: stop as a SIGTERM stops the run (no new
+        work; uploads in flight finish or are recorded; unconfirmed ones stay pending)."""
+        if self.stopped_by is None:
+            self.stopped_by = exc
+            self.log.error("stopping: PracSuite's quota is spent", error=str(exc))
+        self.shutdown.set()
 
     def _on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
         self.counters.retries += 1
@@ -290,6 +336,9 @@ class Run:
             self.events.lost(item_id, str(exc), log)
         except (Permanent, Retryable) as exc:
             self.events.failed(item_id, str(exc), local, log)
+        except QuotaSpent as exc:  # not this file's fault: it stays pending
+            self.stop_for_quota(exc)
+            self.events.cancelled(item_id)
         except asyncio.CancelledError:
             self.events.cancelled(item_id)
             raise
@@ -302,6 +351,7 @@ class Run:
                       log: Any, attempts: int) -> int:
         """Upload in the slot held, presigning again (`presigned` None: first) on an
         expired policy; returns the attempts made so far."""
+        keys_sent: set[str] = set()  # a send counts once per presigned key
         for presign_round in range(1, MAX_PRESIGN_ROUNDS + 1):
             if presigned is None:
                 presigned = await self._presign(local)
@@ -311,7 +361,8 @@ class Run:
                 nonlocal attempts
                 attempts += 1
                 bind_context(stage="upload", attempt=attempts)
-                self.events.sending(item_id, attempts)
+                self.events.sending(item_id, attempts, new_key=p.key not in keys_sent)
+                keys_sent.add(p.key)
                 assert self.session is not None
                 self.counters.in_flight += 1
                 try:
@@ -343,6 +394,7 @@ class Run:
 
         An upload whose S3 answer was lost is sent again only after a reconcile
         pass found no record for it by the deadline (docs/contract.md, "Guarantees").
+        A spent quota (`QuotaSpent`) stops it as a SIGTERM does, then is raised.
         """
         if self.api is not None:
             self.counters.pace = self.api.gate.pace
@@ -351,6 +403,8 @@ class Run:
         finally:
             if self.api is not None:
                 self.log.info("api pace", **self.api.gate.pace().as_dict())
+        if self.stopped_by is not None:  # stopped as on SIGTERM; the run ends with exit 3
+            raise self.stopped_by
 
     async def _upload_and_reconcile(self) -> None:
         """Reconcile runs from the first upload on (confirming while uploading); its
@@ -369,17 +423,19 @@ class Run:
         for resend_round in range(MAX_RESEND_ROUNDS + 1):
             if resend_round:
                 absent = await self._reconcile(None)
-            lost = [i for i in self.state.lost_uploads(self.run_id) if i.id in absent]
+            lost = [i for i in map(self.state.item, sorted(absent))
+                    if i is not None and i.stage is Stage.MISSING]
             if self.shutdown.is_set() or not lost or resend_round == MAX_RESEND_ROUNDS:
                 return
-            self.log.warning("sending again uploads whose answer was lost and that have "
-                             "no record", count=len(lost), round=resend_round + 1)
+            self.log.warning("sending again uploads that PracSuite shows no record of",
+                             count=len(lost), round=resend_round + 1)
             await self._resend(lost)
 
     async def _reconcile(self, uploads: UploadPhase | None) -> set[int]:
         return await reconcile_run(self.state, self.api, self.settings, self.run_id,
                                    self.settings.reconcile.deadline_s, self.shutdown,
-                                   self.log, self.counters, uploads)
+                                   self.log, self.counters, uploads,
+                                   on_quota=self.stop_for_quota)
 
     async def _resend(self, items: list[ItemRecord]) -> None:
         async with asyncio.TaskGroup() as tg:

@@ -28,7 +28,7 @@ from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.visible import visible
 
 ITEM_COLUMNS = ("client_id", "path", "file_name", "size", "sha256", "status", "attachment_id",
-                "key", "error", "attempts", "verified", "extra")
+                "key", "error", "attempts", "verified", "replaces", "extra")
 
 _STAGE_STATUS = {
     Stage.VALIDATED: Status.VALIDATED,
@@ -78,6 +78,7 @@ def item_dict(item: ItemRecord, state: State) -> dict[str, Any]:
         "error": None if item.error is None else scrub(item.error),
         "attempts": item.attempts,
         "verified": True if status is Status.VALIDATED and item.verified else None,
+        "replaces": item.replaces,  # the earlier attachment of this row, other content
         "extra": item.extra,
     }
 

@@ -70,6 +70,7 @@ class ServerWait:
     asked: str = ""
     seconds: float | None = None
     capped: bool = False
+    asked_s: float | None = None  # the wait asked, uncapped (None: none, or not a wait)
 
     def note(self, cap_s: float) -> str:
         """The operator's words for it, for an error message ('' when nothing was asked)."""
@@ -130,8 +131,8 @@ def server_wait(headers: Mapping[str, str], now: float,
     if seconds is None or not _usable(seconds):
         return ServerWait(asked, None)
     if seconds > max_wait_s:
-        return ServerWait(asked, max_wait_s, capped=True)
-    return ServerWait(asked, seconds)
+        return ServerWait(asked, max_wait_s, capped=True, asked_s=seconds)
+    return ServerWait(asked, seconds, asked_s=seconds)
 
 
 def retry_after_s(headers: Mapping[str, str], now: float,

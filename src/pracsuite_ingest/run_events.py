@@ -8,6 +8,7 @@ The log is the item's own (bound to its client and row).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pracsuite_ingest.admission import Admission
@@ -46,12 +47,25 @@ class RunEvents:
         log.debug("item skipped", stage="admit", reason="duplicate row")
 
     def validated_earlier(self, seq: int, local: LocalFile, admission: Admission,
-                          earlier: ItemRecord, log: Any) -> None:
+                          earlier: ItemRecord, log: Any, identity: str | None = None) -> None:
         self.state.add_item(self.run_id, seq, local.row, local, Stage.SKIPPED,
                             error=admission.reason, key=earlier.key,
-                            attachment_id=earlier.attachment_id)
+                            attachment_id=earlier.attachment_id, disk_identity=identity)
         self.counters.skipped(Stage.SKIPPED, "validated earlier")
         log.debug("item skipped", stage="admit", reason="validated earlier")
+
+    def unchanged(self, seq: int, row: Row, earlier: ItemRecord, identity: str,
+                  log: Any) -> None:
+        """The file is as it was when an earlier run's upload of this row was
+        validated (its identity on disk unchanged): skipped, not read."""
+        kept = LocalFile(row, Path(row.path), earlier.size or 0, earlier.sha256 or "")
+        self.state.add_item(self.run_id, seq, row, kept, Stage.SKIPPED,
+                            error=(f"unchanged since run {earlier.run_id} (attachment "
+                                   f"{earlier.attachment_id}); not read again"),
+                            key=earlier.key, attachment_id=earlier.attachment_id,
+                            disk_identity=identity)
+        self.counters.skipped(Stage.SKIPPED, "unchanged on disk")
+        log.debug("item skipped", stage="admit", reason="unchanged on disk")
 
     def planned(self, seq: int, local: LocalFile, earlier: ItemRecord | None) -> None:
         """Dry run: what would be sent (or reconciled, when an earlier run sent it)."""
@@ -72,10 +86,25 @@ class RunEvents:
         self.counters.tally(stage)
         log.info("item carried to reconcile", stage="admit", from_run=earlier.run_id)
 
-    def admitted(self, seq: int, local: LocalFile) -> int:
-        """A file to send; returns its item id."""
+    def given_up(self, seq: int, local: LocalFile, admission: Admission,
+                 earlier: ItemRecord, log: Any) -> None:
+        """Sent as often as reconcile.max_resends allows and never taken: `missing`,
+        settled (no reconcile waits for it)."""
+        self.state.add_item(self.run_id, seq, local.row, local, Stage.MISSING,
+                            error=admission.reason, key=earlier.key,
+                            snapshot_run=earlier.snapshot_run or earlier.run_id,
+                            uploaded_at=earlier.uploaded_at, settled=True)
+        self.counters.tally(Stage.MISSING)
+        log.warning("item not sent again: PracSuite did not take it", stage="admit",
+                    from_run=earlier.run_id)
+
+    def admitted(self, seq: int, local: LocalFile, identity: str | None = None,
+                 replaces: str | None = None) -> int:
+        """A file to send; returns its item id. `replaces`: the attachment an earlier
+        run validated for this row with other content (PracSuite keeps it)."""
         item_id = self.state.add_item(self.run_id, seq, local.row, local, Stage.SEEN,
-                                      snapshot_run=self.run_id)
+                                      snapshot_run=self.run_id, disk_identity=identity,
+                                      replaces=replaces)
         self.counters.bytes_to_send += local.size
         return item_id
 
@@ -91,7 +120,11 @@ class RunEvents:
         if log is not None:
             log.debug("item not sent: stopping", stage="upload")
 
-    def sending(self, item_id: int, attempts: int) -> None:
+    def sending(self, item_id: int, attempts: int, *, new_key: bool = False) -> None:
+        """An attempt starts; `new_key`: the first with this presigned key (a send,
+        counted over every run against reconcile.max_resends)."""
+        if new_key:
+            self.state.count_send(item_id)
         self.state.set_stage(item_id, Stage.UPLOADING, attempts=attempts)
 
     def uploaded(self, item_id: int, local: LocalFile, at: float, attempts: int,

@@ -90,6 +90,7 @@ class InputSettings(_Section):
     follow_symlinks: bool = False
     root: str = ""
     encoding: str = ""
+    rehash: bool = False  # read every file, even one whose identity on disk is unchanged
 
     @field_validator("encoding")
     @classmethod
@@ -117,6 +118,7 @@ class ReconcileSettings(_Section):
     poll_interval_s: float = Field(default=10.0, gt=0)
     verify: Literal["off", "ambiguous", "all"] = "ambiguous"
     verify_concurrency: int = Field(default=8, ge=1, le=64)
+    max_resends: int = Field(default=2, ge=0, le=100)  # over all runs, for a `missing` file
 
 
 class StateSettings(_Section):

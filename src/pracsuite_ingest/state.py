@@ -97,23 +97,35 @@ CREATE TABLE IF NOT EXISTS snapshot_done (
 """
 
 # An upload that reached S3 (or may have) and has no record yet: what reconcile asks about.
-_AWAITING = ("(stage IN ('uploaded', 'missing') "
-             "OR (stage = 'uploading' AND outcome_unknown = 1))")
+# `settled`: a `missing` file whose resends ran out (reconcile.max_resends) is not awaited.
+_AWAITING_STAGES = ("(stage IN ('uploaded', 'missing') "
+                    "OR (stage = 'uploading' AND outcome_unknown = 1))")
+_AWAITING = f"({_AWAITING_STAGES} AND settled = 0)"
 
 _BY_AWAITING = "INDEXED BY items_awaiting"
 
 DEAD_RUN = "interrupted"  # a run found `running` by the next process to take the lock
 
 # Columns added after the first release: a state file without them gains them at open.
-ADDED_COLUMNS = (("name_nfc", "TEXT"), ("verified", "INTEGER"))
+# disk_identity: the file's identity on disk when it was checked (`localfs.disk_identity`:
+# device, inode, size, mtime_ns, ctime_ns), what lets a rerun skip it unread;
+# replaces: the attachment an earlier run validated for the same row, other content;
+# sends: the presigned uploads this item started (each key once; resends included);
+# settled: a `missing` item whose resends ran out (reconcile.max_resends): not awaited.
+ADDED_COLUMNS = (("name_nfc", "TEXT"), ("verified", "INTEGER"), ("disk_identity", "TEXT"),
+                 ("replaces", "TEXT"), ("sends", "INTEGER NOT NULL DEFAULT 0"),
+                 ("settled", "INTEGER NOT NULL DEFAULT 0"))
 NFC_INDEX = ("CREATE INDEX IF NOT EXISTS items_identity_nfc "
              "ON items (client_id, name_nfc, sha256)")
+ROW_INDEX = "CREATE INDEX IF NOT EXISTS items_row ON items (client_id, path, file_name)"
 # The uploads awaiting a record, and only those: what every poll asks for. Partial (an
 # item enters it at `uploaded` and leaves it at `validated`), so a poll reads the items
 # it asks about, never the whole run, and the other stage changes do not write it.
 # The queries name it (INDEXED BY): left alone, SQLite walks (run_id, seq) to skip a sort.
+# Its condition is the stages' only (the same in every state file, whichever version
+# created it); the queries' `settled = 0` filters the few settled items it holds.
 AWAITING_INDEX = ("CREATE INDEX IF NOT EXISTS items_awaiting "
-                  f"ON items (run_id, client_id, seq) WHERE {_AWAITING}")
+                  f"ON items (run_id, client_id, seq) WHERE {_AWAITING_STAGES}")
 
 
 def nfc(name: str) -> str:
@@ -137,6 +149,7 @@ def _upgrade(conn: sqlite3.Connection) -> None:
                          [(nfc(name), item_id) for item_id, name in rows])
         conn.execute("COMMIT")
     conn.execute(NFC_INDEX)
+    conn.execute(ROW_INDEX)
     conn.execute(AWAITING_INDEX)  # state files of earlier versions gain it at open
     conn.execute("DROP INDEX IF EXISTS items_run_stage")  # see AWAITING_INDEX
 
@@ -191,11 +204,13 @@ class ItemRecord:
     duplicate_of: int | None
     uploaded_at: float | None
     verified: bool | None = None  # the record's bytes were downloaded and equal the file's
+    replaces: str | None = None  # the earlier attachment of this row, other content
+    disk_identity: str | None = None  # the file on disk when checked (localfs.disk_identity)
 
 
 _COLUMNS = ("id, run_id, seq, line, client_id, path, file_name, size, sha256, extra, stage, "
             "error, attempts, key, attachment_id, outcome_unknown, snapshot_run, duplicate_of, "
-            "uploaded_at, verified")
+            "uploaded_at, verified, replaces, disk_identity")
 
 
 def _item(row: tuple[Any, ...]) -> ItemRecord:
@@ -344,17 +359,19 @@ class State:
                  *, error: str | None = None, key: str | None = None,
                  attachment_id: str | None = None, snapshot_run: str | None = None,
                  outcome_unknown: bool = False, uploaded_at: float | None = None,
-                 duplicate_of: int | None = None) -> int:
+                 duplicate_of: int | None = None, disk_identity: str | None = None,
+                 replaces: str | None = None, settled: bool = False) -> int:
         now = time.time()
         cur = self._write(
             "INSERT INTO items (run_id, seq, line, client_id, path, file_name, name_nfc, size, "
             "sha256, extra, stage, error, key, attachment_id, snapshot_run, outcome_unknown, "
-            "uploaded_at, duplicate_of, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "uploaded_at, duplicate_of, updated_at, disk_identity, replaces, settled) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (run_id, seq, row.line, row.client_id, row.path, row.file_name, nfc(row.file_name),
              local.size if local else None, local.sha256 if local else None,
              json.dumps(row.extra, ensure_ascii=False, default=str), stage.value, error, key,
-             attachment_id, snapshot_run, int(outcome_unknown), uploaded_at, duplicate_of, now),
+             attachment_id, snapshot_run, int(outcome_unknown), uploaded_at, duplicate_of, now,
+             disk_identity, replaces, int(settled)),
             durable=stage in DURABLE_AT_ONCE)
         return int(cur.lastrowid or 0)
 
@@ -441,16 +458,36 @@ class State:
                 return _item(row)
         return None
 
+    def row_upload(self, run_id: str, row: Row) -> ItemRecord | None:
+        """The latest item of an earlier run for this very row (client, path, file
+        name) that stands for a validated upload (validated, or skipped carrying its
+        attachment): what a rerun compares the file on disk with."""
+        found = self._db.execute(
+            f"SELECT {_COLUMNS} FROM items INDEXED BY items_row "  # noqa: S608
+            "WHERE client_id = ? AND path = ? AND file_name = ? AND run_id != ? "
+            "AND stage IN ('validated', 'skipped') AND attachment_id IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1",
+            (row.client_id, row.path, row.file_name, run_id)).fetchone()
+        return _item(found) if found else None
+
     def sends_of(self, client_id: str, file_name: str, sha256: str) -> int:
         """How many times this file (client, file name in NFC, sha256) was sent over
-        every run: its distinct presigned keys (an item carried to reconcile, or skipped,
-        keeps the key of the upload it stands for, so it adds none)."""
-        row = self._db.execute(
-            "SELECT COUNT(DISTINCT key) FROM items INDEXED BY items_identity_nfc "
-            "WHERE client_id = ? AND name_nfc = ? AND sha256 = ? AND key IS NOT NULL "
-            "AND stage != 'skipped'",
+        every run, resends within a run included: each item's presigned uploads
+        (`sends`), or, for items of versions that did not count them, their distinct
+        keys (an item carried to reconcile, or skipped, keeps the key of the upload it
+        stands for and counts none)."""
+        found = self._db.execute(
+            "SELECT COALESCE(SUM(sends), 0), COUNT(DISTINCT key) FROM items "
+            "INDEXED BY items_identity_nfc WHERE client_id = ? AND name_nfc = ? "
+            "AND sha256 = ? AND key IS NOT NULL AND stage != 'skipped'",
             (client_id, nfc(file_name), sha256)).fetchone()
-        return int(row[0]) if row else 0
+        return max(int(found[0]), int(found[1])) if found else 0
+
+    def count_send(self, item_id: int) -> None:
+        """One more presigned upload started by this item (rides with the move to
+        `uploading` that follows, which is committed at once)."""
+        self._write("UPDATE items SET sends = sends + 1 WHERE id = ?", (item_id,),
+                    durable=False)
 
     def item(self, item_id: int) -> ItemRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?",  # noqa: S608

@@ -16,19 +16,20 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pracsuite_ingest import MAX_FILE_BYTES
 from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.counters import Counters
-from pracsuite_ingest.errors import Permanent, Retryable
+from pracsuite_ingest.errors import Permanent, QuotaSpent, Retryable
 from pracsuite_ingest.models import Stage
 from pracsuite_ingest.reconcile.claims import Digest, VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc, proven_by_own_key
 from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordReader
 from pracsuite_ingest.reconcile.twins import twins, twins_text
-from pracsuite_ingest.reconcile.verdict import is_lost, verdict
+from pracsuite_ingest.reconcile.verdict import is_carried, is_lost, verdict
 from pracsuite_ingest.retry import PolicyRetrier
 from pracsuite_ingest.scheduling import Activity, Due, Schedule
 from pracsuite_ingest.settings import Settings
@@ -68,7 +69,8 @@ class UploadPhase:
 async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Settings,
                         run_id: str, deadline_s: float, shutdown: asyncio.Event,
                         log: Any, counters: Counters | None = None,
-                        uploads: UploadPhase | None = None) -> set[int]:
+                        uploads: UploadPhase | None = None, *,
+                        on_quota: Callable[[QuotaSpent], None] | None = None) -> set[int]:
     """Poll until every awaiting upload of the run has a record, or the deadline passes.
 
     With `uploads` (a run's first round), it runs while the uploads go on: it polls
@@ -76,7 +78,9 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
     and the deadline counts from `uploads.finished`; without, from now.
 
     Returns the ids of uploads whose S3 answer was lost and that PracSuite is *known*
-    not to hold (`verdict.py`): only those may be sent again.
+    not to hold (`verdict.py`): only those may be sent again. `on_quota`: what to do
+    when PracSuite's quota is spent (a run stops as on SIGTERM: `shutdown` is set and
+    nothing is declared missing); without it, `QuotaSpent` ends the round.
     """
     assert api is not None
     c = counters or Counters()
@@ -86,7 +90,7 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
         uploads.finish()
     try:
         absent = await Reconciler(state, api, settings, run_id, shutdown, log, c,
-                                  uploads).run(deadline_s)
+                                  uploads, on_quota).run(deadline_s)
         # The display's last frame shows the outcome: what is still without a record.
         c.awaiting = len(state.awaiting(run_id))
     except BaseException:
@@ -113,8 +117,10 @@ class Reconciler:
 
     def __init__(self, state: State, api: PracSuiteClient, settings: Settings, run_id: str,
                  shutdown: asyncio.Event, log: Any, counters: Counters,
-                 uploads: UploadPhase) -> None:
+                 uploads: UploadPhase,
+                 on_quota: Callable[[QuotaSpent], None] | None = None) -> None:
         self.state = state
+        self.on_quota = on_quota
         self.run_id = run_id
         self.shutdown = shutdown
         self.log = log
@@ -131,6 +137,7 @@ class Reconciler:
         self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
         self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
         self.poll_interval_s = settings.reconcile.poll_interval_s
+        self.max_resends = settings.reconcile.max_resends
         self.schedule = Schedule(self.poll_interval_s)
         self._slots = asyncio.Semaphore(POLLS_IN_FLIGHT)
         self._polling: set[str] = set()
@@ -274,6 +281,11 @@ class Reconciler:
                                                   self._early_reader(waiting))
                     evidence = look.evidence
                     await self._read_bytes(client_id, waiting, evidence, look.links)
+        except QuotaSpent as exc:
+            if self.on_quota is None:
+                raise
+            self.on_quota(exc)  # PracSuite cannot be asked now: nothing is decided
+            return False, 0
         except (Permanent, Retryable, TimeoutError) as exc:
             self.log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
                              error=str(exc) or type(exc).__name__)
@@ -401,16 +413,22 @@ class Reconciler:
     async def verdict(self) -> set[int]:
         """The deadline passed. Before anything lost is declared absent, look once more,
         completely, at each client that has one (bounded by the retry policy only); then
-        every upload still waiting is missing. Returns the uploads to send again."""
-        lost = [i for i in self.state.awaiting(self.run_id) if is_lost(i)]
+        every upload still waiting is missing. Returns the uploads to send again (lost,
+        or sent by an earlier run: each client with one is looked at once more)."""
+        lost = [i for i in self.state.awaiting(self.run_id) if is_lost(i) or is_carried(i)]
         asked: set[str] = set()
         for client_id, items in _by_client(lost).items():
             complete, _ = await self.poll(client_id, items, self._retry_bound_s)
             if complete:
                 asked.add(client_id)
+        if self.shutdown.is_set():  # stopped meanwhile (a spent quota): nothing is missing
+            return set()
         waited = time.monotonic() - self.started
-        result = verdict(self.state.awaiting(self.run_id), self.ambiguous, self.differ,
-                         asked, waited)
+        items = self.state.awaiting(self.run_id)
+        sends = {i.id: self.state.sends_of(i.client_id, i.file_name, i.sha256 or "")
+                 for i in items}
+        result = verdict(items, self.ambiguous, self.differ, asked, waited, sends,
+                         self.max_resends)
         for missing in result.missing:
             if missing.outcome_unknown:
                 self.state.set_stage(missing.item_id, Stage.MISSING, error=missing.error,

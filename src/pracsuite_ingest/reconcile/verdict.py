@@ -1,9 +1,13 @@
 """The end-of-deadline verdict (pure): what is missing, why, and what may be sent again.
 
-Only an upload whose S3 answer was lost, and whose client a complete poll after the
-deadline found without its record, may be sent again (docs/contract.md, "Guarantees"); a lost
-upload whose client could not be asked stays unknown: the next run asks again before
-sending. An upload left ambiguous (verify off) is never sent again on a guess.
+Only an upload whose client a complete poll after the deadline found without its
+record may be sent again (docs/contract.md, "Guarantees"): one whose S3 answer was lost,
+or one an earlier run sent (it was `missing` then, or the run stopped before its
+verdict); an upload of this run that S3 took waits for the next run. A lost upload
+whose client could not be asked stays unknown: the next run asks again before sending.
+An upload left ambiguous (verify off) is never sent again on a guess. No file is sent
+more than 1 + `reconcile.max_resends` times over every run (`sends`, counted in the
+state file): after that it stays `missing`, saying so.
 """
 
 from __future__ import annotations
@@ -22,6 +26,21 @@ if TYPE_CHECKING:
 def is_lost(item: ItemRecord) -> bool:
     """S3's answer to the upload was lost (or never came): it may or may not be stored."""
     return item.outcome_unknown or item.stage is Stage.UPLOADING
+
+
+def is_carried(item: ItemRecord) -> bool:
+    """The upload was sent by an earlier run (carried to this one to be reconciled)."""
+    return item.snapshot_run is not None and item.snapshot_run != item.run_id
+
+
+def sends_note(sends: int, max_resends: int) -> str:
+    """What the sends so far come to, for a `missing` item's error."""
+    if sends > max_resends:
+        return (f"; sent {sends} times over every run and PracSuite took it none of them: "
+                f"not sent again (reconcile.max_resends = {max_resends}); check the file "
+                "(an empty file, or a kind PracSuite refuses?)")
+    return (f"; sent {sends} time(s) so far: the next run sends it again (at most "
+            f"{max_resends + 1} sends in all, reconcile.max_resends = {max_resends})")
 
 
 def ambiguous_error(records: list[str]) -> str:
@@ -58,18 +77,25 @@ class Verdict:
 
 
 def verdict(items: Iterable[ItemRecord], ambiguous: Mapping[int, list[str]],
-            differ: Mapping[int, Set[str]], asked: Set[str], waited_s: float) -> Verdict:
+            differ: Mapping[int, Set[str]], asked: Set[str], waited_s: float,
+            sends: Mapping[int, int] | None = None, max_resends: int = 2) -> Verdict:
     """The verdict on the uploads still awaiting a record. `asked`: the clients a
-    complete poll after the deadline read; `waited_s`: how long reconcile waited."""
+    complete poll after the deadline read; `waited_s`: how long reconcile waited;
+    `sends`: how many times each item's file was sent over every run (none known: 1)."""
     missing: list[Missing] = []
     resend: set[int] = set()
     for item in items:
         note = differ_note(differ[item.id]) if item.id in differ else ""
+        sent = (sends or {}).get(item.id, 1)
+        spent = sent > max_resends
         if item.id in ambiguous:
             # Its record may be among the candidates: never sent again on a guess.
             missing.append(Missing(item.id, ambiguous_error(ambiguous[item.id])))
         elif is_lost(item):
-            if item.client_id in asked:
+            if item.client_id in asked and spent:
+                error = (f"S3's answer to the upload was lost and no PracSuite record "
+                         f"appeared within {waited_s:.0f}s{sends_note(sent, max_resends)}")
+            elif item.client_id in asked:
                 error = (f"S3's answer to the upload was lost and no PracSuite record "
                          f"appeared within {waited_s:.0f}s; sending it again")
                 resend.add(item.id)
@@ -78,9 +104,14 @@ def verdict(items: Iterable[ItemRecord], ambiguous: Mapping[int, list[str]],
                          "asked whether it holds a record; the next run asks again "
                          "before sending it")
             missing.append(Missing(item.id, error, outcome_unknown=True))
+        elif is_carried(item) and item.client_id in asked and not spent:
+            error = (f"S3 accepted the upload (in run {item.snapshot_run}) but PracSuite "
+                     f"still shows no record; sending it again{note}")
+            resend.add(item.id)
+            missing.append(Missing(item.id, error))
         else:
             error = (f"S3 accepted the upload but no PracSuite record appeared within "
                      f"{waited_s:.0f}s; run `pracsuite-ingest reconcile` later to look again"
-                     f"{note}")
+                     f"{note}{sends_note(sent, max_resends)}")
             missing.append(Missing(item.id, error))
     return Verdict(missing, resend)

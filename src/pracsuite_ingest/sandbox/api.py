@@ -219,6 +219,13 @@ async def _guarded(
                 f"{header} refused",
                 f"The {header} header ({label}) is not valid.",
             )
+    if context.faults.quota_spent():
+        context.stats.faults["quota"] += 1
+        plan = context.faults.plan
+        spent = web.json_response({"message": plan.quota_message}, status=429)
+        if plan.quota_retry_after is not None:
+            spent.headers["Retry-After"] = plan.quota_retry_after
+        return spent
     fault = context.faults.api_fault(time.monotonic())
     if fault is not None:
         context.stats.faults[fault.value] += 1

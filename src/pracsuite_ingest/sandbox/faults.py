@@ -53,6 +53,13 @@ class FaultKnobs:
     # holding one second's worth), 429 above it in `throttle_style`; 0 = no limit.
     # Per vendor key, as API Gateway's usage plans: every practice key shares it
     rate_budget: float = 0.0
+    # A usage-plan quota, played (its size is PracSuite's vendor's; unknown): after this
+    # many authenticated API calls, every call is answered 429 `{"message":
+    # quota_message}` as API Gateway answers a spent quota, with no Retry-After unless
+    # `quota_retry_after` gives one (sent verbatim, e.g. 1000000000); None = no quota
+    quota_after: int | None = None
+    quota_message: str = "Limit Exceeded"
+    quota_retry_after: str | None = None
 
 
 @dataclass
@@ -80,6 +87,8 @@ class FaultPlan(FaultKnobs):
             raise ValueError("latency_ms must be (min, max) with 0 <= min <= max")
         if self.retry_after_s < 0:
             raise ValueError("retry_after_s must not be negative")
+        if self.quota_after is not None and self.quota_after < 0:
+            raise ValueError("quota_after must not be negative")
 
 
 @dataclass
@@ -102,9 +111,11 @@ class Faults:
         self._latency_rng = random.Random(f"{self.seed}/latency" if seeded else None)
         self._tokens = 0.0
         self._filled_at: float | None = None
+        self._api_calls = 0  # authenticated API calls, for `quota_after`
 
     def reset(self) -> None:
-        """No faults and no latency from now on."""
+        """No faults, no latency and no quota from now on (the quota period reset)."""
+        self._api_calls = 0
         self.plan = FaultPlan(throttle_style=self.plan.throttle_style,
                               throttle_value=self.plan.throttle_value)
 
@@ -125,6 +136,12 @@ class Faults:
         if self._hit(self.plan.fail_rate_500):
             return ApiFault.SERVER_ERROR
         return None
+
+    def quota_spent(self) -> bool:
+        """Count one authenticated API call; True once `quota_after` calls were taken."""
+        self._api_calls += 1
+        limit = self.plan.quota_after
+        return limit is not None and self._api_calls > limit
 
     def s3_fault(self) -> S3Fault | None:
         """The fault for one S3 POST, if any."""

@@ -216,6 +216,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--throttle-value", default=None, metavar="TEXT",
         help="send TEXT verbatim as a 429's Retry-After (or X-RateLimit-Reset with "
              "--throttle-style ratelimit_reset), e.g. 1000000000, nan, inf, -5")
+    add("--quota-after", type=int, default=None, metavar="N",
+        help="a spent usage-plan quota: after N API calls every call is answered 429 "
+             "{\"message\": \"Limit Exceeded\"} with no Retry-After (API Gateway's answer)")
+    add("--quota-message", default=d.quota_message, metavar="TEXT",
+        help="the message of the quota's 429 (default: Limit Exceeded)")
+    add("--quota-retry-after", default=None, metavar="SECONDS",
+        help="a Retry-After sent verbatim with the quota's 429, e.g. 1000000000")
     add("--fail-500", type=_rate, default=0.0, metavar="RATE",
         help="share of API calls answered 500")
     add("--s3-slowdown", type=_rate, default=0.0, metavar="RATE",
@@ -313,6 +320,9 @@ def options_from_args(ns: argparse.Namespace) -> SandboxOptions:
         object_etag=ns.object_etag,
         honour_range=not ns.ignore_range,
         rate_budget=ns.rate_budget,
+        quota_after=ns.quota_after,
+        quota_message=ns.quota_message,
+        quota_retry_after=ns.quota_retry_after,
         external_s3=external_from_args(ns),
         error_detail_suffix=ns.error_detail_suffix,
         presign_key_name=ns.presign_key_name,
