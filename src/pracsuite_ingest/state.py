@@ -20,7 +20,6 @@ import json
 import os
 import sqlite3
 import time
-import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,151 +29,20 @@ from pracsuite_ingest import own_files
 from pracsuite_ingest.errors import Fatal, StateUnusable
 from pracsuite_ingest.localfs import folder_problem, open_private, private_file
 from pracsuite_ingest.models import LocalFile, Row, Stage
+from pracsuite_ingest.state_schema import AWAITING_STAGES, SCHEMA, nfc, upgrade
 from pracsuite_ingest.transitions import IllegalTransition, predecessors
 
 COMMIT_EVERY_S = 1.0  # while rows keep coming, what `status` (another process) lags by
 # On disk before the upload's first byte, and S3's answer as soon as it is known.
 DURABLE_AT_ONCE = frozenset({Stage.UPLOADING, Stage.UPLOADED, Stage.FAILED})
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-  run_id TEXT PRIMARY KEY,
-  started_at TEXT NOT NULL,
-  finished_at TEXT,
-  outcome TEXT NOT NULL DEFAULT 'running',
-  last_upload_at REAL
-);
-CREATE TABLE IF NOT EXISTS items (
-  id INTEGER PRIMARY KEY,
-  run_id TEXT NOT NULL REFERENCES runs(run_id),
-  seq INTEGER NOT NULL,
-  line INTEGER NOT NULL,
-  client_id TEXT NOT NULL,
-  path TEXT NOT NULL,
-  file_name TEXT NOT NULL,
-  size INTEGER,
-  sha256 TEXT,
-  extra TEXT NOT NULL DEFAULT '{}',
-  stage TEXT NOT NULL,
-  error TEXT,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  key TEXT,
-  attachment_id TEXT,
-  outcome_unknown INTEGER NOT NULL DEFAULT 0,
-  snapshot_run TEXT,
-  duplicate_of INTEGER,
-  uploaded_at REAL,
-  updated_at REAL NOT NULL,
-  name_nfc TEXT,
-  verified INTEGER,
-  UNIQUE (run_id, seq)
-);
-CREATE INDEX IF NOT EXISTS items_identity ON items (client_id, file_name, sha256);
-CREATE TABLE IF NOT EXISTS transitions (
-  item_id INTEGER NOT NULL REFERENCES items(id),
-  stage TEXT NOT NULL,
-  at REAL NOT NULL
-);
--- The audit trail writes itself, in the same implicit transaction as the change:
--- one statement, one commit per stage change.
-CREATE TRIGGER IF NOT EXISTS items_added AFTER INSERT ON items BEGIN
-  INSERT INTO transitions VALUES (NEW.id, NEW.stage, NEW.updated_at);
-END;
-CREATE TRIGGER IF NOT EXISTS items_moved AFTER UPDATE OF stage ON items BEGIN
-  INSERT INTO transitions VALUES (NEW.id, NEW.stage, NEW.updated_at);
-END;
-CREATE TABLE IF NOT EXISTS snapshots (
-  run_id TEXT NOT NULL,
-  client_id TEXT NOT NULL,
-  record_id TEXT NOT NULL,
-  PRIMARY KEY (run_id, client_id, record_id)
-);
-CREATE TABLE IF NOT EXISTS snapshot_done (
-  run_id TEXT NOT NULL,
-  client_id TEXT NOT NULL,
-  PRIMARY KEY (run_id, client_id)
-);
-"""
-
 # An upload that reached S3 (or may have) and has no record yet: what reconcile asks about.
 # `settled`: a `missing` file whose resends ran out (reconcile.max_resends) is not awaited.
-_AWAITING_STAGES = ("(stage IN ('uploaded', 'missing') "
-                    "OR (stage = 'uploading' AND outcome_unknown = 1))")
-_AWAITING = f"({_AWAITING_STAGES} AND settled = 0)"
+_AWAITING = f"({AWAITING_STAGES} AND settled = 0)"
 
 _BY_AWAITING = "INDEXED BY items_awaiting"
 
 DEAD_RUN = "interrupted"  # a run found `running` by the next process to take the lock
-
-# Columns added after the first release: a state file without them gains them at open.
-# disk_identity: the file's identity on disk when it was checked (`localfs.disk_identity`:
-# device, inode, size, mtime_ns, ctime_ns), what lets a rerun skip it unread;
-# replaces: the attachment an earlier run validated for the same row, other content;
-# sends: the presigned uploads this item started (each key once; resends included);
-# settled: a `missing` item whose resends ran out (reconcile.max_resends): not awaited.
-ADDED_COLUMNS = (("name_nfc", "TEXT"), ("verified", "INTEGER"), ("disk_identity", "TEXT"),
-                 ("replaces", "TEXT"), ("sends", "INTEGER NOT NULL DEFAULT 0"),
-                 ("settled", "INTEGER NOT NULL DEFAULT 0"))
-NFC_INDEX = ("CREATE INDEX IF NOT EXISTS items_identity_nfc "
-             "ON items (client_id, name_nfc, sha256)")
-ROW_INDEX = "CREATE INDEX IF NOT EXISTS items_row ON items (client_id, path, file_name)"
-# The uploads awaiting a record, and only those: what every poll asks for. Partial (an
-# item enters it at `uploaded` and leaves it at `validated`), so a poll reads the items
-# it asks about, never the whole run, and the other stage changes do not write it.
-# The queries name it (INDEXED BY): left alone, SQLite walks (run_id, seq) to skip a sort.
-# Its condition is the stages' only (the same in every state file, whichever version
-# created it); the queries' `settled = 0` filters the few settled items it holds.
-AWAITING_INDEX = ("CREATE INDEX IF NOT EXISTS items_awaiting "
-                  f"ON items (run_id, client_id, seq) WHERE {_AWAITING_STAGES}")
-
-
-def nfc(name: str) -> str:
-    """A file name as identity compares it: Unicode NFC, so that the same name written
-    composed (NFC) or decomposed (NFD, as macOS writes it) is one name."""
-    return unicodedata.normalize("NFC", name)
-
-
-def _upgrade(conn: sqlite3.Connection) -> None:
-    """Add the columns a state file of an earlier version lacks, and fill `name_nfc`;
-    the indexes as this version has them; small pages for a new state file."""
-    _small_pages(conn)
-    have = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
-    missing = [(name, kind) for name, kind in ADDED_COLUMNS if name not in have]
-    if missing:
-        conn.execute("BEGIN")
-        for name, kind in missing:
-            conn.execute(f"ALTER TABLE items ADD COLUMN {name} {kind}")
-        rows = conn.execute("SELECT id, file_name FROM items").fetchall()
-        conn.executemany("UPDATE items SET name_nfc = ? WHERE id = ?",
-                         [(nfc(name), item_id) for item_id, name in rows])
-        conn.execute("COMMIT")
-    conn.execute(NFC_INDEX)
-    conn.execute(ROW_INDEX)
-    conn.execute(AWAITING_INDEX)  # state files of earlier versions gain it at open
-    conn.execute("DROP INDEX IF EXISTS items_run_stage")  # see AWAITING_INDEX
-
-
-# A commit writes every page it changed, whole, to the WAL (then, at a checkpoint, to
-# the file): with 4 KB pages, about 4 pages, 16 KB, per stage change committed. A row
-# of `items` is a few hundred bytes, so 1 KB pages write a quarter of that (bench/scale.py).
-PAGE_SIZE = 1024
-
-
-def _small_pages(conn: sqlite3.Connection) -> None:
-    """A state file that holds nothing yet gets PAGE_SIZE pages. SQLite fixes the page
-    size of a WAL file: it is set in rollback mode, by VACUUM (instant on empty tables),
-    then WAL again. A file with rows keeps its pages (a VACUUM would rewrite it whole)."""
-    if conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE:
-        return
-    if conn.execute("SELECT EXISTS (SELECT 1 FROM items) OR EXISTS (SELECT 1 FROM runs)"
-                    ).fetchone()[0]:
-        return
-    if conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] != "delete":
-        return  # another connection has it open: leave it as it is
-    conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
-    conn.execute("VACUUM")
-    conn.execute("PRAGMA journal_mode=WAL")
-
 
 # Stages whose upload reached S3, or may have: such an item is reconciled, never re-sent blindly.
 RECONCILE_STAGES = (Stage.UPLOADED.value, Stage.MISSING.value)
@@ -266,7 +134,7 @@ class State:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
-            _upgrade(conn)
+            upgrade(conn)
             if lock:
                 # We hold the lock, so no other process runs on this state file: a run
                 # still `running` died without a word (SIGKILL, power cut, OOM).
