@@ -16,14 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pracsuite_ingest.api import (
-    LIST_KEYS,
-    Exchange,
-    PracSuiteClient,
-    RecordRef,
-    parse_api_error,
-    record_links,
-)
+from pracsuite_ingest.api import Exchange, PracSuiteClient, RecordRef, record_links
+from pracsuite_ingest.api_answers import LIST_KEYS, parse_api_error
 from pracsuite_ingest.client_ids import client_id_problem
 from pracsuite_ingest.plural import counted
 from pracsuite_ingest.reconcile.records import record_id
