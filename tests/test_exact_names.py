@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from e2e import config, run_cli
+from pracsuite_ingest.local_check import check_local
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.sandbox.ledger import DescriptionMode
-from pracsuite_ingest.scan import check_local, read_rows
+from pracsuite_ingest.scan import read_rows
 
 SPACED = ["  leading and trailing spaces  .pdf", "double  space.pdf", " lead.pdf",
           "trail .pdf"]

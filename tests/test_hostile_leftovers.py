@@ -83,7 +83,7 @@ def test_a_json_line_naming_a_key_twice_is_refused(tmp_path: Path) -> None:
 
 
 async def test_a_hard_link_inside_input_root_is_warned_and_sent(tmp_path: Path) -> None:
-    """Warned, not refused (see scan.HARD_LINK_NOTE for why); no file name in the line."""
+    """Warned, not refused (see local_check.HARD_LINK_NOTE for why); no file name in the line."""
     root = tmp_path / "in"
     write(root / "1" / "linked-name.pdf", b"%PDF outside")
     os.link(root / "1" / "linked-name.pdf", tmp_path / "outside.pdf")

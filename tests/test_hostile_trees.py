@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from pracsuite_ingest import localfs
+from pracsuite_ingest.local_check import check_local
 from pracsuite_ingest.localfs import NotRegularFile, open_regular, private_dir, private_file
 from pracsuite_ingest.models import LocalFile, Row
-from pracsuite_ingest.scan import check_local, read_rows
+from pracsuite_ingest.scan import read_rows
 
 # Opening a FIFO without a writer blocks forever: a test that hangs here has failed.
 pytestmark = pytest.mark.timeout(60)

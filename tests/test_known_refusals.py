@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from e2e import config, run_cli, write_manifest
+from pracsuite_ingest.local_check import check_local
 from pracsuite_ingest.models import LocalFile, Row
 from pracsuite_ingest.refusals import dry_run_error, empty_file_problem, missing_error
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
-from pracsuite_ingest.scan import check_local
 from pracsuite_ingest.settings import load_settings
 from pracsuite_ingest.state import State
 

@@ -18,8 +18,8 @@ import pytest
 
 from e2e import config, run_cli
 from pracsuite_ingest import MAX_FILE_BYTES
+from pracsuite_ingest.local_check import Stopped, hash_file
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
-from pracsuite_ingest.scan import Stopped, hash_file
 
 pytestmark = pytest.mark.slow
 

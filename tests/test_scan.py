@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pracsuite_ingest import MAX_FILE_BYTES
+from pracsuite_ingest.local_check import check_local, file_name_problem
 from pracsuite_ingest.models import LocalFile
-from pracsuite_ingest.scan import check_local, file_name_problem, read_rows
+from pracsuite_ingest.scan import read_rows
 
 
 def write(path: Path, data: bytes = b"x") -> Path:

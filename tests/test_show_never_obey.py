@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from e2e import config, run_cli
+from pracsuite_ingest.local_check import file_name_problem
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
-from pracsuite_ingest.scan import file_name_problem
 from pracsuite_ingest.visible import visible
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b31m\x7f"  # title, clear screen, C1 CSI, DEL

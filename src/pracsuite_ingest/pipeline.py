@@ -32,6 +32,7 @@ from pracsuite_ingest.errors import (
     SourceChanged,
 )
 from pracsuite_ingest.filters import NO_FILTER
+from pracsuite_ingest.local_check import check_local
 from pracsuite_ingest.localfs import disk_identity
 from pracsuite_ingest.logs import bind_context, get_logger
 from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
@@ -40,7 +41,7 @@ from pracsuite_ingest.reconcile.reconciler import UploadPhase, reconcile_run
 from pracsuite_ingest.reconcile.records import list_records
 from pracsuite_ingest.retry import PolicyRetrier, retrying
 from pracsuite_ingest.run_events import RunEvents
-from pracsuite_ingest.scan import check_local, read_rows
+from pracsuite_ingest.scan import read_rows
 from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.shard import Shard, only_mine
 from pracsuite_ingest.state import ItemRecord, State

@@ -48,7 +48,7 @@ def visible(text: str, *, keep_lines: bool = False) -> str:
 
 def name_problem(file_name: str) -> str | None:
     """Why a file name with a C1 control, a bidi control or an invisible character is
-    refused (None when it has none); C0 and DEL are `scan.file_name_problem`'s."""
+    refused (None when it has none); C0 and DEL are `local_check.file_name_problem`'s."""
     found = _NAME_UNSAFE.search(file_name)
     if found is None:
         return None
