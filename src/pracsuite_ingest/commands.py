@@ -56,6 +56,7 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
     from pracsuite_ingest.connection import make_client, make_session
     from pracsuite_ingest.logs import bind_context, get_logger
     from pracsuite_ingest.pipeline import Run, new_run_id, utc_now
+    from pracsuite_ingest.practice_lease import lease_for
     from pracsuite_ingest.state import State
     from pracsuite_ingest.watch import Watch
 
@@ -82,7 +83,9 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
                     run = watch(Run(settings, state, api, session, dry_run=False,
                                     shutdown=shutdown, run_id=run_id, shard=shard))
                     try:
-                        await run.execute()
+                        async with lease_for(settings, run_id,
+                                             shard.label if shard is not None else "", log):
+                            await run.execute()
                     finally:
                         await api.gate.aclose()  # api.shared_limit's connection
             interrupted = shutdown.is_set()
