@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pracsuite_ingest.models import Stage
+from pracsuite_ingest.plural import counted
 from pracsuite_ingest.reconcile.match import record_order
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def sends_note(sends: int, max_resends: int) -> str:
         return (f"; sent {sends} times over every run and PracSuite took it none of them: "
                 f"not sent again (reconcile.max_resends = {max_resends}); check the file "
                 "(an empty file, or a kind PracSuite refuses?)")
-    return (f"; sent {sends} time(s) so far: the next run sends it again (at most "
+    return (f"; sent {counted(sends, 'time')} so far: the next run sends it again (at most "
             f"{max_resends + 1} sends in all, reconcile.max_resends = {max_resends})")
 
 
