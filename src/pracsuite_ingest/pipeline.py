@@ -38,12 +38,12 @@ from pracsuite_ingest.logs import bind_context, get_logger
 from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
 from pracsuite_ingest.presign_ahead import PresignAhead
 from pracsuite_ingest.reconcile.reconciler import UploadPhase, reconcile_run
-from pracsuite_ingest.reconcile.records import list_records
-from pracsuite_ingest.retry import PolicyRetrier, retrying
+from pracsuite_ingest.retry import retrying
 from pracsuite_ingest.run_events import RunEvents
 from pracsuite_ingest.scan import read_rows
 from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.shard import Shard, only_mine
+from pracsuite_ingest.snapshots import Snapshots
 from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.upload import upload_file, upload_timeout
 
@@ -59,12 +59,6 @@ def new_run_id(now: datetime) -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def snapshot_failed_text(reason: str) -> str:
-    """Why a patient's files are not sent when its list could not be read first."""
-    return (f"the patient's attachment list could not be read before the first upload "
-            f"({reason}); none of this patient's files were sent: run again later")
 
 
 class Run:
@@ -89,9 +83,8 @@ class Run:
         self.ahead = PresignAhead(settings.upload.concurrency,
                                   settings.upload.presign_concurrency)
         self._presign_slots = asyncio.Semaphore(settings.upload.presign_concurrency)
-        self._snap_locks: dict[str, asyncio.Lock] = {}
-        self._snap_refused: dict[str, str] = {}
-        self._snapshotted: set[str] = set()
+        self.snapshots = Snapshots(state, self.run_id, settings.api.max_attempts, self.rng,
+                                   self._on_retry)
         self.uploads = UploadPhase()  # what reconcile, running alongside, sees of the uploads
         self.stopped_by: QuotaSpent | None = None  # PracSuite's quota answer that stopped it
         self._upload_cap_s = settings.upload.timeout_s
@@ -264,31 +257,6 @@ class Run:
                 await self._send(item_id, local, log)
 
     # ------------------------------------------------------- presign and upload phase
-    async def _snapshot(self, client_id: str) -> None:
-        """Before the first upload for a client, remember the records it already has."""
-        if client_id in self._snapshotted:  # every later file of the client: no I/O at all
-            return
-        lock = self._snap_locks.setdefault(client_id, asyncio.Lock())
-        async with lock:
-            bind_context(stage="snapshot")
-            if client_id in self._snap_refused:
-                raise Permanent(self._snap_refused[client_id])
-            if self.state.has_snapshot(self.run_id, client_id):
-                self._snapshotted.add(client_id)
-                return
-            assert self.api is not None
-            api = self.api
-            try:
-                records = await list_records(api, client_id, PolicyRetrier(
-                    self.settings.api.max_attempts, self.rng, self._on_retry))
-            except (Permanent, Retryable) as exc:
-                # Its retries are spent: the patient's other files fail with this reason
-                # at once, instead of each asking again (20 files x the timeout).
-                self._snap_refused[client_id] = snapshot_failed_text(str(exc))
-                raise
-            self.state.save_snapshot(self.run_id, client_id, (r.record_id for r in records))
-            self._snapshotted.add(client_id)
-
     def stop_for_quota(self, exc: QuotaSpent) -> None:
         """PracSuite takes no more calls for now: stop as a SIGTERM stops the run (no new
         work; uploads in flight finish or are recorded; unconfirmed ones stay pending)."""
@@ -322,7 +290,8 @@ class Run:
         meanwhile leaves the file presigned and unsent (`pending`: the next run sends it).
         """
         try:
-            await self._snapshot(local.row.client_id)
+            assert self.api is not None
+            await self.snapshots.take(self.api, local.row.client_id)
             presigned = await self._presign(local)
             self.events.presigned(item_id, presigned.key)
             async with self.ahead.upload_slot():
