@@ -34,9 +34,9 @@ def test_a_claim_on_the_bytes_names_the_other_records_with_the_same_bytes() -> N
 async def test_two_workers_on_one_practice_never_claim_one_record_without_saying_so(
         tmp_path: Path) -> None:
     # Both send the same 4 files; PracSuite makes their records only after both runs
-    # gave up waiting (12 s validation, 1 s deadline: room for a slow start): each run's `reconcile` then sees
-    # both records of each file, which name and size cannot tell apart (the records
-    # carry no name): the bytes decide, and they are the same.
+    # gave up waiting (12 s validation, 1 s deadline: room for a slow start): each
+    # run's `reconcile` then sees both records of each file, which name and size cannot
+    # tell apart (the records carry no name): the bytes decide, and they are the same.
     async with Sandbox(SandboxOptions(validation_delay_s=12.0)) as sb:
         rows = make_files(tmp_path, 4, ["7"], size=2000)
         manifest = write_manifest(tmp_path, rows)
