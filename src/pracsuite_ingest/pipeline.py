@@ -294,6 +294,7 @@ class Run:
             await self.snapshots.take(self.api, local.row.client_id)
             presigned = await self._presign(local)
             self.events.presigned(item_id, presigned.key)
+            self.events.ready(item_id)  # committed with the others waiting for a slot
             async with self.ahead.upload_slot():
                 if self.shutdown.is_set():
                     self.events.not_sent(item_id, log)
@@ -320,7 +321,9 @@ class Run:
     async def _upload(self, item_id: int, local: LocalFile, presigned: Presigned | None,
                       log: Any, attempts: int) -> int:
         """Upload in the slot held, presigning again (`presigned` None: first) on an
-        expired policy; returns the attempts made so far."""
+        expired policy; returns the attempts made so far. `presigned`, when given, is
+        `uploading` and committed already (`RunEvents.ready`)."""
+        ready = presigned.key if presigned is not None else None
         keys_sent: set[str] = set()  # a send counts once per presigned key
         for presign_round in range(1, MAX_PRESIGN_ROUNDS + 1):
             if presigned is None:
@@ -331,7 +334,9 @@ class Run:
                 nonlocal attempts
                 attempts += 1
                 bind_context(stage="upload", attempt=attempts)
-                self.events.sending(item_id, attempts, new_key=p.key not in keys_sent)
+                new_key = p.key not in keys_sent
+                await self.events.sending(item_id, attempts, new_key=new_key,
+                                          ready=new_key and p.key == ready)
                 keys_sent.add(p.key)
                 assert self.session is not None
                 self.counters.in_flight += 1
@@ -371,6 +376,7 @@ class Run:
         try:
             await self._upload_and_reconcile()
         finally:
+            self.events.close()  # what the group commit still holds
             if self.api is not None:
                 self.log.info("api pace", **self.api.gate.pace().as_dict())
         if self.stopped_by is not None:  # stopped as on SIGTERM; the run ends with exit 3
