@@ -7,13 +7,16 @@ in flight share their pages.
 
 `GroupCommits` commits the state's pending writes at most every `every_s` (~50 ms)
 while an upload waits for its commit (`durable`), and within `COMMIT_EVERY_S` otherwise
-(what `status`, another process, lags by). An upload starts only once `durable`
-returned after its move to `uploading`: its presigned key is on disk before its first
-byte leaves, which is what lets the next run, after a kill, find it and reconcile it
-instead of sending it twice. The uploads presigned ahead of the slots
-(`presign_ahead`) wait for that commit while the slots are busy, so it costs no
-throughput where uploads are the bound. Everything else a crash may lose is harmless
-(state.py says why). No task: the commit is a loop callback, scheduled when needed.
+(what `status`, another process, lags by). A file presigned ahead of the upload slots
+(`presign_ahead`) moves to `uploading`, with its key, as it starts waiting for a slot
+(`RunEvents.ready`); in the slot, its upload starts only once `durable` returned
+(`RunEvents.sending`): its key is on disk before its first byte leaves, which is what
+lets the next run, after a kill, find it and reconcile it instead of sending it twice.
+One commit thus carries the moves of every file waiting, and the next slots to free find
+theirs committed already. A file that waited for a slot and was never sent (the run
+stopped) goes back to `presigned` (`pending`); killed meanwhile, it is reconciled by the
+next run, then sent. Everything else a crash may lose is harmless (state.py says why).
+No task: the commit is a loop callback, scheduled when needed.
 """
 
 from __future__ import annotations
