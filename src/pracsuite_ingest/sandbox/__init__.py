@@ -10,6 +10,8 @@ worker never imports it. Modules, in the order data flows:
 - `external`: presign for a real S3 instead (`SandboxOptions.external_s3`), find the
   uploads there by signed HEAD, validate from it.
 - `s3`, `api`: the two aiohttp apps; `validation`: records after upload.
+- `stats`, `usage`: what `/_sandbox/stats` counts (`usage`: each practice key's calls
+  granted and throttled by the vendor key's budget, per second).
 - `options`: every knob and its CLI flag; `server`: `Sandbox` and `serve_forever`.
 
 `GET /_sandbox/stats` (and `Sandbox.stats()`) answers::
