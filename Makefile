@@ -28,7 +28,7 @@ typecheck: $(VENV)/.installed
 # PYTEST_WORKERS=0 runs them in this process, one after the other.
 PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
 test: $(VENV)/.installed
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=20
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/run.py

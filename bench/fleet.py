@@ -11,9 +11,12 @@ count of processes runs twice: every process pacing itself (no coordination), an
 
 Printed per row: the share of the budget used while the fleet ran (accepted API calls
 per second over the budget), the share of API calls answered 429, and the finish
-spread (the longest run over the shortest: equal work, so 1.0 is fair). Not part of
-the test suite: timings on a shared machine are noisy. Writes
-bench/results/<time>-fleet.json.
+spread (the longest run over the shortest: equal work, so 1.0 is fair); then the same
+read from the sandbox's per-practice counts (`/_sandbox/stats` `usage`) in the seconds
+when every process was calling: used, throttled, and the largest practice's share of
+the granted calls over the smallest's (the figures tests/test_fleet.py asserts; they do
+not move with a process's start-up on a loaded CPU). Writes
+bench/results/<time>-fleet.json (with the load average).
 """
 
 from __future__ import annotations
@@ -82,6 +85,11 @@ def main() -> None:
                   f"throttled {row['throttled_share']:>6.2%}  spread {row['spread']:.2f}x  "
                   f"span {row['span_s']:>5.1f} s  validated {row['validated']}/"
                   f"{row['files']}  records {row['records_created']}", flush=True)
+            w = row["all_calling"]
+            if isinstance(w, dict) and w:
+                print(f"{'':>26}all calling {w['seconds']:>3} s: used "
+                      f"{w['used_of_budget']:>6.1%}  throttled {w['throttled_share']:>6.2%}  "
+                      f"shares {w['share_spread']:.2f}x apart", flush=True)
     out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}-fleet.json"
     out.write_text(json.dumps({"args": {**vars(args), "baseline": str(args.baseline)},
                                "load_average": os.getloadavg(), "runs": rows}, indent=1)

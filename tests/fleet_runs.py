@@ -49,6 +49,79 @@ class Outcome:
         return self.ended - self.started
 
 
+@dataclass(frozen=True)
+class Window:
+    """Whole seconds [start_s, end_s) of the sandbox's clock, and what the vendor key's
+    budget did in them for the practices looked at (`granted[i]`: practice i's calls)."""
+
+    start_s: int
+    end_s: int
+    budget: float
+    granted: list[int]
+    throttled: int
+
+    @property
+    def seconds(self) -> int:
+        return self.end_s - self.start_s
+
+    @property
+    def used(self) -> float:
+        """Calls granted over what the budget allows in the window."""
+        return sum(self.granted) / (self.budget * max(1, self.seconds))
+
+    @property
+    def throttled_share(self) -> float:
+        return self.throttled / max(1, sum(self.granted) + self.throttled)
+
+    @property
+    def spread(self) -> float:
+        """The largest practice's share of the granted calls over the smallest's."""
+        return max(self.granted) / max(1, min(self.granted))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "used_of_budget": round(self.used, 3),
+                "throttled_share": round(self.throttled_share, 4),
+                "share_spread": round(self.spread, 3), "granted": self.granted,
+                "throttled": self.throttled}
+
+
+def per_second(usage: dict[str, Any], practice: int) -> tuple[dict[int, int], dict[int, int]]:
+    """Practice `practice`'s granted and throttled calls by second of the sandbox's clock
+    (its key is `practice_keys[practice]`: the sandbox names it `practice + 1`)."""
+    one = usage["practice_keys"].get(str(practice + 1))
+    if one is None:
+        return {}, {}
+    start = one["from_s"]
+    return ({start + i: n for i, n in enumerate(one["granted_per_s"])},
+            {start + i: n for i, n in enumerate(one["throttled_per_s"])})
+
+
+def calling_seconds(usage: dict[str, Any], practice: int) -> tuple[int, int]:
+    """The first and last second in which practice `practice` was granted a call."""
+    granted, _ = per_second(usage, practice)
+    seconds = [s for s, n in granted.items() if n]
+    return min(seconds), max(seconds)
+
+
+def window(usage: dict[str, Any], which: list[int], start_s: int, end_s: int) -> Window:
+    """What the budget did for practices `which` in seconds [start_s, end_s)."""
+    granted, throttled = [], 0
+    for k in which:
+        g, t = per_second(usage, k)
+        granted.append(sum(n for s, n in g.items() if start_s <= s < end_s))
+        throttled += sum(n for s, n in t.items() if start_s <= s < end_s)
+    return Window(start_s, end_s, usage["rate_budget"], granted, throttled)
+
+
+def all_calling(usage: dict[str, Any], which: list[int], *, since_s: int = 0) -> Window:
+    """The window in which every practice of `which` was calling (from `since_s` on):
+    from the second after the last of them was first granted a call to the second
+    before the first of them was last granted one (the partial seconds left out)."""
+    spans = [calling_seconds(usage, k) for k in which]
+    start = max(since_s, max(s for s, _ in spans) + 1)
+    return window(usage, which, start, min(e for _, e in spans))
+
+
 @dataclass
 class FleetResult:
     budget: float
@@ -58,6 +131,7 @@ class FleetResult:
     records_created: int
     files: int
     calling: tuple[float, float]  # when the sandbox accepted the first and last API call
+    usage: dict[str, Any]  # the sandbox's `usage`: each practice's calls per second
     span_s: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -90,7 +164,16 @@ class FleetResult:
                 "records_created": self.records_created,
                 "validated": sum(o.report["summary"].get("validated", 0)
                                  for o in self.outcomes),
-                "exit_codes": [o.code for o in self.outcomes]}
+                "exit_codes": [o.code for o in self.outcomes],
+                "all_calling": self.all_calling_figures()}
+
+    def all_calling_figures(self) -> dict[str, Any]:
+        """`Window.as_dict` of the seconds when every practice was calling ({} if one
+        was never granted a call)."""
+        try:
+            return all_calling(self.usage, list(range(len(self.outcomes)))).as_dict()
+        except ValueError:  # a practice without a granted call: no such window
+            return {}
 
 
 def api_requests(stats: dict[str, Any]) -> tuple[int, int]:
@@ -122,8 +205,11 @@ def write_practice(root: Path, sb: Sandbox, k: int, files: int, shared_limit: st
     clients = [str(1 + k * CLIENTS_PER_PRACTICE + j) for j in range(CLIENTS_PER_PRACTICE)]
     manifest = write_manifest(root, make_files(root, files, clients,
                                                names=[f"p{k}-letter.pdf"]))
-    api = {"practice_api_key": sb.options.practice_keys[k], "requests_per_second": rate,
-           "max_attempts": 30, **({"shared_limit": shared_limit} if shared_limit else {})}
+    api: dict[str, object] = {"practice_api_key": sb.options.practice_keys[k],
+                              "requests_per_second": rate, "max_attempts": 30}
+    if shared_limit:  # the rate is then the fleet's: let it reach the vendor key's budget
+        budget = sb.options.rate_budget
+        api.update(shared_limit=shared_limit, max_requests_per_second=max(20.0, 2 * budget))
     cfg = config(root, sb, api=api, reconcile={"deadline_s": 120, "poll_interval_s": 0.3})
     return cfg, manifest
 
@@ -204,7 +290,7 @@ async def run_fleet(root: Path, practices: list[Practice], *, budget: float,
     accepted, refused = api_requests(stats)
     return FleetResult(budget, [t.result() for t in tasks], accepted, refused,
                        stats["records_created_total"], sum(p.files for p in practices),
-                       calling.result())
+                       calling.result(), stats["usage"])
 
 
 def free_port() -> int:

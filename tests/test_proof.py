@@ -90,8 +90,14 @@ async def test_other_peoples_lookalike_records_are_never_claimed(
     assert claimed.isdisjoint(others)  # 0 records of others claimed
     own = {r["id"]: r["key"] for c in stats["records_created"].values() for r in c["records"]}
     assert all(own[it["attachment_id"]] == it["key"] for it in report["items"])
-    assert report["summary"]["validated"] == report["summary"]["verified"] == 20
-    assert all(it["verified"] is True for it in report["items"])
+    assert report["summary"]["validated"] == 20
+    # The bytes decided exactly where a lookalike made the name and size ambiguous.
+    crowded = {(r["client_id"], unicodedata.normalize("NFC", r["file_name"]))
+               for r in stats["records_by_others"]}
+    for it in report["items"]:
+        shared = (it["client_id"], unicodedata.normalize("NFC", it["file_name"])) in crowded
+        assert it["verified"] is (True if shared else None), it
+    assert report["summary"]["verified"] == len(others)
     assert assert_report_is_what_radosgw_stored(target, report["items"], stats) == 20
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from e2e import config, make_files, run_cli, write_manifest
+from fleet_sim import shares, simulate
 from pracsuite_ingest.rate_gate import (
-    DECREASE,
+    FIRST_DECREASE,
+    FIRST_PAUSE_S,
     HOLD_S,
-    SLOW_START_EXIT,
     AutoRate,
     RateGate,
     recovered_interval,
@@ -121,7 +122,7 @@ def test_auto_starts_at_three_per_second_and_a_burst_of_429s_is_one_step_back() 
     for _ in range(5):
         gate.throttled_at(6.1, sent_at)
     # the first 429 ends the start's climb, which the budget's burst let run past it
-    assert lowered == pytest.approx(DECREASE * SLOW_START_EXIT * sent_at)
+    assert lowered == pytest.approx(FIRST_DECREASE * sent_at)
     assert gate.rate == lowered and gate.decreases == 1 and gate.throttled == 6
     # a call sent at the lowered rate and refused once the hold is over: lower still
     gate.throttled_at(6.0 + HOLD_S + 0.1, gate.rate)
@@ -137,16 +138,42 @@ def test_shards_adapting_on_their_own_stay_under_the_limit_together() -> None:
     assert throttled <= 0.05, f"{throttled:.1%} throttled"
 
 
-def test_four_processes_on_one_key_each_adapting_alone_converge_to_equal_shares() -> None:
+# Fleets on the sandbox's own budget, with answers coming back after random latencies
+# (fleet_sim.py). Equal shares come from additive increase and multiplicative decrease
+# alone: each process learns where it stands only from its own few 429s, so shares even
+# out over minutes, not seconds (over one minute, 10 seeds: 1.1x-2.0x apart; see
+# docs/scale-out.md). These hold the policy to the bounds over ten minutes.
+BUDGET = 16.0  # the fleet bench's (bench/fleet.py)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_four_processes_on_one_key_each_adapting_alone_converge_to_equal_shares(
+        seed: int) -> None:
     # four practices on one vendor key (API Gateway throttles per key), none knowing the
     # others: the climb is the same requests/s for each, the step back a share of each
-    # one's rate, so the shares even out (the climb used to be a share of each one's own
-    # last refused rate: whoever first met a 429 higher kept climbing faster)
-    gates = [AutoRate(ceiling=20.0) for _ in range(4)]
-    accepted = [0, 0, 0, 0]
-    used, throttled = bucket_run(16.0, 16.0, 2400, gates, accepted)
-    assert used >= 0.8 and throttled <= 0.05, (used, throttled)
-    assert max(accepted) / min(accepted) <= 1.3, accepted
+    # one's rate, so the shares even out
+    calls = simulate(BUDGET, [(0.0, 600.0)] * 4, seed=seed)
+    got = shares(calls, BUDGET, [0, 1, 2, 3], 0.0, 600.0)
+    assert got.used >= 0.8 and got.throttled <= 0.05, got
+    assert got.spread <= 1.3, got
+
+
+@pytest.mark.parametrize("seed", [2, 5])
+def test_a_process_joining_late_and_one_leaving_early_get_and_give_up_their_share(
+        seed: int) -> None:
+    # 0 and 1 run ten minutes; 2 leaves after five; 3 joins after one. The joiner climbs
+    # from 3/s into a budget the others fill: it gains on them only as they meet 429s,
+    # so its phase is held to 1.5x (10 seeds: 1.07x-1.42x over those four minutes; the
+    # policy before: up to 1.61x); once 2 has left, the others take its share (and the
+    # issue's 1.3x holds: 1.03x-1.24x; before: up to 1.48x)
+    spans = [(0.0, 600.0), (0.0, 600.0), (0.0, 300.0), (60.0, 600.0)]
+    calls = simulate(BUDGET, spans, seed=seed)
+    four = shares(calls, BUDGET, [0, 1, 2, 3], 60.0, 300.0)
+    three = shares(calls, BUDGET, [0, 1, 3], 300.0, 600.0)
+    for got in (four, three):
+        assert got.used >= 0.8 and got.throttled <= 0.05, got
+    assert four.spread <= 1.5, four
+    assert three.spread <= 1.3, three
 
 
 async def test_the_auto_gate_hands_the_rate_a_call_was_sent_at_back_with_its_429() -> None:
@@ -157,7 +184,31 @@ async def test_the_auto_gate_hands_the_rate_a_call_was_sent_at_back_with_its_429
     gate.throttle(None, sent_at)
     assert sent_at == 3.0
     assert gate.auto.decreases == 1
-    assert gate.rate == pytest.approx(3.0 * SLOW_START_EXIT * DECREASE)
+    assert gate.rate == pytest.approx(3.0 * FIRST_DECREASE)
+
+
+async def test_a_429_voids_the_slots_the_auto_gate_handed_out_before_it() -> None:
+    # "auto" at 3/s: four callers take slots a third of a second apart; the first call's
+    # 429 (the first: halve, pause a second) comes back while the others wait for their
+    # slots. They queue again behind the pause at the lowered rate, instead of going at
+    # slots handed out at the rate that was refused (into a budget that is empty)
+    gate = RateGate.for_setting("auto", 20.0)
+    started = time.monotonic()
+    sent: list[float] = []
+
+    async def one(first: bool) -> None:
+        async with gate as rate:
+            sent.append(time.monotonic() - started)
+            if first:
+                await asyncio.sleep(0.05)  # its answer's round trip
+                gate.throttle(None, rate)
+
+    await asyncio.gather(one(True), one(False), one(False), one(False))
+    lowered = 3.0 * FIRST_DECREASE
+    assert gate.rate == lowered
+    # a call goes no earlier than its slot: the pause, then one spacing at the new rate
+    for k, at in enumerate(sorted(sent[1:])):
+        assert at >= 0.05 + FIRST_PAUSE_S + k / lowered - 0.01, sent
 
 
 @pytest.mark.slow

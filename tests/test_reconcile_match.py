@@ -79,18 +79,60 @@ def test_needs_name_asks_only_for_new_unmatched_unknown_records_of_a_possible_si
     assert needs_name(records, {"1"}, ["2"], {"3": "x.pdf"}, [up(1)]) == ["4"]
 
 
-@pytest.mark.parametrize("verify", ["ambiguous", "all"])
-def test_a_lone_lookalike_is_never_claimed_before_its_bytes_are_read(verify: str) -> None:
+def test_with_verify_all_a_lone_match_is_never_claimed_before_its_bytes_are_read() -> None:
     # Someone else's record with our name and size appeared before ours: alone at this
-    # poll, name and size cannot tell it is not ours. The bytes decide.
+    # poll, name and size cannot tell it is not ours. Under "all" the bytes decide.
     evidence = Evidence({}, {1: ["7"]})
-    first = decide_claims([up(1)], evidence, verify, {})
-    assert first.claims == {} and first.download == ["7"]
-    theirs = decide_claims([up(1)], evidence, verify, {"7": Digest(10, SHA_B)})
+    first = decide_claims([up(1)], evidence, "all", {})
+    assert first.claims == {} and first.download == ["7"] and first.unread == {1: ["7"]}
+    theirs = decide_claims([up(1)], evidence, "all", {"7": Digest(10, SHA_B)})
     assert theirs.claims == {} and theirs.differ == {1: ["7"]} and theirs.download == []
-    ours = decide_claims([up(1)], Evidence({}, {1: ["7", "8"]}), verify,
+    ours = decide_claims([up(1)], Evidence({}, {1: ["7", "8"]}), "all",
                   {"7": Digest(10, SHA_B), "8": Digest(10, SHA_A)})
-    assert ours.claims == {1: ("8", True)}
+    assert ours.claims == {1: ("8", True)} and ours.unread == {}
+
+
+def test_with_verify_ambiguous_a_single_match_is_claimed_without_reading_anything() -> None:
+    # One new record of the name and size, one upload of it: nothing is ambiguous.
+    decision = decide_claims([up(1)], Evidence({}, {1: ["7"]}), "ambiguous", {})
+    assert decision.claims == {1: ("7", False)}
+    assert decision.download == [] and decision.crowded == {}
+
+
+@pytest.mark.parametrize("verify", ["ambiguous", "all"])
+def test_more_records_of_a_name_and_size_than_uploads_of_it_are_told_apart_by_bytes(
+        verify: str) -> None:
+    crowd = Evidence({}, {1: ["7", "8"]})
+    first = decide_claims([up(1)], crowd, verify, {})
+    assert first.claims == {} and first.download == ["7", "8"]
+    assert first.crowded == {1: ["7", "8"]}
+    read = decide_claims([up(1)], crowd, verify,
+                         {"7": Digest(10, SHA_B), "8": Digest(10, SHA_A)})
+    assert read.claims == {1: ("8", True)} and read.differ == {1: ["7"]}
+
+
+def test_with_verify_ambiguous_two_uploads_naming_one_record_are_told_apart_by_bytes() -> None:
+    # Two uploads of one name and size, one record so far: whose is it?
+    ups = [up(1), up(2, uuid=UUID_B, sha=SHA_B)]
+    decision = decide_claims(ups, Evidence({}, {1: ["7"], 2: ["7"]}), "ambiguous", {})
+    assert decision.claims == {} and decision.download == ["7"]
+    assert decision.crowded == {1: ["7"], 2: ["7"]}
+    read = decide_claims(ups, Evidence({}, {1: ["7"], 2: ["7"]}), "ambiguous",
+                         {"7": Digest(10, SHA_B)})
+    assert read.claims == {2: ("7", True)}
+
+
+def test_with_verify_ambiguous_an_upload_once_crowded_is_claimed_only_on_its_bytes() -> None:
+    # An earlier poll saw two records of its name and size; this one sees one (the other
+    # claimed by another upload, say): the count at any poll up to the verdict decides.
+    decision = decide_claims([up(1)], Evidence({}, {1: ["8"]}), "ambiguous", {}, crowded={1})
+    assert decision.claims == {} and decision.download == ["8"]
+
+
+def test_bytes_already_read_that_differ_are_never_claimed_even_when_single() -> None:
+    decision = decide_claims([up(1)], Evidence({}, {1: ["7"]}), "ambiguous",
+                             {"7": Digest(10, SHA_B)})
+    assert decision.claims == {} and decision.differ == {1: ["7"]}
 
 
 def test_bytes_with_the_same_hash_but_another_size_are_not_ours() -> None:
@@ -180,10 +222,10 @@ def test_the_storages_md5_decides_where_the_files_md5_is_known(verify: str) -> N
     assert decision.claims == {1: ("8", True)} and decision.differ == {1: ["7"]}
     # the same MD5 at another size is not ours
     assert decide_claims([with_md5], Evidence({}, {1: ["8"]}), verify,
-                         {"8": Digest(11, None, MD5_A)}).claims == {}
+                         {"8": Digest(11, None, MD5_A)}, crowded={1}).claims == {}
     # the file's MD5 unknown (changed on disk since): a checksum cannot decide, the bytes must
     unknown = decide_claims([up(1)], Evidence({}, {1: ["8"]}), verify,
-                            {"8": Digest(10, None, MD5_A)})
+                            {"8": Digest(10, None, MD5_A)}, crowded={1})
     assert unknown.claims == {} and unknown.download == ["8"] and unknown.differ == {}
 
 

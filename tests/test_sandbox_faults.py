@@ -103,6 +103,38 @@ async def test_faults_spare_bad_keys_and_the_admin_endpoints(
         assert status == 200
 
 
+async def test_usage_counts_each_practice_keys_granted_and_throttled_calls_per_second(
+    session: aiohttp.ClientSession,
+) -> None:
+    # two practices on one vendor key whose budget holds 2 calls: practice 1 takes both,
+    # its third call and practice 2's calls are refused; a wrong practice key counts
+    # nowhere; the keys themselves never appear, only their positions
+    keys = ("practice-one-" + "a" * 20, "practice-two-" + "b" * 20)
+    options = SandboxOptions(**BASE, rate_budget=2.0, throttle_style=ThrottleStyle.GATEWAY,
+                             practice_keys=keys)
+    async with Sandbox(options) as sb:
+        url = f"{sb.base_url}/patient/1/patient_attachment"
+        statuses = []
+        for key in (keys[0], keys[0], keys[0], keys[1], keys[1], "not-a-practice-key"):
+            headers = {"x-api-key": sb.vendor_key, "a-api-key": key}
+            async with session.get(url, headers=headers) as response:
+                statuses.append(response.status)
+        async with session.get(f"{sb.admin_url}/stats") as response:
+            text = await response.text()
+        usage = sb.stats()["usage"]
+    assert statuses == [200, 200, 429, 429, 429, 401]
+    assert usage["rate_budget"] == 2.0
+    by_key = usage["practice_keys"]
+    assert set(by_key) == {"1", "2"}
+    assert (by_key["1"]["granted"], by_key["1"]["throttled"]) == (2, 1)
+    assert (by_key["2"]["granted"], by_key["2"]["throttled"]) == (0, 2)
+    for one in by_key.values():  # the timeline adds up to the totals
+        assert sum(one["granted_per_s"]) == one["granted"]
+        assert sum(one["throttled_per_s"]) == one["throttled"]
+        assert len(one["granted_per_s"]) == len(one["throttled_per_s"]) >= 1
+    assert '"practice_keys"' in text and not any(k in text for k in keys)
+
+
 async def test_fail_500_is_server_error_with_request_id(session: aiohttp.ClientSession) -> None:
     async with Sandbox(SandboxOptions(**BASE, fail_rate_500=1.0)) as sb:
         status, body, headers = await _list(sb, session)

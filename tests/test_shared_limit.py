@@ -100,6 +100,31 @@ async def test_a_429_one_process_meets_lowers_the_rate_for_all(redis: RedisProce
         await b.aclose()
 
 
+async def test_after_the_first_429_the_shared_rate_does_not_rush_back_to_the_burst(
+        redis: RedisProcess) -> None:
+    # the first 429 comes when the start's climb ran past the budget on its burst: the
+    # rate refused then is the burst's. Halved, the shared rate climbs slowly from there,
+    # not back towards 0.9 of the refused rate within seconds (which overshot again: a
+    # second storm of 429s for the whole fleet)
+    said = Said()
+    a = SharedLimit(redis.url, VENDOR_KEY, auto=True, rate=8.0, ceiling=40.0, log=said)
+    try:
+        got = await a.acquire(0.0)
+        assert got is not None
+        a.throttled(got[1])
+        halved = await a.acquire(0.0)
+        assert halved is not None and halved[1] == pytest.approx(0.5 * got[1], rel=0.05)
+        started = time.monotonic()
+        rate = halved[1]
+        while time.monotonic() - started < 1.0:  # a second of callers queueing for slots
+            again = await a.acquire(0.0)
+            assert again is not None
+            rate = again[1]
+        assert rate <= 0.55 * got[1], (got, halved, rate)  # before: 0.6 within a second
+    finally:
+        await a.aclose()
+
+
 async def test_redis_down_at_the_start_the_gate_paces_alone_and_asks_again_later(
         tmp_path: Path) -> None:
     said = Said()

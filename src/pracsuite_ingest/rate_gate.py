@@ -14,12 +14,18 @@ first 429 the rate grows by half each second, as TCP's slow start doubles), and 
 per key: every practice on a vendor key shares one budget, and each process finds its
 share alone. So the climb after a 429 is the same requests/s for every process (not a
 share of its own rate), and the step back a share of its own rate: that is what makes
-senders that never talk converge to equal shares (Chiu and Jain, 1989). The climb's
-speed doubles the longer no 429 comes (TCP CUBIC's convex probe), so a budget others
-left is found in seconds. The first 429 steps back further (the bucket's burst let the
-start run past the limit); a burst of 429s (calls already in flight when the rate was
-lowered) counts as one decrease; and the rate climbs only while callers wait for the
-gate. `api.shared_limit` (shared_limit.py) replaces all this guessing with one budget
+senders that never talk converge to equal shares (Chiu and Jain, 1989). The climb is
+slow (0.1 requests/s a second) between 0.75 and 1x the rate last refused, where the
+next 429 is expected, so a fleet meets few of them; below that and past the refused
+rate it is a probe whose speed doubles the longer no 429 comes (TCP CUBIC's convex
+probe), so a budget others left is found in seconds. The first 429 halves the rate and
+pauses a second (the start ran past the limit on the budget's burst, every process of a
+fleet at once); a burst of 429s (calls already in flight when the rate was lowered)
+counts as one decrease; slots handed out before a 429 are void (the callers queue
+again at the lowered rate); and the rate climbs only while callers wait for the gate.
+How evenly processes that never talk end up sharing is bounded by what each learns:
+only its own few 429s, so shares even out over minutes (docs/scale-out.md).
+`api.shared_limit` (shared_limit.py) replaces all this guessing with one budget
 in Redis for the whole fleet.
 """
 
@@ -43,15 +49,20 @@ START_RPS = 3.0  # where "auto" starts: what PracSuite's peers allow one user (d
 DEFAULT_MAX_RPS = 20.0  # api.max_requests_per_second's default (README: why)
 MIN_RPS = 0.2
 START_GROWTH_PER_S = 0.5  # before the first 429: +50% a second (3 -> 20 in about 5 s)
-# After a 429: an additive climb, the same number of requests/s for every process (not a
-# share of its own rate), first CLIMB_RPS_PER_S a second, doubling every CLIMB_DOUBLING_S
-# without a 429 (a budget others left, or a larger one, is found in seconds, not minutes)
+# After a 429: an additive climb, the same requests/s for every process (not a share of
+# its own rate: that is what evens out the shares of processes that never talk).
+# Between DECREASE and 1 x the rate last refused, where the next 429 is expected, a slow
+# CLIMB_RPS_PER_S; elsewhere (below it, after the first and deeper step back; past it,
+# where nobody refused us since) a convex probe from that speed, doubling every
+# CLIMB_DOUBLING_S, so a budget others left, or a larger one, is found in seconds
 CLIMB_RPS_PER_S = 0.1
-CLIMB_DOUBLING_S = 8.0
+CLIMB_DOUBLING_S = 6.0
 DECREASE = 0.75  # the rate after a 429, as a share of the rate it was sent at
-SLOW_START_EXIT = 0.9  # the first 429 ends the climb from 3/s, which the budget's burst
-#                        let run past the limit: step back from this share of that rate
+FIRST_DECREASE = 0.5  # the first 429 ends the climb from 3/s, which the budget's burst
+#                       let run past the limit (every process of a fleet at once): halve
 HOLD_S = 0.5  # 429s this soon after a decrease were in flight before it: no second one
+FIRST_PAUSE_S = 1.0  # the first 429 (the budget's burst spent, by every process of a
+#                      fleet at once): no call for a second, while the budget refills
 BUSY_WITHIN_S = 1.0  # the gate counts as busy this long after a caller waited for it
 
 
@@ -66,9 +77,10 @@ class AutoRate:
     decrease (as TCP) is what makes such senders converge to equal shares: a 429 cuts
     each by the same share of its rate, so the larger loses more, while all climb by
     the same requests/s. A token bucket refuses calls, not senders, so the larger
-    sender also meets more of the 429s. The climb's speed doubles the longer no 429
-    comes (TCP CUBIC's convex probe), so a process left alone, or one that met more
-    429s than its share, is not held below the budget for long.
+    sender also meets more of the 429s. Outside the band where the next 429 is
+    expected the climb's speed doubles the longer no 429 comes (TCP CUBIC's convex
+    probe), so a process left alone, or one whose neighbours left, is not held below
+    the budget for long.
     """
 
     ceiling: float = DEFAULT_MAX_RPS
@@ -78,7 +90,7 @@ class AutoRate:
     throttled: int = 0  # 429s seen
     decreases: int = 0  # times the rate was lowered (a burst of 429s is one)
     _last_change: float | None = field(default=None, repr=False)
-    _climbing_s: float = field(default=0.0, repr=False)  # busy time since the last decrease
+    _probe_s: float = field(default=0.0, repr=False)  # busy time probing since a decrease
     _decreased_at: float | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -103,33 +115,37 @@ class AutoRate:
         self._last_change = now
         if not busy:
             return
-        if self.last_429_rate is None:  # nothing known yet: find the limit quickly
+        refused = self.last_429_rate
+        if refused is None:  # nothing known yet: find the limit quickly
             self.rate += START_GROWTH_PER_S * self.rate * elapsed
-        else:
-            self.rate += climb(self._climbing_s, elapsed)
-            self._climbing_s += elapsed
+        elif DECREASE * refused <= self.rate < refused:  # where the next 429 is expected
+            self.rate += CLIMB_RPS_PER_S * elapsed
+        else:  # below it (after the first step back) or past it: probe, faster and faster
+            self.rate += climb(self._probe_s, elapsed)
+            self._probe_s += elapsed
         self.rate = min(self.ceiling, self.rate)
 
-    def throttled_at(self, now: float, sent_at_rate: float | None = None) -> None:
+    def throttled_at(self, now: float, sent_at_rate: float | None = None) -> float:
         """A 429 for a call sent when the rate was `sent_at_rate` (default: now's).
 
         A call sent at a rate above today's, or answered within `HOLD_S` of the last
         decrease, was in flight when the rate was lowered for an earlier 429: the same
         event, no second decrease. Otherwise step back to `DECREASE` of the refused rate.
+        Returns how long to send nothing when the server did not say: one spacing at
+        the rate now, or `FIRST_PAUSE_S` after the first 429.
         """
         self.throttled += 1
         self._last_change = now  # no climbing credit for a time that was refused
         over = sent_at_rate if sent_at_rate is not None else self.rate
         if over > self.rate or (self._decreased_at is not None
                                 and now - self._decreased_at < HOLD_S):
-            return
+            return self.interval_s
         self.last_429_rate = over
-        if self.decreases == 0:
-            over *= SLOW_START_EXIT
-        self.rate = max(self.floor, over * DECREASE)
-        self._climbing_s = 0.0
+        self.rate = max(self.floor, over * (DECREASE if self.decreases else FIRST_DECREASE))
+        self._probe_s = 0.0
         self._decreased_at = now
         self.decreases += 1
+        return FIRST_PAUSE_S if self.decreases == 1 else self.interval_s
 
 
 def climb(climbing_s: float, elapsed: float) -> float:
@@ -249,16 +265,19 @@ class RateGate:
     def throttle(self, retry_after_s: float | None, sent_at_rate: float | None = None) -> None:
         self.throttled += 1
         now = self._clock()
+        advised = None
         if self._shared is not None and self._via_shared:
             self._shared.throttled(sent_at_rate if sent_at_rate is not None else self.rate)
         elif self._auto is not None:
-            self._auto.throttled_at(now, sent_at_rate)
+            advised = self._auto.throttled_at(now, sent_at_rate)
         else:
             self._interval = slowed_interval(self._interval, self._base)
-        pause = retry_after_s if retry_after_s is not None else self.interval_s
+        pause = retry_after_s if retry_after_s is not None else advised or self.interval_s
         if not math.isfinite(pause) or pause < 0:  # callers cap it; never pause forever
             pause = self.interval_s
         self._paused_until = max(self._paused_until, now + pause)
+        if self._auto is not None:  # the slots handed out are void: queue after the pause
+            self._next_at = self._paused_until
 
     def succeeded(self) -> None:
         if self._shared is not None and self._via_shared:
@@ -270,39 +289,52 @@ class RateGate:
             self._interval = recovered_interval(self._interval, self._base)
 
     async def __aenter__(self) -> float:
-        # A later 429 may extend the pause while we sleep: check again after each wait.
         while True:
-            now = self._clock()
-            wait = self._paused_until - now if self._auto is not None else max(
-                self._paused_until, self._next_at) - now
-            if wait <= 0:
+            now = await self._after_pause()
+            if self._shared is not None:
+                given = await self._shared.acquire(now)
+                self._via_shared = given is not None
+                if given is not None:
+                    self.calls += 1
+                    wait, rate = given
+                    if wait > 0:
+                        self._waited_at = now
+                        await asyncio.sleep(wait)
+                    return rate
+            if self._auto is None:
                 break
-            await asyncio.sleep(wait)
-        if self._shared is not None:
-            given = await self._shared.acquire(now)
-            self._via_shared = given is not None
-            if given is not None:
-                self.calls += 1
-                wait, rate = given
-                if wait > 0:
-                    self._waited_at = now
-                    await asyncio.sleep(wait)
-                return rate
-        self.calls += 1
-        if self._auto is not None:
             # Each caller takes the next slot at the current spacing (no bursts: an
-            # unknown limit is found more gently by evenly spaced calls).
+            # unknown limit is found more gently by evenly spaced calls). A 429 while
+            # it waits for its slot says that slot was handed out at a rate now known
+            # to be too high: it queues again, behind the pause, at the lowered rate
+            # (else every slot already handed out goes to the empty budget: 429s).
             rate = self._auto.rate
             slot = max(now, self._next_at)
             self._next_at = slot + 1.0 / rate
             if slot > now:
                 self._waited_at = now
+                refused = self.throttled
                 await asyncio.sleep(slot - now)
+                if self.throttled != refused:
+                    continue
+            self.calls += 1
             return rate
+        self.calls += 1
         if self._interval > self._base:
             self._next_at = self._clock() + self._interval
         await self._limiter.acquire()
         return self.rate
+
+    async def _after_pause(self) -> float:
+        """Wait out a 429's pause (and, fixed, the widened spacing); the time after it.
+        A later 429 may extend the pause while we sleep: check again after each wait."""
+        while True:
+            now = self._clock()
+            wait = self._paused_until - now if self._auto is not None else max(
+                self._paused_until, self._next_at) - now
+            if wait <= 0:
+                return now
+            await asyncio.sleep(wait)
 
     async def __aexit__(self, *exc: object) -> None:
         return None

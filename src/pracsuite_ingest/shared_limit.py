@@ -10,7 +10,7 @@ a 429 reports the rate it was sent at with its next slot, and the script steps t
 back (once per burst: to half at the first, which ends a climb the budget's burst let
 run past the limit, then to 0.75); while callers queue for slots it climbs (from 3/s,
 +50% a second until the first 429; then quickly to 0.9 of the refused rate and slowly
-past it).
+past it, the first refused rate counting as its half: the burst's, not the budget's).
 
 The Redis key is a hash of the vendor key (never the key); the URL's password is never
 logged. Redis unreachable, at the start or mid-run: one log line, and this process
@@ -55,9 +55,13 @@ if ARGV[1] ~= 'auto' then
 else
   local refused = tonumber(ARGV[4])
   if refused > 0 and refused <= rate * 1.0001 and now - dec >= 500 then
-    -- the first 429 ends a climb the budget's burst let run past the limit: halve
+    -- the first 429 ends a climb the budget's burst let run past the limit: halve, and
+    -- take the halved rate as the one refused (the budget's, not the burst's)
     local factor = 0.75
-    if r429 == 0 then factor = 0.5 end
+    if r429 == 0 then
+      refused = refused * 0.5
+      factor = 1.0
+    end
     r429 = refused
     rate = math.max(0.2, refused * factor)
     dec = now

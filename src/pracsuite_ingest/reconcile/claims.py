@@ -1,12 +1,15 @@
 """What a poll claims on the evidence, under `reconcile.verify` (pure).
 
-`VerifyMode` holds the setting's rules, in this one place:
-- `all` claims only records whose bytes (downloaded, `verification.py`) equal the file's;
-- `ambiguous` (the default) lets the bytes decide wherever name and size are all there
-  is, and claims a record carrying the upload's key (proof) without reading it;
-- `off` downloads nothing, and claims a name-and-size match only where exactly one new
-  record and one upload share that name and size at the poll (two or more: not
-  claimed; the end-of-deadline verdict says why, `verdict.py`).
+`VerifyMode` holds the setting's rules, in this one place. A name-and-size match is
+*single* where one new record and one waiting upload share that name and size at the
+poll, and no earlier poll of the round found the upload *crowded* (more records of its
+name and size than uploads of it, or one record named for several uploads). Then:
+- `all` claims only records whose bytes (their storage checksum, or a download,
+  `verification.py`) equal the file's, proof or not;
+- `ambiguous` (the default) claims a record carrying the upload's key (proof) and a
+  single match without reading anything, and lets the bytes decide a crowded one;
+- `off` reads no bytes: it claims proof and single matches, and leaves a crowded one
+  unclaimed (the end-of-deadline verdict says why, `verdict.py`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,13 @@ class VerifyMode(StrEnum):
 
     @property
     def bytes_decide_names(self) -> bool:
-        """A name-and-size match is claimed only once its bytes are the file's (and a
-        record named like a waiting upload is worth downloading as soon as it is seen)."""
+        """Every name-and-size match is claimed only once its bytes are the file's (and a
+        record named like a waiting upload is worth reading as soon as it is seen)."""
+        return self is VerifyMode.ALL
+
+    @property
+    def bytes_decide_crowds(self) -> bool:
+        """Where name and size cannot tell ours from another's, the bytes decide."""
         return self is not VerifyMode.OFF
 
     @property
@@ -50,14 +58,18 @@ class Digest:
 @dataclass(frozen=True, slots=True)
 class Claims:
     """`claims`: item -> (record, whether its bytes were compared); `download`: records
-    whose bytes (or checksum) must be read before anything more can be decided; `ambiguous`
-    (verify off): uploads left unclaimed, with the records name and size cannot tell
-    apart; `differ`: records whose bytes are not the upload's (never claimed for it)."""
+    whose bytes (or checksum) must be read before anything more can be decided;
+    `crowded`: uploads this poll found crowded (name and size cannot tell), with their
+    candidates; `ambiguous` (verify off): those of them left unclaimed; `differ`:
+    records whose bytes are not the upload's (never claimed for it); `unread`: uploads
+    left unclaimed for want of a candidate's bytes, with those candidates."""
 
     claims: dict[int, tuple[str, bool]]
     download: list[str]
     ambiguous: dict[int, list[str]]
     differ: dict[int, list[str]]
+    crowded: dict[int, list[str]]
+    unread: dict[int, list[str]]
 
 
 def decidable(up: Upload, digest: Digest) -> bool:
@@ -75,59 +87,83 @@ def is_ours(up: Upload, digest: Digest) -> bool:
     return up.md5 is not None and digest.md5 == up.md5
 
 
+def crowded_at(uploads: Iterable[Upload], evidence: Evidence, taken: Set[str] = frozenset()
+               ) -> dict[int, list[str]]:
+    """The uploads whose name-and-size candidates (not in `taken`) do not single one
+    record out: more than one candidate, or a candidate named for another upload too.
+    The count the contract's `ambiguous` is about, at one poll (pure)."""
+    named = {up.item_id: [r for r in evidence.named.get(up.item_id, ()) if r not in taken]
+             for up in uploads if up.item_id not in evidence.proven}
+    named_by: dict[str, int] = {}
+    for records in named.values():
+        for rid in records:
+            named_by[rid] = named_by.get(rid, 0) + 1
+    return {item_id: records for item_id, records in named.items()
+            if len(records) > 1 or any(named_by[rid] > 1 for rid in records)}
+
+
 def decide_claims(uploads: Iterable[Upload], evidence: Evidence, verify: VerifyMode | str,
                   digests: Mapping[str, Digest], crowded: Set[int] = frozenset()) -> Claims:
-    """Claims under `verify`, given the digests of the records downloaded so far. Pure;
+    """Claims under `verify`, given the digests of the records read so far. Pure;
     uploads in item order, each record claimed once.
 
-    A record whose bytes differ from the upload's is never claimed for it. With
-    "off", a name-and-size match is claimed only where one record and one upload share
-    it (counting every upload that names that record), and never for an upload in
-    `crowded`: one that an earlier poll of this round found ambiguous (the reconciler
-    remembers it across polls).
+    A record whose bytes differ from the upload's is never claimed for it. `crowded`:
+    uploads an earlier poll of this round found crowded (the reconciler remembers them
+    across polls): a name-and-size match of theirs is never single again.
     """
     mode = VerifyMode(verify)
     pending = sorted(uploads, key=lambda u: u.item_id)
-    claims: dict[int, tuple[str, bool]] = {}
-    download: list[str] = []
-    ambiguous: dict[int, list[str]] = {}
-    differ: dict[int, list[str]] = {}
-    taken: set[str] = set()
+    taken = {rid for rid in evidence.proven.values()} if not mode.bytes_decide_proof else set()
+    now = crowded_at(pending, evidence, taken)
+    out = Claims({}, [], {}, {}, now, {})
+    wanted: set[str] = set()
 
     def by_bytes(up: Upload, records: list[str]) -> None:
         for rid in records:
             digest = digests.get(rid)
             if digest is None or not decidable(up, digest):
-                if rid not in download:
-                    download.append(rid)
+                out.unread.setdefault(up.item_id, []).append(rid)
+                if rid not in wanted:
+                    wanted.add(rid)
+                    out.download.append(rid)
             elif is_ours(up, digest):
-                claims[up.item_id] = (rid, True)
+                out.claims[up.item_id] = (rid, True)
+                out.unread.pop(up.item_id, None)
                 taken.add(rid)
                 return
             else:
-                differ.setdefault(up.item_id, []).append(rid)
+                out.differ.setdefault(up.item_id, []).append(rid)
 
-    named_by: dict[str, int] = {}
-    for up in pending:
-        for rid in evidence.named.get(up.item_id, ()):
-            named_by[rid] = named_by.get(rid, 0) + 1
     for up in pending:
         proven = evidence.proven.get(up.item_id)
         if proven is not None:
             if mode.bytes_decide_proof:
                 by_bytes(up, [proven])
             else:
-                claims[up.item_id] = (proven, False)
-                taken.add(proven)
+                out.claims[up.item_id] = (proven, False)
             continue
         named = [rid for rid in evidence.named.get(up.item_id, ()) if rid not in taken]
         if not named:
             continue
-        if mode.bytes_decide_names:
+        single = up.item_id not in now and up.item_id not in crowded
+        if mode.bytes_decide_names or (not single and mode.bytes_decide_crowds):
             by_bytes(up, named)
-        elif len(named) == 1 and named_by[named[0]] == 1 and up.item_id not in crowded:
-            claims[up.item_id] = (named[0], False)
+        elif single:
+            _claim_single(up, named[0], digests, out)
             taken.add(named[0])
         else:
-            ambiguous[up.item_id] = named
-    return Claims(claims, download, ambiguous, differ)
+            out.ambiguous[up.item_id] = named
+    return out
+
+
+def _claim_single(up: Upload, rid: str, digests: Mapping[str, Digest], out: Claims) -> None:
+    """A single match, claimed without reading anything, unless bytes already read
+    say it is not ours (then never); `verified` when bytes already read say it is."""
+    digest = digests.get(rid)
+    if digest is not None and decidable(up, digest):
+        if not is_ours(up, digest):
+            out.differ.setdefault(up.item_id, []).append(rid)
+            return
+        out.claims[up.item_id] = (rid, True)
+        return
+    out.claims[up.item_id] = (rid, False)

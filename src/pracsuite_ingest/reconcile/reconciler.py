@@ -134,6 +134,8 @@ class Reconciler:
         self.digests: dict[str, Digest] = {}  # records whose bytes were read
         self.md5s = FileMD5s()  # the files' MD5, for the storage's checksum
         self.ambiguous: dict[int, list[str]] = {}  # verify off: candidates left unclaimed
+        self.crowded: dict[int, list[str]] = {}  # name and size could not tell, this round
+        self.unread: dict[int, list[str]] = {}  # candidates whose bytes are yet to be read
         self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
         self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
         self.poll_interval_s = settings.reconcile.poll_interval_s
@@ -343,7 +345,8 @@ class Reconciler:
         """Download what the bytes must decide; each digest is kept as it comes, so a
         poll cut by its time limit loses none of those already read."""
         uploads = [self.md5s.of(u) for u in uploads]  # MD5s read back since
-        decision = decide_claims(uploads, evidence, self.mode, self.digests)
+        decision = decide_claims(uploads, evidence, self.mode, self.digests,
+                                 self.crowded.keys())
         if not decision.download:
             return
 
@@ -375,17 +378,23 @@ class Reconciler:
         """The claims the evidence and the bytes read allow, and whether the poll stays
         complete; remembers what the verdict will need (ambiguous, other bytes)."""
         decision = decide_claims(waiting, evidence, self.mode, self.digests,
-                                 self.ambiguous.keys())
+                                 self.crowded.keys())
         claimed = decision.claims
         if self.uploads.activity.started(client_id) != generation:
             claimed = {i: (r, v) for i, (r, v) in claimed.items()
                        if v or evidence.proven.get(i) == r}
             complete = complete and len(claimed) == len(decision.claims)
         for item in items:
-            if item.id in decision.ambiguous:
-                # Once ambiguous, ambiguous for the round: its candidates only add up.
-                seen = self.ambiguous.setdefault(item.id, [])
-                seen += [r for r in decision.ambiguous[item.id] if r not in seen]
+            # Once crowded, crowded for the round: its candidates only add up.
+            for memory, found in ((self.crowded, decision.crowded),
+                                  (self.ambiguous, decision.ambiguous)):
+                if item.id in found:
+                    seen = memory.setdefault(item.id, [])
+                    seen += [r for r in found[item.id] if r not in seen]
+            if item.id in decision.unread:
+                self.unread[item.id] = decision.unread[item.id]
+            else:
+                self.unread.pop(item.id, None)
             if item.id in decision.differ:
                 self.differ.setdefault(item.id, set()).update(decision.differ[item.id])
         return claimed, complete
@@ -428,7 +437,7 @@ class Reconciler:
         sends = {i.id: self.state.sends_of(i.client_id, i.file_name, i.sha256 or "")
                  for i in items}
         result = verdict(items, self.ambiguous, self.differ, asked, waited, sends,
-                         self.max_resends)
+                         self.max_resends, self.unread)
         for missing in result.missing:
             if missing.outcome_unknown:
                 self.state.set_stage(missing.item_id, Stage.MISSING, error=missing.error,

@@ -5,7 +5,8 @@ record may be sent again (docs/contract.md, "Guarantees"): one whose S3 answer w
 or one an earlier run sent (it was `missing` then, or the run stopped before its
 verdict); an upload of this run that S3 took waits for the next run. A lost upload
 whose client could not be asked stays unknown: the next run asks again before sending.
-An upload left ambiguous (verify off) is never sent again on a guess. No file is sent
+An upload left ambiguous (verify off), or whose candidates' bytes could not be read,
+is never sent again on a guess. No file is sent
 more than 1 + `reconcile.max_resends` times over every run (`sends`, counted in the
 state file): after that it stays `missing`, saying so.
 """
@@ -54,6 +55,16 @@ def ambiguous_error(records: list[str]) -> str:
             "the bytes decide")
 
 
+def unread_error(records: list[str]) -> str:
+    """Why an upload whose record the bytes were to decide was left unclaimed."""
+    ids = ", ".join(sorted(records, key=record_order))
+    return (f"{counted(len(records), 'new PracSuite record')} of this file's name and size "
+            f"(attachment ids {ids}) could be this upload's, and the bytes that decide "
+            "could not be read before the deadline (the storage refused, failed or was "
+            "too slow; see the log's 'record bytes not read'): none was claimed and the "
+            "file is not sent again; run `pracsuite-ingest reconcile` to read them again")
+
+
 def differ_note(records: Set[str]) -> str:
     ids = ", ".join(sorted(records, key=record_order))
     return (f"; {len(records)} new record(s) with the same name and size hold other bytes "
@@ -79,10 +90,13 @@ class Verdict:
 
 def verdict(items: Iterable[ItemRecord], ambiguous: Mapping[int, list[str]],
             differ: Mapping[int, Set[str]], asked: Set[str], waited_s: float,
-            sends: Mapping[int, int] | None = None, max_resends: int = 2) -> Verdict:
+            sends: Mapping[int, int] | None = None, max_resends: int = 2,
+            unread: Mapping[int, list[str]] | None = None) -> Verdict:
     """The verdict on the uploads still awaiting a record. `asked`: the clients a
     complete poll after the deadline read; `waited_s`: how long reconcile waited;
-    `sends`: how many times each item's file was sent over every run (none known: 1)."""
+    `sends`: how many times each item's file was sent over every run (none known: 1);
+    `unread`: uploads with candidates whose bytes were to decide and were not read."""
+    unread = unread or {}
     missing: list[Missing] = []
     resend: set[int] = set()
     for item in items:
@@ -92,6 +106,9 @@ def verdict(items: Iterable[ItemRecord], ambiguous: Mapping[int, list[str]],
         if item.id in ambiguous:
             # Its record may be among the candidates: never sent again on a guess.
             missing.append(Missing(item.id, ambiguous_error(ambiguous[item.id])))
+        elif unread.get(item.id):
+            missing.append(Missing(item.id, unread_error(unread[item.id]) + note,
+                                   outcome_unknown=is_lost(item)))
         elif is_lost(item):
             if item.client_id in asked and spent:
                 error = (f"S3's answer to the upload was lost and no PracSuite record "

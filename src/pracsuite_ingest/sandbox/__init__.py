@@ -10,6 +10,8 @@ worker never imports it. Modules, in the order data flows:
 - `external`: presign for a real S3 instead (`SandboxOptions.external_s3`), find the
   uploads there by signed HEAD, validate from it.
 - `s3`, `api`: the two aiohttp apps; `validation`: records after upload.
+- `stats`, `usage`: what `/_sandbox/stats` counts (`usage`: each practice key's calls
+  granted and throttled by the vendor key's budget, per second).
 - `options`: every knob and its CLI flag; `server`: `Sandbox` and `serve_forever`.
 
 `GET /_sandbox/stats` (and `Sandbox.stats()`) answers::
@@ -25,7 +27,13 @@ worker never imports it. Modules, in the order data flows:
      "records_created_total": 1,
      "validation_failures": [{"client_id": "7", "file_name": "b.pdf", "key": "...",
                               "size": 0, "reason": "the file is empty"}],
-     "validations_pending": 0, "validation_errors": []}
+     "validations_pending": 0, "validation_errors": [],
+     "usage": {"rate_budget": 16.0, "practice_keys": {"0": {
+         "granted": 3, "throttled": 1, "from_s": 0,
+         "granted_per_s": [2, 1], "throttled_per_s": [1, 0]}}}}
+
+(`usage`: the API calls each practice key was granted and refused with a 429, in all and
+per second since the sandbox started; keys named by position, see `usage.py`)
 
 plus, against an external S3 only, ``"external_s3": {"url": ..., "watching": 2,
 "found": 3, "heads": 4, "errors": []}`` (keys still looked for, uploads found, HEADs

@@ -41,6 +41,7 @@ from .ledger import (
 from .recorder import RecordedExchange, kept_headers
 from .sigv4 import Credentials, presign_post
 from .stats import Stats
+from .usage import key_label
 
 BARE_LIST = "bare"
 _ATTACHMENTS = "/v1/patient/{client_id}/patient_attachment"
@@ -202,10 +203,9 @@ async def _guarded(
     if request.match_info.http_exception is not None:
         raise _missing_token(f"No resource {request.method} {request.path}.")
     given_practice = request.headers.get("a-api-key", "").encode()
-    practice_key = next(
-        (k for k in context.practice_keys if secrets.compare_digest(given_practice, k.encode())),
-        context.practice_key,
-    )
+    matched = next((i for i, k in enumerate(context.practice_keys)
+                    if secrets.compare_digest(given_practice, k.encode())), None)
+    practice_key = context.practice_key if matched is None else context.practice_keys[matched]
     for (header, label), expected in zip(
         _KEY_HEADERS, (context.vendor_key, practice_key), strict=True
     ):
@@ -219,16 +219,20 @@ async def _guarded(
                 f"{header} refused",
                 f"The {header} header ({label}) is not valid.",
             )
+    usage = context.stats.usage
+    now = time.monotonic()
     if context.faults.quota_spent():
         context.stats.faults["quota"] += 1
+        usage.note(key_label(matched), now, granted=False)
         plan = context.faults.plan
         spent = web.json_response({"message": plan.quota_message}, status=429)
         if plan.quota_retry_after is not None:
             spent.headers["Retry-After"] = plan.quota_retry_after
         return spent
-    fault = context.faults.api_fault(time.monotonic())
+    fault = context.faults.api_fault(now)
     if fault is not None:
         context.stats.faults[fault.value] += 1
+    usage.note(key_label(matched), now, granted=fault is not ApiFault.THROTTLED)
     if fault is ApiFault.THROTTLED:
         return _throttled(request, context)
     if fault is ApiFault.SERVER_ERROR:

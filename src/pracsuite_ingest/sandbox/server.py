@@ -107,6 +107,7 @@ class Sandbox:
         snapshot = self.stats_counters.snapshot(
             self._ledger, validations_pending=self._validator.pending_count
         )
+        snapshot["usage"] = self.stats_counters.usage.snapshot(self.faults.plan.rate_budget)
         if self._watcher is not None:
             snapshot["external_s3"] = {
                 "url": self.s3_url,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .ledger import Ledger
+from .usage import Usage
 
 ENDPOINT_KINDS = (
     "presign",
@@ -37,6 +38,7 @@ class Stats:
     s3_bytes_served: int = 0  # bytes of stored objects the S3's GETs answered with
     validation_failures: list[dict[str, Any]] = field(default_factory=list)
     validation_errors: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)  # API calls per practice key, per second
     issued_secrets: list[str] = field(default_factory=list, repr=False)
     """Every Policy, signature, credential and token handed out (for leak tests only;
     never in `snapshot`)."""

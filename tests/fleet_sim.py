@@ -1,0 +1,94 @@
+"""Processes pacing themselves with "auto" against one budget, in simulated time (pure).
+
+The budget is the sandbox's own (`sandbox.faults.Faults` with `rate_budget`: a token
+bucket holding one second's worth, a refused call taking no token), so the simulation
+and the fleet tests on real processes meet the same limit. Each process sends at the
+spacing its `AutoRate` allows; every call's answer comes back after a random latency
+(both ways drawn from `latency`), so answers arrive out of step with the sends as on a
+real network; a 429 pauses the process for what `AutoRate.throttled_at` advises and
+voids the slots it had handed out (as `RateGate` does). Processes may start late and
+stop early. Figures are exact and repeatable for a seed: this is the policy's
+behaviour, not this machine's timing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from dataclasses import dataclass
+
+from pracsuite_ingest.rate_gate import AutoRate
+from pracsuite_ingest.sandbox.faults import FaultPlan, Faults
+
+
+@dataclass(frozen=True)
+class Call:
+    at: float  # when the budget decided it
+    process: int
+    granted: bool
+
+
+@dataclass(frozen=True)
+class Shares:
+    used: float  # granted calls over what the budget allows in the window
+    throttled: float  # share of the calls answered 429
+    granted: list[int]  # per process looked at
+
+    @property
+    def spread(self) -> float:
+        return max(self.granted) / max(1, min(self.granted))
+
+
+def simulate(budget: float, spans: list[tuple[float, float]], *, seed: int,
+             latency: tuple[float, float] = (0.01, 0.1), ceiling: float = 20.0,
+             ) -> list[Call]:
+    """Every call of processes running over `spans` ((start, stop) seconds each)."""
+    rng = random.Random(seed)
+    bucket = Faults(FaultPlan(rate_budget=budget))
+    gates = [AutoRate(ceiling=ceiling) for _ in spans]
+    next_at = [start for start, _ in spans]
+    # (time, order, kind, process, rate sent at); kind 0: send, 1: granted, 2: refused
+    events = [(start, k, 0, k, 0.0) for k, (start, _) in enumerate(spans)]
+    heapq.heapify(events)
+    calls: list[Call] = []
+    order = len(events)
+    while events:
+        t, _, kind, k, sent_at = heapq.heappop(events)
+        if kind == 0:
+            if t >= spans[k][1]:
+                continue
+            if t < next_at[k]:  # a 429 moved this process's next slot meanwhile
+                heapq.heappush(events, (next_at[k], order, 0, k, 0.0))
+                order += 1
+                continue
+            rate = gates[k].rate
+            at = t + rng.uniform(*latency) / 2
+            granted = bucket.api_fault(at) is None
+            calls.append(Call(at, k, granted))
+            answer = at + rng.uniform(*latency) / 2
+            next_at[k] = t + 1.0 / rate
+            events.extend([(answer, order, 1 if granted else 2, k, rate),
+                           (next_at[k], order + 1, 0, k, 0.0)])
+            order += 2
+            heapq.heapify(events)
+        elif kind == 1:
+            gates[k].succeeded(t)
+        else:
+            next_at[k] = max(next_at[k], t + gates[k].throttled_at(t, sent_at))
+    return calls
+
+
+def shares(calls: list[Call], budget: float, which: list[int], start: float,
+           end: float) -> Shares:
+    """What the budget did for processes `which` between `start` and `end`."""
+    granted = dict.fromkeys(which, 0)
+    refused = 0
+    for c in calls:
+        if start <= c.at < end and c.process in granted:
+            if c.granted:
+                granted[c.process] += 1
+            else:
+                refused += 1
+    total = sum(granted.values())
+    return Shares(total / (budget * (end - start)), refused / max(1, total + refused),
+                  list(granted.values()))
