@@ -159,6 +159,7 @@ class RunEvents:
                  log: Any) -> None:
         self.state.set_stage(item_id, Stage.UPLOADED, uploaded_at=at, error=None,
                              outcome_unknown=False)
+        self._posting.discard(item_id)  # no longer `uploading`: the set stays small
         self.counters.bytes_sent += local.size
         self.counters.tally(Stage.UPLOADED)
         log.debug("item uploaded", stage="upload", attempts=attempts,
@@ -170,6 +171,7 @@ class RunEvents:
         the report shows no size or hash S3 does not hold."""
         cleared: dict[str, Any] = {"size": None, "sha256": None} if nothing_stored else {}
         self.state.set_stage(item_id, Stage.FAILED, error=error, **cleared)
+        self._posting.discard(item_id)
         self.counters.tally(Stage.FAILED)
         log.warning("item failed", stage="upload", error=error,
                     file_name=local.row.file_name)
