@@ -1,53 +1,84 @@
-"""How much the state file costs per item, as the worker writes it and as baselines.
+"""How much the state file costs per item: time and bytes written, by how often it commits.
 
     python bench/state_writes.py [ITEMS]
 
-Prints microseconds per stage change and per item (5 changes: seen, presigned,
-uploading, uploaded, validated), in WAL mode with synchronous=NORMAL as the worker
-runs: committed at `uploading` and `uploaded` (the others ride along, state.py),
-beside a commit per change (the worker before that change), and synchronous=FULL (an
-fsync per commit).
+Each item goes through the worker's writes (seen, presigned, uploading, its attempt,
+uploaded, validated), 20 clients, the uploads of 8 items in flight and 24 awaiting
+their record at any time, as a run has them. Committed every K items (the group
+commits of state_commits.py: K is the files that reach `uploading` between two
+commits: at least files/s x 50 ms in a run), beside a commit per stage change (the
+worker before group commits committed twice a file, at `uploading` and `uploaded`:
+between the first two lines).
+Bytes are what the process handed to write(2) (/proc/self/io `wchar`: the WAL and the
+checkpoints into the file), so they do not depend on when the kernel writes back;
+bench/scale.py measures the real runs' bytes on disk. WAL mode, synchronous=NORMAL.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from pracsuite_ingest import state as state_mod
 from pracsuite_ingest.models import LocalFile, Row, Stage
 from pracsuite_ingest.state import State
 
-STAGES = (Stage.PRESIGNED, Stage.UPLOADING, Stage.UPLOADED, Stage.VALIDATED)
-AS_THE_WORKER = state_mod.DURABLE_AT_ONCE
+RUN = "2026-12-04T22-13-05Z-abcd"
 
 
-def run(items: int, synchronous: str, *, commit_each: bool = False) -> float:
-    state_mod.DURABLE_AT_ONCE = frozenset(Stage) if commit_each else AS_THE_WORKER
-    with tempfile.TemporaryDirectory() as tmp:
+def written() -> int:
+    with open("/proc/self/io") as fh:
+        for line in fh:
+            if line.startswith("wchar"):
+                return int(line.split()[1])
+    return 0
+
+
+def run(items: int, every: int) -> tuple[float, float]:
+    """(ms, KB written) per item, committing every `every` items (0: every change)."""
+    with tempfile.TemporaryDirectory(dir=os.environ.get("STATE_DIR")) as tmp:
         state = State.open(Path(tmp) / "s.db")
-        state._db.execute(f"PRAGMA synchronous={synchronous}")
-        state.new_run("r", "t")
-        started = time.perf_counter()
-        for i in range(items):
-            row = Row(i, str(i % 10), f"/f/{i}.pdf", f"{i}.pdf")
-            item = state.add_item("r", i, row, LocalFile(row, Path(row.path), 1, f"{i:064x}"),
-                                  Stage.SEEN, snapshot_run="r")
-            for stage in STAGES:
-                state.set_stage(item, stage, key=f"temp/{i}") if stage is not Stage.VALIDATED \
-                    else state.set_stage(item, stage, attachment_id=str(i))
-        elapsed = time.perf_counter() - started
+        state.new_run(RUN, "t")
+        ids: dict[int, int] = {}
+
+        def then() -> None:
+            if every == 0:
+                state.commit()
+
+        started, before = time.perf_counter(), written()
+        for i in range(items + 24):
+            if i < items:
+                row = Row(i, str(1 + i % 20), f"/srv/export/c{i % 20}/file-{i:06d}.pdf",
+                          f"file-{i:06d}.pdf")
+                ids[i] = state.add_item(
+                    RUN, i, row, LocalFile(row, Path(row.path), 1024, os.urandom(32).hex()),
+                    Stage.SEEN, snapshot_run=RUN, disk_identity=f"2049:{i}:1024:1:1")
+                then()
+                state.set_stage(ids[i], Stage.PRESIGNED, key=f"temp/{i}/{os.urandom(16).hex()}")
+                then()
+                state.set_stage(ids[i], Stage.UPLOADING)
+                state.attempt(ids[i], 1, new_key=True)
+                then()
+            if 0 <= i - 8 < items:
+                state.set_stage(ids[i - 8], Stage.UPLOADED, uploaded_at=1.0)
+                then()
+            if 0 <= i - 24 < items:
+                state.set_stage(ids[i - 24], Stage.VALIDATED, attachment_id=str(i))
+                then()
+            if every and (i + 1) % every == 0:
+                state.commit()
+        state.commit()
+        took, size = time.perf_counter() - started, written() - before
         state.close()
-    return elapsed
+    return took / items * 1e3, size / items / 1e3
 
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-    for mode, each, label in (("NORMAL", False, "as the worker writes"),
-                              ("NORMAL", True, "a commit per change"),
-                              ("FULL", True, "a commit per change")):
-        s = run(n, mode, commit_each=each)
-        print(f"synchronous={mode:6} {label:<21}: {n} items, {s:.2f} s, "
-              f"{s / n * 1e3:.2f} ms per item, {s / (n * 5) * 1e6:.0f} us per stage change")
+    print(f"{n} items, each: seen, presigned, uploading + attempt, uploaded, validated")
+    for every in (0, 1, 3, 10, 30, 100):
+        ms, kb = run(n, every)
+        label = "a commit per change" if every == 0 else f"a commit every {every} items"
+        print(f"{label:<28}: {ms:.3f} ms, {kb:6.2f} KB written per item")

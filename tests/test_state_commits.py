@@ -1,4 +1,5 @@
-"""When the state file commits: before an upload and at S3's answer, otherwise in batches.
+"""When the state file commits: before an upload (the moves of every upload waiting
+together), at a refusal, at each poll; otherwise in batches.
 
 Another process (a second connection here) sees only what is committed; a crash loses
 only what it does not see, so these tests read through a second connection.
@@ -6,6 +7,7 @@ only what it does not see, so these tests read through a second connection.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sqlite3
 import subprocess
@@ -18,6 +20,7 @@ import pytest
 from pracsuite_ingest import state as state_mod
 from pracsuite_ingest.models import LocalFile, Row, Stage
 from pracsuite_ingest.state import State
+from pracsuite_ingest.state_commits import GroupCommits
 
 
 def seen_by_another_process(path: Path) -> dict[int, tuple[str, str | None]]:
@@ -44,28 +47,50 @@ def db(tmp_path: Path) -> Iterator[tuple[State, Path]]:
     state.close()
 
 
-def test_uploading_is_on_disk_before_the_upload_with_its_key(
+async def test_uploading_is_on_disk_with_its_key_once_durable_returns(
         db: tuple[State, Path]) -> None:
     state, path = db
+    commits = GroupCommits(state)
     item = new_item(state, 1)
     state.set_stage(item, Stage.PRESIGNED, key="temp/1")
+    state.set_stage(item, Stage.UPLOADING)
     assert seen_by_another_process(path) == {}  # nothing sent yet: nothing to lose
-    state.set_stage(item, Stage.UPLOADING, attempts=1)
+    await commits.durable()  # what an upload waits for before its first byte
     assert seen_by_another_process(path) == {item: ("uploading", "temp/1")}
+    commits.close()
 
 
-def test_s3s_answer_is_on_disk_as_soon_as_it_is_known(db: tuple[State, Path]) -> None:
-    # Lost, a 204 would look like a lost answer to the next run: after its deadline
-    # it would send the file again, and a slow validation would make two records.
+async def test_the_moves_of_every_upload_waiting_share_one_commit(
+        db: tuple[State, Path]) -> None:
+    state, path = db
+    commits = GroupCommits(state)
+    items = [new_item(state, seq) for seq in range(1, 11)]
+    for item in items:
+        state.set_stage(item, Stage.PRESIGNED, key=f"temp/{item}")
+        state.set_stage(item, Stage.UPLOADING)
+    await asyncio.gather(*(commits.durable() for _ in items))
+    assert commits.commits == 1
+    assert {i: s for i, (s, _) in seen_by_another_process(path).items()} == dict.fromkeys(
+        items, "uploading")
+    commits.close()
+
+
+def test_a_refusal_is_on_disk_at_once_and_uploaded_rides_along(
+        db: tuple[State, Path]) -> None:
+    # A lost `uploaded` leaves `uploading` with its key: the next run reconciles it, as
+    # it would have reconciled `uploaded`. A lost refusal would make the next run wait
+    # a deadline for a record that cannot come: it is committed at once (and rare).
     state, path = db
     accepted, refused = new_item(state, 1), new_item(state, 2)
     for item in (accepted, refused):
         state.set_stage(item, Stage.PRESIGNED, key=f"temp/{item}")
         state.set_stage(item, Stage.UPLOADING)
+    state.commit()
     state.set_stage(accepted, Stage.UPLOADED)
-    assert seen_by_another_process(path)[accepted][0] == "uploaded"
+    assert seen_by_another_process(path)[accepted][0] == "uploading"
     state.set_stage(refused, Stage.FAILED, error="403 AccessDenied")
-    assert seen_by_another_process(path)[refused][0] == "failed"
+    seen = seen_by_another_process(path)
+    assert (seen[accepted][0], seen[refused][0]) == ("uploaded", "failed")
 
 
 def test_a_polls_findings_wait_for_its_commit(db: tuple[State, Path]) -> None:
@@ -73,6 +98,7 @@ def test_a_polls_findings_wait_for_its_commit(db: tuple[State, Path]) -> None:
     item = new_item(state, 1)
     for stage in (Stage.PRESIGNED, Stage.UPLOADING, Stage.UPLOADED):
         state.set_stage(item, stage, key="temp/1")
+    state.commit()
     state.set_stage(item, Stage.VALIDATED, attachment_id="9")
     assert seen_by_another_process(path)[item][0] == "uploaded"
     state.commit()  # as reconcile/reconciler.py does after each poll

@@ -21,6 +21,7 @@ from pracsuite_ingest.localfs import (
     IsLink,
     NotRegularFile,
     OutsideRoot,
+    identity_text,
     open_regular,
     real_path_of,
     special_kind,
@@ -161,7 +162,8 @@ def inspect_file(row: Row, path: Path, stop: threading.Event | None = None, *,
         if size != before.st_size or Identity.of(before) != identity:
             return "file changed while being read; run again once it is complete"
         real = real_path_of(fh.fileno()) or path
-    return LocalFile(row=row, path=real, size=size, sha256=sha, identity=identity)
+    return LocalFile(row=row, path=real, size=size, sha256=sha, identity=identity,
+                     disk_identity=identity_text(before))
 
 
 _inspect_file = aiofiles.os.wrap(inspect_file)  # in the loop's default executor

@@ -253,6 +253,11 @@ def disk_identity(path: Path, *, nofollow: bool = False) -> str | None:
         return None
     if not stat.S_ISREG(st.st_mode):
         return None
+    return identity_text(st)
+
+
+def identity_text(st: os.stat_result) -> str:
+    """`dev:ino:size:mtime_ns:ctime_ns`, as `disk_identity` and the state file hold it."""
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 

@@ -82,6 +82,7 @@ class LocalFile:
     size: int
     sha256: str
     identity: Identity | None = None
+    disk_identity: str | None = None  # `localfs.disk_identity`'s text, stat-ed before the hash
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,9 +185,11 @@ class Run:
     async def _one(self, seq: int, row: Row) -> None:
         try:
             bind_context(client_id=row.client_id, item=seq, stage="scan")  # this task only
+            prior: ItemRecord | None = None  # this row's earlier validated upload
             try:
-                identity = await self._identity(row)
-                if identity is not None and self._skip_unchanged(seq, row, identity):
+                prior = self._prior_upload(row)
+                identity = await self._identity(row, prior)
+                if identity is not None and self._skip_unchanged(seq, row, prior, identity):
                     return
                 local: LocalFile | str = await check_local(
                     row, nofollow=self._nofollow, root=self._root,
@@ -202,25 +204,32 @@ class Run:
             if isinstance(local, str):
                 self.events.invalid(seq, row, local, log)
                 return
-            await self._admit_and_send(seq, local, log, identity)
+            await self._admit_and_send(seq, local, log, identity or local.disk_identity,
+                                       prior)
         finally:
             self.ahead.rows.release()
 
-    async def _identity(self, row: Row) -> str | None:
-        """The file's identity on disk, from a `stat` in a worker thread (the file is
-        not opened); None for a row that the check refuses anyway."""
+    def _prior_upload(self, row: Row) -> ItemRecord | None:
+        """The latest validated upload of this very row by an earlier run (None for a
+        row that the check refuses anyway)."""
         if row.problem or not row.client_id:
+            return None
+        return self.state.row_upload(self.run_id, row)
+
+    async def _identity(self, row: Row, prior: ItemRecord | None) -> str | None:
+        """The file's identity on disk, from a `stat` in a worker thread (the file is
+        not opened), where a rerun may skip it unread: an earlier run validated this
+        row's upload. Else None: the check takes it, from the descriptor it hashes."""
+        if prior is None or self.settings.input.rehash:
             return None
         return await asyncio.to_thread(disk_identity, Path(row.path), nofollow=self._nofollow)
 
-    def _skip_unchanged(self, seq: int, row: Row, identity: str) -> bool:
+    def _skip_unchanged(self, seq: int, row: Row, earlier: ItemRecord | None,
+                        identity: str) -> bool:
         """Whether the row's file is as it was when an earlier run's upload of it was
         validated (docs/contract.md, "A rerun costs only what changed"): then it is
         skipped without being read. Taken before the check hashes the file, the
         identity recorded is never newer than the bytes hashed."""
-        if self.settings.input.rehash:
-            return False
-        earlier = self.state.row_upload(self.run_id, row)
         if earlier is None or earlier.disk_identity != identity:
             return False
         self.events.unchanged(seq, row, earlier, identity,
@@ -228,7 +237,8 @@ class Run:
         return True
 
     async def _admit_and_send(self, seq: int, local: LocalFile, log: Any,
-                              identity: str | None = None) -> None:
+                              identity: str | None = None,
+                              prior: ItemRecord | None = None) -> None:
         row = local.row
         # No await between the look-up and the insert: admission is atomic on the loop.
         same = self.state.find_in_run(self.run_id, row.client_id, row.file_name, local.sha256)
@@ -249,7 +259,6 @@ class Run:
         elif decision.action is Action.RECONCILE and earlier is not None:
             self.events.carried(seq, local, earlier, log)
         else:
-            prior = self.state.row_upload(self.run_id, row)  # this row's earlier upload
             replaces = (prior.attachment_id if prior is not None
                         and prior.sha256 != local.sha256 else None)
             item_id = self.events.admitted(seq, local, identity, replaces)
@@ -294,6 +303,7 @@ class Run:
             await self.snapshots.take(self.api, local.row.client_id)
             presigned = await self._presign(local)
             self.events.presigned(item_id, presigned.key)
+            self.events.ready(item_id)  # committed with the others waiting for a slot
             async with self.ahead.upload_slot():
                 if self.shutdown.is_set():
                     self.events.not_sent(item_id, log)
@@ -320,7 +330,9 @@ class Run:
     async def _upload(self, item_id: int, local: LocalFile, presigned: Presigned | None,
                       log: Any, attempts: int) -> int:
         """Upload in the slot held, presigning again (`presigned` None: first) on an
-        expired policy; returns the attempts made so far."""
+        expired policy; returns the attempts made so far. `presigned`, when given, is
+        `uploading` and committed already (`RunEvents.ready`)."""
+        ready = presigned.key if presigned is not None else None
         keys_sent: set[str] = set()  # a send counts once per presigned key
         for presign_round in range(1, MAX_PRESIGN_ROUNDS + 1):
             if presigned is None:
@@ -331,7 +343,9 @@ class Run:
                 nonlocal attempts
                 attempts += 1
                 bind_context(stage="upload", attempt=attempts)
-                self.events.sending(item_id, attempts, new_key=p.key not in keys_sent)
+                new_key = p.key not in keys_sent
+                await self.events.sending(item_id, attempts, new_key=new_key,
+                                          ready=new_key and p.key == ready)
                 keys_sent.add(p.key)
                 assert self.session is not None
                 self.counters.in_flight += 1
@@ -371,6 +385,7 @@ class Run:
         try:
             await self._upload_and_reconcile()
         finally:
+            self.events.close()  # what the group commit still holds
             if self.api is not None:
                 self.log.info("api pace", **self.api.gate.pace().as_dict())
         if self.stopped_by is not None:  # stopped as on SIGTERM; the run ends with exit 3

@@ -16,6 +16,7 @@ from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.models import LocalFile, Row, Stage
 from pracsuite_ingest.refusals import dry_run_error
 from pracsuite_ingest.state import ItemRecord, State
+from pracsuite_ingest.state_commits import GroupCommits
 
 NOT_SENT = "not started: the run was interrupted; the next run sends it"
 
@@ -27,6 +28,19 @@ class RunEvents:
         self.state = state
         self.run_id = run_id
         self.counters = counters
+        self._commits: GroupCommits | None = None  # made in the loop, at the first upload
+        self._posting: set[int] = set()  # items whose upload (POST) may have begun
+
+    @property
+    def commits(self) -> GroupCommits:
+        if self._commits is None:
+            self._commits = GroupCommits(self.state)
+        return self._commits
+
+    def close(self) -> None:
+        """The run's end: commit what is pending."""
+        if self._commits is not None:
+            self._commits.close()
 
     # ------------------------------------------------------------ scan and admission
     def not_started(self, seq: int, row: Row) -> None:
@@ -120,17 +134,32 @@ class RunEvents:
         if log is not None:
             log.debug("item not sent: stopping", stage="upload")
 
-    def sending(self, item_id: int, attempts: int, *, new_key: bool = False) -> None:
+    def ready(self, item_id: int) -> None:
+        """Presigned, waiting for an upload slot: `uploading` with its key, committed
+        with the other files waiting (one commit for them all) by the time the first
+        of them needs it (`sending`)."""
+        self._posting.discard(item_id)
+        self.state.set_stage(item_id, Stage.UPLOADING)
+
+    async def sending(self, item_id: int, attempts: int, *, new_key: bool,
+                      ready: bool = False) -> None:
         """An attempt starts; `new_key`: the first with this presigned key (a send,
-        counted over every run against reconcile.max_resends)."""
-        if new_key:
-            self.state.count_send(item_id)
-        self.state.set_stage(item_id, Stage.UPLOADING, attempts=attempts)
+        counted over every run against reconcile.max_resends); `ready`: moved to
+        `uploading` with this key already (`ready`). Returns once the move to
+        `uploading` with this key is committed: a kill from then on leaves the next
+        run the key, to reconcile before anything is sent again."""
+        self._posting.add(item_id)
+        if not ready:
+            self.state.set_stage(item_id, Stage.UPLOADING, attempts=attempts)
+        if new_key or ready:
+            self.state.attempt(item_id, attempts, new_key=new_key)
+            await self.commits.durable()
 
     def uploaded(self, item_id: int, local: LocalFile, at: float, attempts: int,
                  log: Any) -> None:
         self.state.set_stage(item_id, Stage.UPLOADED, uploaded_at=at, error=None,
                              outcome_unknown=False)
+        self._posting.discard(item_id)  # no longer `uploading`: the set stays small
         self.counters.bytes_sent += local.size
         self.counters.tally(Stage.UPLOADED)
         log.debug("item uploaded", stage="upload", attempts=attempts,
@@ -142,6 +171,7 @@ class RunEvents:
         the report shows no size or hash S3 does not hold."""
         cleared: dict[str, Any] = {"size": None, "sha256": None} if nothing_stored else {}
         self.state.set_stage(item_id, Stage.FAILED, error=error, **cleared)
+        self._posting.discard(item_id)
         self.counters.tally(Stage.FAILED)
         log.warning("item failed", stage="upload", error=error,
                     file_name=local.row.file_name)
@@ -153,21 +183,25 @@ class RunEvents:
         self.counters.tally(Stage.UPLOADING)
         log.warning("upload outcome unknown", stage="upload", error=error)
 
+    def _never_sent(self, current: ItemRecord | None) -> bool:
+        """Presigned, or `uploading` with no upload begun (waiting for a slot)."""
+        return current is not None and (current.stage is Stage.PRESIGNED or (
+            current.stage is Stage.UPLOADING and current.id not in self._posting))
+
     def cancelled(self, item_id: int) -> None:
         """Stopped at once: a file presigned and never sent is `pending`."""
-        current = self.state.item(item_id)
-        if current is not None and current.stage is Stage.PRESIGNED:  # never sent
+        if self._never_sent(self.state.item(item_id)):
             self.not_sent(item_id)
 
     def unexpected(self, item_id: int, exc: Exception, log: Any) -> None:
         """A bug in one file's path: recorded so that the others go on."""
         what = f"unexpected error ({type(exc).__name__}); please report it"
         current = self.state.item(item_id)
-        if current is not None and current.stage is Stage.UPLOADING:
+        if (current is not None and current.stage is Stage.SEEN) or self._never_sent(current):
+            self.state.set_stage(item_id, Stage.FAILED, error=what)
+            self.counters.tally(Stage.FAILED)
+        elif current is not None and current.stage is Stage.UPLOADING:
             # The body may have gone out: reconcile before anything is sent again.
             self.state.set_stage(item_id, Stage.UPLOADING, outcome_unknown=True,
                                  error=f"{what}; reconciling before any re-send")
-        elif current is not None and current.stage in (Stage.SEEN, Stage.PRESIGNED):
-            self.state.set_stage(item_id, Stage.FAILED, error=what)
-            self.counters.tally(Stage.FAILED)
         log.error("unexpected error", stage="upload", error_type=type(exc).__name__)

@@ -1,15 +1,17 @@
 """Every SQLite statement of the worker: runs, items, stage changes, snapshots.
 
 The state file is the worker's memory and audit trail. Each stage change is written
-when it happens. What a crash must find is committed at once: the move to `uploading`
-(with the presigned key, before the file leaves the machine), S3's answer (`uploaded`,
-or `failed` after a refusal: lost, either would turn a known outcome back into an
-unknown one), runs and snapshots; each reconcile poll commits its findings. The rest
-(`seen`, `presigned`, `skipped`, `invalid`) rides along with the next commit, with any
-write `COMMIT_EVERY_S` after it, or at `commit`/`close`: lost to a crash, such an item
-was never sent, and the next run simply does it again. A commit costs about three
-times the statement (bench/state_writes.py). A second process on the same state file
-is refused by an exclusive lock.
+when it happens; commits are grouped (`state_commits.GroupCommits`, bench/state_writes.py:
+a commit costs whole pages, a stage change a few bytes of one). What a crash must find
+is committed before it matters: the move to `uploading` with its presigned key before
+the file's first byte leaves (the upload waits for that commit, `GroupCommits.durable`),
+a refusal (`failed`) at once, runs and snapshots at once, each reconcile poll's findings
+together. The rest (`seen`, `presigned`, `uploaded`, ...) rides along with the next
+commit: the group commit's, any write `COMMIT_EVERY_S` after it, or `commit`/`close`.
+Lost to a crash, such a change costs nothing: an item never sent is sent by the next
+run, and an `uploaded` one is still `uploading` with its key, which the next run
+reconciles before anything is sent again. A second process on the same state file is
+refused by an exclusive lock.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +35,10 @@ from pracsuite_ingest.state_schema import AWAITING_STAGES, SCHEMA, nfc, upgrade
 from pracsuite_ingest.transitions import IllegalTransition, predecessors
 
 COMMIT_EVERY_S = 1.0  # while rows keep coming, what `status` (another process) lags by
-# On disk before the upload's first byte, and S3's answer as soon as it is known.
-DURABLE_AT_ONCE = frozenset({Stage.UPLOADING, Stage.UPLOADED, Stage.FAILED})
+# A refusal, committed at once (rare; lost, the next run would wait a deadline for it).
+# `uploading` is committed before the upload starts by the upload's own wait
+# (`state_commits.GroupCommits.durable`), together with the other slots'.
+DURABLE_AT_ONCE = frozenset({Stage.FAILED})
 
 # An upload that reached S3 (or may have) and has no record yet: what reconcile asks about.
 # `settled`: a `missing` file whose resends ran out (reconcile.max_resends) is not awaited.
@@ -98,6 +102,9 @@ class State:
         self._lock_fh = lock_fh
         self._opened_at = 0.0  # when the pending (uncommitted) transaction began
         self._explicit = False  # inside `_transaction`: it commits, not each write
+        self.writes = 0  # writes made so far, and how many of them are committed
+        self.committed = 0
+        self.on_pending: Callable[[], None] | None = None  # told of each pending write
 
     @classmethod
     def open(cls, path: Path, *, lock: bool = True) -> State:
@@ -161,17 +168,23 @@ class State:
         leave it pending: the next durable write, a write `COMMIT_EVERY_S` or more
         after the pending ones began, `commit` or `close` commits it."""
         try:
+            self.writes += 1
             if not self._db.in_transaction:
                 if durable:  # nothing pending: autocommit is the same, in one statement
-                    return self._db.execute(sql, tuple(params))
+                    cur = self._db.execute(sql, tuple(params))
+                    self.committed = self.writes
+                    return cur
                 self._db.execute("BEGIN")
                 self._opened_at = time.monotonic()
             cur = self._db.execute(sql, tuple(params))
             if not self._explicit and (
                     durable or time.monotonic() - self._opened_at >= COMMIT_EVERY_S):
                 self._db.execute("COMMIT")
+                self.committed = self.writes
         except sqlite3.Error as exc:
             raise StateUnusable(f"cannot write the state file: {exc}") from None
+        if self.committed != self.writes and not self._explicit and self.on_pending:
+            self.on_pending()
         return cur
 
     def commit(self) -> None:
@@ -181,6 +194,7 @@ class State:
                 self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StateUnusable(f"cannot write the state file: {exc}") from None
+        self.committed = self.writes
 
     # runs -------------------------------------------------------------------------
     def new_run(self, run_id: str, started_at: str) -> None:
@@ -351,11 +365,11 @@ class State:
             (client_id, nfc(file_name), sha256)).fetchone()
         return max(int(found[0]), int(found[1])) if found else 0
 
-    def count_send(self, item_id: int) -> None:
-        """One more presigned upload started by this item (rides with the move to
-        `uploading` that follows, which is committed at once)."""
-        self._write("UPDATE items SET sends = sends + 1 WHERE id = ?", (item_id,),
-                    durable=False)
+    def attempt(self, item_id: int, attempts: int, *, new_key: bool) -> None:
+        """An upload attempt starts (its `uploading` already written); `new_key`: one
+        more presigned upload of this item (a send, counted against max_resends)."""
+        self._write("UPDATE items SET attempts = ?, sends = sends + ? WHERE id = ?",
+                    (attempts, int(new_key), item_id), durable=False)
 
     def item(self, item_id: int) -> ItemRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?",  # noqa: S608

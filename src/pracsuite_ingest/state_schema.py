@@ -40,7 +40,6 @@ CREATE TABLE IF NOT EXISTS items (
   verified INTEGER,
   UNIQUE (run_id, seq)
 );
-CREATE INDEX IF NOT EXISTS items_identity ON items (client_id, file_name, sha256);
 CREATE TABLE IF NOT EXISTS transitions (
   item_id INTEGER NOT NULL REFERENCES items(id),
   stage TEXT NOT NULL,
@@ -118,6 +117,9 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.execute(ROW_INDEX)
     conn.execute(AWAITING_INDEX)  # state files of earlier versions gain it at open
     conn.execute("DROP INDEX IF EXISTS items_run_stage")  # see AWAITING_INDEX
+    # (client_id, file_name, sha256): every look-up by identity uses name_nfc
+    # (NFC_INDEX); kept, it cost a page written per new item (bench/state_writes.py).
+    conn.execute("DROP INDEX IF EXISTS items_identity")
 
 
 # A commit writes every page it changed, whole, to the WAL (then, at a checkpoint, to
