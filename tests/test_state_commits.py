@@ -155,3 +155,44 @@ def test_a_run_found_running_by_the_next_lock_holder_is_marked_interrupted(
     outcomes = {r["run_id"]: r["outcome"] for r in state.runs()}
     state.close()
     assert outcomes == {"dead": "interrupted", "next": "running"}
+
+
+LOSE_PENDING = r"""
+import resource, signal, sys
+from pathlib import Path
+from pracsuite_ingest.errors import StateUnusable
+from pracsuite_ingest.models import LocalFile, Row, Stage
+from pracsuite_ingest.state import State
+
+path = Path(sys.argv[1])
+state = State.open(path)
+state.new_run("r", "t")
+state.commit()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+limit = max(path.stat().st_size, Path(f"{path}-wal").stat().st_size) + 4096
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:  # pending writes (seen rides along): more pages than the limit allows
+    for seq in range(1, 400):
+        row = Row(seq, "7", f"/f/{seq}.pdf", f"{seq}.pdf" + "x" * 200)
+        state.add_item("r", seq, row, LocalFile(row, Path(row.path), 1, f"{seq:064x}"),
+                       Stage.SEEN, snapshot_run="r")
+    state.commit()
+except StateUnusable:  # at the commit, or where SQLite spilled its cache to the WAL
+    print("failed")
+for what, act in (("commit", state.commit), ("write", lambda: state.new_run("r2", "t"))):
+    try:
+        act()
+        print(what, "said done")
+    except StateUnusable:
+        print(what, "refused")
+"""
+
+
+def test_a_commit_that_lost_the_pending_writes_refuses_every_later_write(
+        tmp_path: Path) -> None:
+    # A full disk or an I/O error at COMMIT rolls back every pending write. A later
+    # commit that then said "done" would let an upload start with its key not on disk.
+    done = subprocess.run([sys.executable, "-c", LOSE_PENDING, str(tmp_path / "s.db")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.stdout.split("\n")[:3] == ["failed", "commit refused", "write refused"], (
+        done.stdout + done.stderr)

@@ -197,6 +197,8 @@ class Run:
             except asyncio.CancelledError:
                 self.events.not_started(seq, row)  # stopped while checked: the row keeps its item
                 raise
+            except Fatal:  # the state file cannot be written: the run stops
+                raise
             except Exception as exc:  # a bug on one odd file must not stop the others
                 local = (f"unexpected error while checking the file ({type(exc).__name__}); "
                          "please report it")

@@ -148,12 +148,14 @@ class RunEvents:
         `uploading` with this key already (`ready`). Returns once the move to
         `uploading` with this key is committed: a kill from then on leaves the next
         run the key, to reconcile before anything is sent again."""
-        self._posting.add(item_id)
         if not ready:
             self.state.set_stage(item_id, Stage.UPLOADING, attempts=attempts)
         if new_key or ready:
             self.state.attempt(item_id, attempts, new_key=new_key)
             await self.commits.durable()
+        # Only now may the POST begin: stopped while waiting for the commit, the file
+        # was never sent (`cancelled` makes it pending, not an upload to reconcile).
+        self._posting.add(item_id)
 
     def uploaded(self, item_id: int, local: LocalFile, at: float, attempts: int,
                  log: Any) -> None:

@@ -104,6 +104,7 @@ class State:
         self._explicit = False  # inside `_transaction`: it commits, not each write
         self.writes = 0  # writes made so far, and how many of them are committed
         self.committed = 0
+        self._broken: StateUnusable | None = None  # pending writes lost: nothing more is said
         self.on_pending: Callable[[], None] | None = None  # told of each pending write
 
     @classmethod
@@ -167,6 +168,9 @@ class State:
         """Run one write; commit it (and whatever is pending) now if `durable`, else
         leave it pending: the next durable write, a write `COMMIT_EVERY_S` or more
         after the pending ones began, `commit` or `close` commits it."""
+        if self._broken is not None:
+            raise self._broken
+        pending = self.committed != self.writes
         try:
             self.writes += 1
             if not self._db.in_transaction:
@@ -182,19 +186,31 @@ class State:
                 self._db.execute("COMMIT")
                 self.committed = self.writes
         except sqlite3.Error as exc:
-            raise StateUnusable(f"cannot write the state file: {exc}") from None
+            raise self._failed(exc, pending) from None
         if self.committed != self.writes and not self._explicit and self.on_pending:
             self.on_pending()
         return cur
 
     def commit(self) -> None:
         """Commit the writes still pending (a no-op when there are none)."""
+        if self._broken is not None:
+            raise self._broken
         try:
             if self._db.in_transaction:
                 self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StateUnusable(f"cannot write the state file: {exc}") from None
+            raise self._failed(exc, self.committed != self.writes) from None
         self.committed = self.writes
+
+    def _failed(self, exc: sqlite3.Error, pending: bool) -> StateUnusable:
+        """The error to raise for a failed write or commit. Where SQLite rolled back
+        writes that were pending (a full disk, an I/O error), the state is broken for
+        good: no later write or commit may succeed and say those writes were kept (an
+        upload would then start with its key not on disk)."""
+        error = StateUnusable(f"cannot write the state file: {exc}")
+        if pending and not self._db.in_transaction:
+            self._broken = error
+        return error
 
     # runs -------------------------------------------------------------------------
     def new_run(self, run_id: str, started_at: str) -> None:

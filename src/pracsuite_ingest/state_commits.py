@@ -63,6 +63,8 @@ class GroupCommits:
             self._timer = None
         self._state.on_pending = None
         self._commit()
+        if self._broken is not None:  # what was pending is lost: the run must not say done
+            raise self._broken
 
     def _pending(self) -> None:
         """A write was left pending: commit it within COMMIT_EVERY_S."""

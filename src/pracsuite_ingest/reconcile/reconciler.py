@@ -426,7 +426,10 @@ class Reconciler:
         or sent by an earlier run: each client with one is looked at once more)."""
         lost = [i for i in self.state.awaiting(self.run_id) if is_lost(i) or is_carried(i)]
         asked: set[str] = set()
-        for client_id, items in _by_client(lost).items():
+        for client_id in _by_client(lost):
+            # Every upload of the client still waiting, not only the lost ones: a count of
+            # records against part of them could call a crowded match single.
+            items = self.state.awaiting(self.run_id, client_id)
             complete, _ = await self.poll(client_id, items, self._retry_bound_s)
             if complete:
                 asked.add(client_id)
