@@ -20,10 +20,11 @@ throttle storm, a rate that never climbs, or one practice starved. The issue's o
 bounds (>= 80% used, <= 5% throttled, within 1.3x) held in every run on this machine
 at load 7-10 and are what `make bench-fleet` prints, beside the old code's figures;
 they measure the CPU scheduler as much as the budget on a machine this busy.
-Measured, not asserted (the figures are printed; pytest -rP): how far apart the shares of practices pacing
-themselves are within these seconds (1.1x-1.7x: processes that never talk even out only
-as each meets its own 429s, over minutes; tests/test_rate_gate.py holds that on the
-sandbox's budget in simulated time), and the share used right after a practice leaves.
+Measured, not asserted (the figures are printed; pytest -rP): how far apart the shares
+of practices pacing themselves are within these seconds (1.1x-1.7x: processes that never
+talk even out only as each meets its own 429s, over minutes; tests/test_rate_gate.py
+holds that on the sandbox's budget in simulated time), and the share used right after a
+practice leaves.
 """
 
 from __future__ import annotations
