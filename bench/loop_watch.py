@@ -5,7 +5,10 @@
 The command runs exactly as the CLI runs it (`cli.main`, its loop from `aio`). Every
 `TICK_S` a thread asks the running loop to call back (`call_soon_threadsafe`) and times
 how long the callback waited: the longest such wait is the longest the loop was held
-(by a callback, a slow state write, a CPU-bound match) to within one tick. A thread, not
+(by a callback, a slow state write, a CPU-bound match) to within one tick, or not run
+at all (on a loaded machine the process waits for a core: the CPU the loop's thread
+used during each stall is measured too, `max_stall_cpu_by_phase_ms`, which that wait
+does not inflate). A thread, not
 a task: a task's own sleep cannot wake while the loop is held, and this way nothing is
 added to the loop but the callbacks themselves.
 
@@ -49,12 +52,14 @@ class Watch:
         self.worst: list[tuple[float, float]] = []  # (ms, at s), the longest stalls
         self.phase = "start-up"  # then "run" (after STARTUP_S), "report" (its writing)
         self.max_by_phase: dict[str, float] = {}
+        self.max_cpu_by_phase: dict[str, float] = {}  # the loop thread's CPU in a stall
         self.stop = threading.Event()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        threading.Thread(target=self._watch, args=(loop,), daemon=True).start()
+        clock = time.pthread_getcpuclockid(threading.get_ident())  # the loop's thread
+        threading.Thread(target=self._watch, args=(loop, clock), daemon=True).start()
 
-    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _watch(self, loop: asyncio.AbstractEventLoop, clock: int) -> None:
         while not self.stop.wait(TICK_S):
             if loop.is_closed():
                 return
@@ -62,6 +67,7 @@ class Watch:
                 continue
             ran = threading.Event()
             sent = time.perf_counter()
+            cpu = time.clock_gettime(clock)
             try:
                 loop.call_soon_threadsafe(ran.set)
             except RuntimeError:  # closed meanwhile
@@ -69,13 +75,16 @@ class Watch:
             while not ran.wait(0.5):
                 if loop.is_closed() or self.stop.is_set():
                     return
-            self._note((time.perf_counter() - sent) * 1e3, sent)
+            self._note((time.perf_counter() - sent) * 1e3, sent,
+                       (time.clock_gettime(clock) - cpu) * 1e3)
 
-    def _note(self, ms: float, sent: float) -> None:
+    def _note(self, ms: float, sent: float, cpu_ms: float) -> None:
         self.samples += 1
         if self.phase == "start-up" and sent - self.started > STARTUP_S:
             self.phase = "run"
         self.max_by_phase[self.phase] = max(self.max_by_phase.get(self.phase, 0.0), ms)
+        cpu = self.max_cpu_by_phase
+        cpu[self.phase] = max(cpu.get(self.phase, 0.0), cpu_ms)
         if ms > self.max_ms:
             self.max_ms, self.max_at_s = ms, sent - self.started
         if ms > 50:
@@ -92,7 +101,9 @@ class Watch:
                 "stalls_over_100ms": self.over_100ms, "stalls_over_1s": self.over_1s,
                 "held_in_stalls_over_100ms_s": round(self.held_over_100ms_s, 1),
                 "worst": [[round(ms), round(at, 1)] for ms, at in self.worst],
-                "max_stall_by_phase_ms": {k: round(v) for k, v in self.max_by_phase.items()}}
+                "max_stall_by_phase_ms": {k: round(v) for k, v in self.max_by_phase.items()},
+                "max_stall_cpu_by_phase_ms": {
+                    k: round(v) for k, v in self.max_cpu_by_phase.items()}}
 
 
 def watched(factory: Callable[[], Callable[[], asyncio.AbstractEventLoop] | None],

@@ -112,9 +112,9 @@ class Child:
 
 
 def one_case(work: Path, code: Path | None, n: int, mode: str, *, sigterm: float | None,
-             timeout: float, resume: bool = False) -> dict[str, Any]:
+             timeout: float, resume: bool = False, label: str = "") -> dict[str, Any]:
     manifest = make_files(work / "input", n)
-    tag = f"{n}-{mode}-{'before' if code is not None else 'after'}"
+    tag = f"{n}-{mode}-{label.replace(' ', '-') or 'checkout'}"
     out = scale.fresh(work / (tag + ("-sigterm" if sigterm is not None else "")))
     shm = scale.SHM / out.name
     sandbox, keys = start_sandbox(mode)
@@ -152,6 +152,7 @@ def _figures(child: Child, finished: bool, n: int, shm: Path, signalled: float |
     r |= json.loads(loop.read_text()) if loop.is_file() else {"loop": "not written"}
     phases = r.get("max_stall_by_phase_ms", {})
     r["max_stall_in_run_ms"] = phases.get("run", 0)
+    r["max_stall_cpu_in_run_ms"] = r.get("max_stall_cpu_by_phase_ms", {}).get("run", 0)
     if signalled is not None:
         r["sigterm_to_exit_s"] = round(child.ended - signalled, 2)
     report = shm / "reports" / "latest.json"
@@ -182,7 +183,8 @@ def line(n: int, mode: str, label: str, r: dict[str, Any]) -> str:
     pending = s.get("pending", "?") if isinstance(s, dict) else ""
     text = (f"{n:>7,} {mode:<9} {label:<20} exit {r['code']:>3}  wall {r['wall_s']:7.1f} s  "
             f"cpu {r['cpu_ms_per_file']:6.2f} ms/file  peak {r['peak_rss_mb']:6.1f} MB  "
-            f"stall max: run {r['max_stall_in_run_ms']:6.0f} ms, all "
+            f"stall max: run {r['max_stall_in_run_ms']:6.0f} ms "
+            f"(loop CPU {r['max_stall_cpu_in_run_ms']:5.0f}), all "
             f"{r.get('max_stall_ms', float('nan')):6.0f} (>100 ms: "
             f"{r.get('stalls_over_100ms', '?')})  validated {valid} pending {pending}")
     if "sigterm_to_exit_s" in r:
@@ -205,6 +207,8 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
     p.add_argument("--before", help="a git revision to run beside this checkout's code")
     p.add_argument("--only-before", action="store_true")
+    p.add_argument("--at", help="run this git revision's code (extracted) instead of the "
+                   "checkout's: the checkout can change meanwhile")
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "bench-one-patient"))
     args = p.parse_args()
     work = Path(args.workdir)
@@ -212,7 +216,9 @@ def main() -> None:
     codes: list[tuple[str, Path | None]] = []
     if args.before:
         codes.append((f"before {args.before}", scale.checkout(args.before, work)))
-    if not args.only_before:
+    if args.at:
+        codes.append((f"at {args.at}", scale.checkout(args.at, work)))
+    elif not args.only_before:
         codes.append(("this checkout", None))
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, check=False).stdout.strip()
@@ -227,7 +233,7 @@ def main() -> None:
             for sigterm in runs:
                 for label, code in codes:
                     r = one_case(work, code, n, mode, sigterm=sigterm, timeout=args.timeout,
-                                 resume=args.resume)
+                                 resume=args.resume, label=label)
                     r["load_after"] = [round(x, 1) for x in os.getloadavg()]
                     case = f"{n} {mode}" + (" sigterm" if sigterm is not None else "")
                     results.setdefault(case, {})[label] = r
