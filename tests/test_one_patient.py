@@ -81,6 +81,30 @@ def test_the_uploads_each_record_may_decide_are_found_in_one_pass(n: int) -> Non
     assert Counting.asked <= 3 * n  # decide_claims' own look-ups and one per upload here
 
 
+def test_a_patients_waiting_uploads_read_in_pages_are_those_read_at_once(
+        tmp_path: Path) -> None:
+    from pracsuite_ingest.models import LocalFile, Row
+    from pracsuite_ingest.reconcile import big_polls
+
+    state = State.open(tmp_path / "state.db")
+    try:
+        state.new_run("r", "t")
+        for seq in range(1, 2 * big_polls.PAGE + 7):
+            row = Row(seq, "1" if seq % 5 else "2", f"f/{seq}.pdf", f"{seq}.pdf")
+            item = state.add_item("r", seq, row, LocalFile(row, Path(row.path), 9, "ab" * 32),
+                                  Stage.SEEN)
+            if seq % 7:
+                state.set_stage(item, Stage.PRESIGNED, key=f"k{seq}")
+                state.set_stage(item, Stage.UPLOADING)
+                state.set_stage(item, Stage.UPLOADED)
+        state.commit()
+        paged = asyncio.run(big_polls.awaiting(state, "r", "1"))
+        assert paged == state.awaiting("r", "1")
+        assert len(paged) > big_polls.PAGE
+    finally:
+        state.close()
+
+
 async def run_one_patient(sb: Sandbox, root: Path, count: int,
                           shutdown: asyncio.Event | None = None) -> list[ItemRecord]:
     """`count` small files of patient 1, one run to its end; its items."""

@@ -19,12 +19,14 @@ from typing import ParamSpec, TypeVar
 
 from pracsuite_ingest.reconcile.claims import Claims, Digest, VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc
+from pracsuite_ingest.state import ItemRecord, State
 
 T = TypeVar("T")
 R = TypeVar("R")
 P = ParamSpec("P")
 
 SLICE_S = 0.02  # the longest a slice of per-item work holds the loop
+PAGE = 2000  # items read from the state at a time
 BIG = 500  # uploads (or records) from which a poll's pure work goes to a thread
 _CHECK_EVERY = 64  # items between two looks at the clock
 
@@ -63,6 +65,20 @@ async def sliced(items: Iterable[T], fn: Callable[[T], R]) -> list[R]:
         out.append(fn(item))
         await slices.tick()
     return out
+
+
+async def awaiting(state: State, run_id: str, client_id: str) -> list[ItemRecord]:
+    """`state.awaiting(run_id, client_id)`, read a page at a time, giving the loop back
+    between pages."""
+    out: list[ItemRecord] = []
+    after = -1
+    while True:
+        page = state.awaiting_after(run_id, client_id, after, PAGE)
+        out += page
+        if len(page) < PAGE:
+            return out
+        after = page[-1].seq
+        await asyncio.sleep(0)
 
 
 def by_name(uploads: Iterable[Upload]) -> dict[str, list[Upload]]:

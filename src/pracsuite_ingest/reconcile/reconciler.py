@@ -27,6 +27,7 @@ from pracsuite_ingest.errors import Permanent, QuotaSpent, Retryable
 from pracsuite_ingest.models import Stage
 from pracsuite_ingest.reconcile.big_polls import (
     Slices,
+    awaiting,
     by_name,
     compute,
     plan_reads,
@@ -99,7 +100,7 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
         absent = await Reconciler(state, api, settings, run_id, shutdown, log, c,
                                   uploads, on_quota).run(deadline_s)
         # The display's last frame shows the outcome: what is still without a record.
-        c.awaiting = len(state.awaiting(run_id))
+        c.awaiting = state.awaiting_since(run_id)[1]  # a count, not 100,000 items read
     except BaseException:
         c.reconcile_end = "stopped"
         raise
@@ -257,7 +258,7 @@ class Reconciler:
     async def poll_patient(self, client_id: str, generation: int) -> None:
         """A scheduled poll of one patient (its slot taken by the loop, released here)."""
         try:
-            items = self.state.awaiting(self.run_id, client_id)
+            items = await awaiting(self.state, self.run_id, client_id)
             if not items:
                 self.schedule.done(client_id)
                 return
