@@ -51,11 +51,11 @@ def named_each(n: int) -> tuple[list[Upload], Evidence]:
 @pytest.mark.parametrize("n", [500, 2000])
 def test_deciding_what_to_download_compares_record_ids_a_linear_number_of_times(
         n: int) -> None:
-    # Each record must be downloaded (no digest yet). Keeping the list of records to
+    # Each record must be downloaded (verify "all", no digest yet). Keeping the list of records to
     # download as a list compared each new one with all before it: n^2/2 comparisons.
     uploads, evidence = named_each(n)
     CountedId.compared = 0
-    decision = decide_claims(uploads, evidence, VerifyMode.AMBIGUOUS, {})
+    decision = decide_claims(uploads, evidence, VerifyMode.ALL, {})
     assert len(decision.download) == n
     assert CountedId.compared <= 2 * n
 
@@ -75,7 +75,7 @@ def test_the_uploads_each_record_may_decide_are_found_in_one_pass(n: int) -> Non
             return super().get(key, default)
 
     counted = Evidence({}, Counting(evidence.named))
-    _, deciding = big_polls.plan_reads(uploads, counted, VerifyMode.AMBIGUOUS, {})
+    _, deciding = big_polls.plan_reads(uploads, counted, VerifyMode.ALL, {})
     assert {rid: [u.item_id for u in ups] for rid, ups in deciding.items()} == {
         str(1000 + i): [i] for i in range(n)}
     assert Counting.asked <= 3 * n  # decide_claims' own look-ups and one per upload here
