@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls bench-latency bench-peers bench-scale bench-fleet container-test soak radosgw-start radosgw-stop clean
+.PHONY: demo check lint typecheck test bench bench-rate bench-bandwidth bench-calls bench-latency bench-peers bench-scale bench-one-patient bench-fleet container-test soak radosgw-start radosgw-stop clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -65,6 +65,14 @@ SCALE_ARGS ?=
 SCALE_BEFORE ?=
 bench-scale: $(VENV)/.installed
 	$(BIN)/python bench/scale.py $(if $(SCALE_BEFORE),--before $(SCALE_BEFORE)) $(SCALE_ARGS)
+
+# One patient with many files (issue 22): the CLI against a one-client sandbox, records
+# without a name and with it, 2,500 and 10,000 files; wall, CPU per file, peak RSS, the
+# longest event-loop stall, SIGTERM-to-exit in the first big poll. ONE_PATIENT_ARGS e.g.
+# "--files 100000 --modes empty --sigterm --resume --no-full" (about an hour here)
+ONE_PATIENT_ARGS ?= --sigterm
+bench-one-patient: $(VENV)/.installed
+	$(BIN)/python bench/one_patient.py $(ONE_PATIENT_ARGS)
 
 # 2, 4 and 8 practices (processes) on one vendor key's budget, each pacing itself and
 # with api.shared_limit on a local redis-server: share used, throttled, finish spread

@@ -425,6 +425,16 @@ class State:
                 (run_id, client_id)).fetchall()
         return [_item(r) for r in rows]
 
+    def awaiting_after(self, run_id: str, client_id: str, after_seq: int, limit: int
+                       ) -> list[ItemRecord]:
+        """`awaiting(run_id, client_id)` in pages: at most `limit` items, those after
+        `after_seq` (a patient's 100,000 items took seconds to read at once)."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
+            f"WHERE run_id = ? AND client_id = ? AND seq > ? AND {_AWAITING} "
+            "ORDER BY seq LIMIT ?", (run_id, client_id, after_seq, limit)).fetchall()
+        return [_item(r) for r in rows]
+
     def awaiting_since(self, run_id: str) -> tuple[dict[str, float], int]:
         """Per client with awaiting items, when the latest of their uploads ended (for a
         lost one, when its outcome was recorded); and how many items await."""

@@ -95,6 +95,11 @@ class FileMD5s:
     def know(self, item_id: int, path: str) -> None:
         self._paths[item_id] = path
 
+    def forget(self, item_id: int) -> None:
+        """The item has its record: its file's MD5 is not needed again."""
+        self._paths.pop(item_id, None)
+        self._md5s.pop(item_id, None)
+
     def of(self, up: Upload) -> Upload:
         """`up` with its file's MD5 where it was read."""
         md5 = self._md5s.get(up.item_id)

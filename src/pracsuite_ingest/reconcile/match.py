@@ -18,6 +18,7 @@ this rule is written). Each record is claimed by at most one upload.
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Set
@@ -189,38 +190,27 @@ _SEP = "\x00"  # between a record's strings: a uuid or key never spans two of th
 
 
 class _Candidates:
-    """Candidate records (id order), searched per upload with `str.find`, not pairwise.
+    """Candidate records (id order), indexed once so that each upload is looked up, not
+    compared with every record.
 
     `proof(up)` and `named(up)` answer exactly what `_proof(up, record)` and the string
     half of `_named` answer for each record: trying every (upload, record) pair made a
-    poll of 10 clients x 200 uploads cost seconds of CPU.
+    poll of 10 clients x 200 uploads cost seconds of CPU, and searching every record's
+    text once per upload still made one patient's 10,000 uploads cost seconds per poll.
     """
 
     def __init__(self, records: list[RecordView]) -> None:
         self.records = records
-        lowered: list[str] = []
-        exact: list[str] = []
-        self._starts: list[int] = []
-        self._starts_lowered: list[int] = []
         self._by_text: dict[str, list[int]] = {}  # stripped string, or its part after "/"
-        at = at_lowered = 0
+        self._by_uuid: dict[str, list[int]] = {}  # every uuid-shaped run in its lower case
+        self._exact: tuple[str, list[int]] | None = None  # built for a key without a uuid
         for i, rec in enumerate(records):
-            self._starts.append(at)
-            self._starts_lowered.append(at_lowered)
-            blob = _SEP.join(rec.strings) + _SEP
-            blob_lowered = _SEP.join(s.lower() for s in rec.strings) + _SEP
-            exact.append(blob)
-            lowered.append(blob_lowered)
-            at += len(blob)
-            at_lowered += len(blob_lowered)
             for text in rec.strings:
+                for found in _UUID_ANYWHERE.finditer(text.lower()):
+                    _append_once(self._by_uuid, found.group(1), i)
                 text = nfc(text.strip())
                 for name in (text, text.rpartition("/")[2]) if "/" in text else (text,):
-                    positions = self._by_text.setdefault(name, [])
-                    if not positions or positions[-1] != i:
-                        positions.append(i)
-        self._exact = "".join(exact)
-        self._lowered = "".join(lowered)
+                    _append_once(self._by_text, name, i)
 
     def named(self, up: Upload) -> list[int]:
         """Positions (ascending) of the records one of whose strings names the upload,
@@ -231,16 +221,34 @@ class _Candidates:
                 if _sizes_agree(up, self.records[i])]
 
     def proof(self, up: Upload) -> list[int]:
-        """Positions (ascending) of the records that `_proof(up, record)` holds for."""
-        if _SEP in up.key:  # outside what the index models
-            return [i for i, rec in enumerate(self.records) if _proof(up, rec)]
-        hits: set[int] = set()
+        """Positions (ascending) of the records that `_proof(up, record)` holds for.
+
+        A key holding a uuid is in a string only where its uuid is in that string's lower
+        case, so the uuid's records are the answer; a key without one (never PracSuite's)
+        is searched for in the records' text, once per such upload."""
         uuid = up.uuid
         if uuid:
-            hits.update(_occurrences(self._lowered, uuid, self._starts_lowered))
-        if up.key:
-            hits.update(_occurrences(self._exact, up.key, self._starts))
-        return sorted(hits)
+            return self._by_uuid.get(uuid, [])
+        if not up.key:
+            return []
+        if _SEP in up.key:  # outside what the text search models
+            return [i for i, rec in enumerate(self.records) if _proof(up, rec)]
+        if self._exact is None:
+            blobs = [_SEP.join(rec.strings) + _SEP for rec in self.records]
+            starts = list(itertools.accumulate((len(b) for b in blobs), initial=0))[:-1]
+            self._exact = ("".join(blobs), starts)
+        return sorted(set(_occurrences(self._exact[0], up.key, self._exact[1])))
+
+
+# Every position where a uuid starts (overlapping, unlike findall): a uuid is in a string
+# exactly when it is one of these.
+_UUID_ANYWHERE = re.compile(r"(?=([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}))")
+
+
+def _append_once(index: dict[str, list[int]], key: str, position: int) -> None:
+    positions = index.setdefault(key, [])
+    if not positions or positions[-1] != position:
+        positions.append(position)
 
 
 def _occurrences(text: str, needle: str, starts: list[int]) -> Iterator[int]:

@@ -25,6 +25,14 @@ from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.errors import Permanent, QuotaSpent, Retryable
 from pracsuite_ingest.models import Stage
+from pracsuite_ingest.reconcile.big_polls import (
+    Slices,
+    awaiting,
+    by_name,
+    compute,
+    plan_reads,
+    sliced,
+)
 from pracsuite_ingest.reconcile.claims import Digest, VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc, proven_by_own_key
 from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordReader
@@ -92,7 +100,7 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
         absent = await Reconciler(state, api, settings, run_id, shutdown, log, c,
                                   uploads, on_quota).run(deadline_s)
         # The display's last frame shows the outcome: what is still without a record.
-        c.awaiting = len(state.awaiting(run_id))
+        c.awaiting = state.awaiting_since(run_id)[1]  # a count, not 100,000 items read
     except BaseException:
         c.reconcile_end = "stopped"
         raise
@@ -158,6 +166,8 @@ class Reconciler:
     async def run(self, deadline_s: float) -> set[int]:
         """Poll until the deadline (or until nothing waits); then the verdict."""
         async with asyncio.TaskGroup() as tg:
+            polls: set[asyncio.Task[None]] = set()
+            stopper = tg.create_task(self._stop_polls(polls))
             while not self.shutdown.is_set():
                 self.uploads.wake.clear()
                 if self.deadline is None and self.uploads.finished.is_set():
@@ -178,16 +188,31 @@ class Reconciler:
                     # the poll's first step changes this count, as one started during it.
                     generation = self.uploads.activity.started(due.client_id)
                     await self._slots.acquire()  # the slot before the task: a few at a time
+                    if self.shutdown.is_set():
+                        self._slots.release()
+                        break
                     self._polling.add(due.client_id)
-                    tg.create_task(self.poll_patient(due.client_id, generation))
+                    task = tg.create_task(self.poll_patient(due.client_id, generation))
+                    polls.add(task)
+                    task.add_done_callback(polls.discard)
                     continue
                 await self._idle(due, now)
+            stopper.cancel()
         self.log.debug("reconcile schedule", stage="reconcile",
                        estimate_s=round(self.schedule.estimate, 2), early=self.schedule.early,
                        on_time=self.schedule.on_time)
         if self.shutdown.is_set():
             return set()
         return await self.verdict()
+
+    async def _stop_polls(self, polls: set[asyncio.Task[None]]) -> None:
+        """On a shutdown, the polls in flight stop where they are: what they wrote is
+        committed (`_validate`), what they had not decided waits for the next run (a
+        poll of 100,000 uploads would otherwise run on for minutes after a SIGTERM)."""
+        await self.shutdown.wait()
+        for task in list(polls):
+            task.cancel()
+        self.uploads.wake.set()
 
     def _start_deadline(self, deadline_s: float) -> None:
         self.started = time.monotonic()
@@ -233,7 +258,7 @@ class Reconciler:
     async def poll_patient(self, client_id: str, generation: int) -> None:
         """A scheduled poll of one patient (its slot taken by the loop, released here)."""
         try:
-            items = self.state.awaiting(self.run_id, client_id)
+            items = await awaiting(self.state, self.run_id, client_id)
             if not items:
                 self.schedule.done(client_id)
                 return
@@ -270,7 +295,7 @@ class Reconciler:
         if generation is None:
             generation = self.uploads.activity.started(client_id)
         claims = self.state.claims(client_id)
-        uploads = [self._upload_of(i) for i in items]
+        uploads = await sliced(items, self._upload_of)
         # Another row of the same upload (same key) claimed its record: that is proof.
         found: Found = {i: (r, False) for i, r in proven_by_own_key(uploads, claims).items()}
         waiting = [u for u in uploads if u.item_id not in found]
@@ -280,7 +305,7 @@ class Reconciler:
             if waiting:
                 async with asyncio.timeout(limit_s):
                     look = await self.reader.look(client_id, waiting, claims.keys(),
-                                                  self._early_reader(waiting))
+                                                  await self._early_reader(waiting))
                     evidence = look.evidence
                     await self._read_bytes(client_id, waiting, evidence, look.links)
         except QuotaSpent as exc:
@@ -296,13 +321,14 @@ class Reconciler:
             complete = False  # the list was read: claim what the bytes read so far prove
         notes: dict[int, str] = {}
         if evidence is not None:
-            waiting = [self.md5s.of(u) for u in waiting]
-            claimed, complete = self._claims(client_id, items, waiting, evidence, generation,
-                                             complete)
+            waiting = await sliced(waiting, self.md5s.of)
+            claimed, complete = await self._claims(client_id, items, waiting, evidence,
+                                                   generation, complete)
             found |= claimed
-            notes = {i: twins_text(r)
-                     for i, r in twins(claimed, waiting, evidence, self.digests).items()}
-        self._validate(client_id, items, found, notes)
+            doubles = await compute(len(claimed), twins, claimed, waiting, evidence,
+                                    dict(self.digests))
+            notes = {i: twins_text(r) for i, r in doubles.items()}
+        await self._validate(client_id, items, found, notes)
         return complete, len(found)
 
     def _upload_of(self, item: ItemRecord) -> Upload:
@@ -321,13 +347,12 @@ class Reconciler:
             self._snapshots[at] = frozenset(taken)
         return self._snapshots[at]
 
-    def _early_reader(self, waiting: list[Upload]) -> OnAnswer:
+    async def _early_reader(self, waiting: list[Upload]) -> OnAnswer:
         """What to do with each `presign_url` answer read during the poll: a record whose
         name is an upload's has its bytes read now, while the URL is fresh."""
         wanted: dict[str, list[Upload]] = {}
         if self.mode.bytes_decide_names:
-            for up in waiting:
-                wanted.setdefault(nfc(up.file_name), []).append(up)
+            wanted = await compute(len(waiting), by_name, waiting)
         limit = _size_limit(waiting)
 
         async def read_early(rid: str, answer: PresignAnswer) -> None:
@@ -344,9 +369,10 @@ class Reconciler:
                           links: dict[str, str]) -> None:
         """Download what the bytes must decide; each digest is kept as it comes, so a
         poll cut by its time limit loses none of those already read."""
-        uploads = [self.md5s.of(u) for u in uploads]  # MD5s read back since
-        decision = decide_claims(uploads, evidence, self.mode, self.digests,
-                                 self.crowded.keys())
+        uploads = await sliced(uploads, self.md5s.of)  # MD5s read back since
+        decision, deciding = await compute(len(uploads), plan_reads, uploads, evidence,
+                                           self.mode, dict(self.digests),
+                                           frozenset(self.crowded))
         if not decision.download:
             return
 
@@ -359,12 +385,13 @@ class Reconciler:
                              error=reason)
 
         checksum = set()
+        slices = Slices()
         for rid in decision.download:
-            deciding = [u for u in uploads if rid == evidence.proven.get(u.item_id)
-                        or rid in evidence.named.get(u.item_id, ())]
+            ups = deciding.get(rid, [])
             # A checksum already read that could not decide: only the bytes can.
-            if rid not in self.digests and deciding and await self.md5s.all_known(deciding):
+            if rid not in self.digests and ups and await self.md5s.all_known(ups):
                 checksum.add(rid)
+            await slices.tick()
         await self.verifier.digest_records(decision.download, self.reader.answers,
                                            read_answer, _size_limit(uploads), self.digests,
                                            failed, checksum)
@@ -373,12 +400,13 @@ class Reconciler:
                        checksums_total=self.verifier.checksums,
                        bytes_total=self.verifier.bytes_read)
 
-    def _claims(self, client_id: str, items: list[ItemRecord], waiting: list[Upload],
-                evidence: Evidence, generation: int, complete: bool) -> tuple[Found, bool]:
+    async def _claims(self, client_id: str, items: list[ItemRecord], waiting: list[Upload],
+                      evidence: Evidence, generation: int, complete: bool
+                      ) -> tuple[Found, bool]:
         """The claims the evidence and the bytes read allow, and whether the poll stays
         complete; remembers what the verdict will need (ambiguous, other bytes)."""
-        decision = decide_claims(waiting, evidence, self.mode, self.digests,
-                                 self.crowded.keys())
+        decision = await compute(len(waiting), decide_claims, waiting, evidence, self.mode,
+                                 dict(self.digests), frozenset(self.crowded))
         claimed = decision.claims
         if self.uploads.activity.started(client_id) != generation:
             claimed = {i: (r, v) for i, (r, v) in claimed.items()
@@ -399,24 +427,38 @@ class Reconciler:
                 self.differ.setdefault(item.id, set()).update(decision.differ[item.id])
         return claimed, complete
 
-    def _validate(self, client_id: str, items: list[ItemRecord], found: Found,
-                  notes: dict[int, str]) -> None:
-        """Claims written; `notes`: items whose bytes another new record holds too."""
+    async def _validate(self, client_id: str, items: list[ItemRecord], found: Found,
+                        notes: dict[int, str]) -> None:
+        """Claims written, in slices (committed even if the poll is stopped midway);
+        `notes`: items whose bytes another new record holds too."""
         by_id = {i.id: i for i in items}
-        for item_id, (record, verified) in found.items():
-            self.state.set_stage(item_id, Stage.VALIDATED, attachment_id=record,
-                                 error=notes.get(item_id),
-                                 verified=True if verified else None)
-            if item_id in notes:
-                self.log.warning("another upload of this file exists", stage="reconcile",
-                                 client_id=client_id, item=by_id[item_id].seq,
-                                 attachment_id=record, others=notes[item_id])
-            self.c.tally(Stage.VALIDATED)
-            self.c.awaiting -= 1
-            self.log.info("item validated", stage="reconcile", client_id=client_id,
-                          item=by_id[item_id].seq, attachment_id=record, verified=verified,
-                          file_name=by_id[item_id].file_name)
-        self.state.commit()  # one commit per poll, not per record
+        slices = Slices()
+        try:
+            for item_id, (record, verified) in found.items():
+                self._validate_one(client_id, by_id[item_id], record, verified,
+                                   notes.get(item_id))
+                await slices.tick()
+        finally:
+            self.state.commit()  # one commit per poll, not per record
+
+    def _validate_one(self, client_id: str, item: ItemRecord, record: str, verified: bool,
+                      note: str | None) -> None:
+        item_id = item.id
+        self.state.set_stage(item_id, Stage.VALIDATED, attachment_id=record,
+                             error=note, verified=True if verified else None)
+        if note is not None:
+            self.log.warning("another upload of this file exists", stage="reconcile",
+                             client_id=client_id, item=item.seq,
+                             attachment_id=record, others=note)
+        # Claimed: excluded from every later poll, so nothing read of it is needed again.
+        self.reader.forget(record)
+        self.digests.pop(record, None)
+        self.md5s.forget(item_id)
+        self.c.tally(Stage.VALIDATED)
+        self.c.awaiting -= 1
+        self.log.info("item validated", stage="reconcile", client_id=client_id,
+                      item=item.seq, attachment_id=record, verified=verified,
+                      file_name=item.file_name)
 
     # ------------------------------------------------------------------ the deadline
     async def verdict(self) -> set[int]:

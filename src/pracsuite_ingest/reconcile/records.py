@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from pracsuite_ingest.api import PageRef, RecordRef, record_links
+from pracsuite_ingest.reconcile.big_polls import compute
 from pracsuite_ingest.reconcile.match import (
     Evidence,
     RecordView,
@@ -140,12 +141,23 @@ class RecordReader:
         `excluded`: records already claimed; each upload carries its own snapshot."""
         records = await list_records(self.api, client_id, self.call)
         own = {r.record_id: r.presign_link for r in records if r.presign_link}
-        first = match(uploads, records, excluded, self.names)
-        wanted = names_to_read(records, uploads, excluded, first, self.names)
+        # Big polls match in a thread (`big_polls.compute`): on copies of what other
+        # polls may change meanwhile.
+        size = max(len(uploads), len(records))
+        excluded = frozenset(excluded)
+        first = await compute(size, match, uploads, records, excluded, dict(self.names))
+        wanted = await compute(size, names_to_read, records, uploads, excluded, first,
+                               dict(self.names))
         if not wanted:
             return Look(first, own)
         await self.read_names(wanted, on_answer, own)
-        return Look(match(uploads, records, excluded, self.names), own)
+        return Look(await compute(size, match, uploads, records, excluded, dict(self.names)),
+                    own)
+
+    def forget(self, record_id: str) -> None:
+        """A claimed record: what was read of it is not needed again."""
+        self.names.pop(record_id, None)
+        self.answers.pop(record_id, None)
 
     async def read_names(self, record_ids: list[str], on_answer: OnAnswer | None = None,
                          links: Mapping[str, str] | None = None) -> None:
