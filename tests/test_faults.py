@@ -225,3 +225,30 @@ async def test_a_lost_upload_is_not_sent_again_while_pracsuite_cannot_be_asked(
     assert stored_after_first == rows  # nothing was sent twice
     assert code2 == 0, err2[-3000:]  # the next run asks first, and finds every record
     assert stats["uploads_stored"] == rows and stats["records_created_total"] == rows
+
+
+async def test_uploads_whose_patient_could_not_be_listed_stay_pending_not_missing(
+        tmp_path: Path) -> None:
+    from pracsuite_ingest.sandbox.faults import FaultPlan
+
+    # S3 takes every upload; then PracSuite answers 500 to everything until the deadline.
+    # Nobody saw that PracSuite has no record: the uploads stay pending, saying why, and
+    # the next run finds every record without sending anything again.
+    opts = SandboxOptions(validation_delay_s=3.0, seed=3)
+    rows = 4
+    async with Sandbox(opts) as sb:
+        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["4"]))
+        cfg = config(tmp_path, sb, reconcile={"deadline_s": 1, "poll_interval_s": 0.2},
+                     api={"max_attempts": 2, "timeout_s": 2})
+        proc = await run_until_stored(sb, cfg, manifest, tmp_path, rows, 0.01)
+        sb.set_faults(FaultPlan(fail_rate_500=1.0))
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        first = json.loads((tmp_path / "reports" / "latest.json").read_text())
+        sb.set_faults(FaultPlan())
+        code2, _, err2 = await run_to_end(cfg, manifest, tmp_path)
+        stats = sb.stats()
+    assert proc.returncode == 1, err.decode()[-2000:]
+    assert first["summary"]["pending"] == rows and first["summary"]["missing"] == 0
+    assert all("could not be read at any poll" in it["error"] for it in first["items"])
+    assert code2 == 0, err2[-3000:]
+    assert stats["uploads_stored"] == rows and stats["records_created_total"] == rows

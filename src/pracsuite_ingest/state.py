@@ -273,6 +273,11 @@ class State:
             durable=stage in DURABLE_AT_ONCE)
         return int(cur.lastrowid or 0)
 
+    def note(self, item_id: int, error: str) -> None:
+        """Say why an upload still awaits its record (it stays `uploaded`: pending)."""
+        self._write("UPDATE items SET error = ?, updated_at = ? WHERE id = ? "
+                    "AND stage = 'uploaded'", (error, time.time(), item_id), durable=False)
+
     def set_stage(self, item_id: int, stage: Stage, **fields: Any) -> None:
         """Move an item to `stage`, setting the named columns in the same statement.
 

@@ -144,6 +144,8 @@ class Reconciler:
         self.ambiguous: dict[int, list[str]] = {}  # verify off: candidates left unclaimed
         self.crowded: dict[int, list[str]] = {}  # name and size could not tell, this round
         self.unread: dict[int, list[str]] = {}  # candidates whose bytes are yet to be read
+        self.listed: set[str] = set()  # clients whose records a poll of this round read
+        self.list_errors: dict[str, str] = {}  # why a client's records could not be read
         self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
         self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
         self.poll_interval_s = settings.reconcile.poll_interval_s
@@ -307,6 +309,7 @@ class Reconciler:
                     look = await self.reader.look(client_id, waiting, claims.keys(),
                                                   await self._early_reader(waiting))
                     evidence = look.evidence
+                    self.listed.add(client_id)
                     await self._read_bytes(client_id, waiting, evidence, look.links)
         except QuotaSpent as exc:
             if self.on_quota is None:
@@ -314,9 +317,11 @@ class Reconciler:
             self.on_quota(exc)  # PracSuite cannot be asked now: nothing is decided
             return False, 0
         except (Permanent, Retryable, TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
             self.log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
-                             error=str(exc) or type(exc).__name__)
+                             error=error)
             if evidence is None:
+                self.list_errors[client_id] = error
                 return False, 0
             complete = False  # the list was read: claim what the bytes read so far prove
         notes: dict[int, str] = {}
@@ -481,8 +486,12 @@ class Reconciler:
         items = self.state.awaiting(self.run_id)
         sends = {i.id: self.state.sends_of(i.client_id, i.file_name, i.sha256 or "")
                  for i in items}
+        unlisted = {i.client_id: self.list_errors.get(i.client_id, "") for i in items
+                    if i.client_id not in self.listed}
         result = verdict(items, self.ambiguous, self.differ, asked, waited, sends,
-                         self.max_resends, self.unread)
+                         self.max_resends, self.unread, unlisted=unlisted)
+        for unasked in result.unasked:  # stays pending: the next run asks again
+            self.state.note(unasked.item_id, unasked.error)
         for missing in result.missing:
             if missing.outcome_unknown:
                 self.state.set_stage(missing.item_id, Stage.MISSING, error=missing.error,

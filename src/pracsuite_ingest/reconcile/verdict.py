@@ -14,7 +14,7 @@ state file): after that it stays `missing`, saying so.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pracsuite_ingest.models import Stage
@@ -86,17 +86,32 @@ class Verdict:
     missing: list[Missing]
     resend: set[int]
     """Lost uploads PracSuite is known not to hold: the ones that may be sent again."""
+    unasked: list[Missing] = field(default_factory=list)
+    """Uploads S3 took whose patient's records no poll of the round could read: not
+    declared missing (that would say PracSuite has no record, which nobody saw): they
+    stay pending, saying why, and the next run asks again."""
+
+
+def unasked_error(reason: str) -> str:
+    why = f" ({reason})" if reason else ""
+    return (f"S3 accepted the upload, but PracSuite's attachment list of this patient "
+            f"could not be read at any poll before the deadline{why}; nothing is "
+            "declared missing: run again (or `pracsuite-ingest reconcile`) to ask again")
 
 
 def verdict(items: Iterable[ItemRecord], ambiguous: Mapping[int, list[str]],
             differ: Mapping[int, Set[str]], asked: Set[str], waited_s: float,
             sends: Mapping[int, int] | None = None, max_resends: int = 2,
-            unread: Mapping[int, list[str]] | None = None) -> Verdict:
+            unread: Mapping[int, list[str]] | None = None, *,
+            unlisted: Mapping[str, str] | None = None) -> Verdict:
     """The verdict on the uploads still awaiting a record. `asked`: the clients a
     complete poll after the deadline read; `waited_s`: how long reconcile waited;
     `sends`: how many times each item's file was sent over every run (none known: 1);
-    `unread`: uploads with candidates whose bytes were to decide and were not read."""
+    `unread`: uploads with candidates whose bytes were to decide and were not read;
+    `unlisted`: the clients whose records no poll of the round read, with why."""
     unread = unread or {}
+    unlisted = unlisted or {}
+    unasked: list[Missing] = []
     missing: list[Missing] = []
     resend: set[int] = set()
     for item in items:
@@ -106,6 +121,8 @@ def verdict(items: Iterable[ItemRecord], ambiguous: Mapping[int, list[str]],
         if item.id in ambiguous:
             # Its record may be among the candidates: never sent again on a guess.
             missing.append(Missing(item.id, ambiguous_error(ambiguous[item.id])))
+        elif item.client_id in unlisted and not is_lost(item):
+            unasked.append(Missing(item.id, unasked_error(unlisted[item.client_id])))
         elif unread.get(item.id):
             missing.append(Missing(item.id, unread_error(unread[item.id]) + note,
                                    outcome_unknown=is_lost(item)))
@@ -132,4 +149,4 @@ def verdict(items: Iterable[ItemRecord], ambiguous: Mapping[int, list[str]],
                      f"{waited_s:.0f}s; run `pracsuite-ingest reconcile` later to look again"
                      f"{note}{sends_note(sent, max_resends)}")
             missing.append(Missing(item.id, error))
-    return Verdict(missing, resend)
+    return Verdict(missing, resend, unasked)
