@@ -71,30 +71,21 @@ def _command(parent: Any, name: str, help_text: str, example: str = "", *,
     return parser
 
 
-def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
-    """The whole command line; with `sandbox=False` the `sandbox` command takes no
-    flags (so the sandbox's modules are not imported): for an argv without it."""
-    p = argparse.ArgumentParser(
-        prog="pracsuite-ingest",
-        description="Upload a practice's documents to PracSuite as Patient Attachments "
-                    "and prove which ones arrived.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="start with `pracsuite-ingest demo` (no account needed) or `run --help`.")
-    p.add_argument("--version", action="version", version=f"pracsuite-ingest {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The flags every command that reads the configuration takes."""
+    sp.add_argument("--config", type=Path, help="TOML file (default ./pracsuite-ingest.toml)")
+    sp.add_argument("--state", help="state file (state.path)")
+    sp.add_argument("--report-dir", help="report folder (report.dir)")
+    sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    sp.add_argument("--log-format", choices=["auto", "console", "json"])
+    sp.add_argument("--version", action="version",
+                    version=f"pracsuite-ingest {__version__}")  # SPEC: `check --version`
+    return sp
 
-    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sp.add_argument("--config", type=Path, help="TOML file (default ./pracsuite-ingest.toml)")
-        sp.add_argument("--state", help="state file (state.path)")
-        sp.add_argument("--report-dir", help="report folder (report.dir)")
-        sp.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-        sp.add_argument("--log-format", choices=["auto", "console", "json"])
-        sp.add_argument("--version", action="version",
-                        version=f"pracsuite-ingest {__version__}")  # SPEC: `check --version`
-        return sp
 
-    run = with_config(_command(sub, "run", "scan, presign, upload, reconcile, report",
-                               epilog=EPILOG_RUN))
+def _add_run(sub: Any) -> None:
+    run = _with_config(_command(sub, "run", "scan, presign, upload, reconcile, report",
+                                epilog=EPILOG_RUN))
     src = run.add_mutually_exclusive_group()
     src.add_argument("--manifest", help="CSV or .jsonl manifest (input.manifest)")
     src.add_argument("--source-dir", help="folder of <client_id>/... (input.source_dir)")
@@ -112,13 +103,17 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
                           "after them are not read and not in the report")
     run.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
-    rec = with_config(_command(
+
+def _add_state_commands(sub: Any) -> None:
+    """`reconcile`, `status` and `check`: the commands about an existing state file
+    and configuration."""
+    rec = _with_config(_command(
         sub, "reconcile", "poll again for a run's unconfirmed uploads and rewrite its report",
         "pracsuite-ingest reconcile --config practice.toml"))
     rec.add_argument("--run-id", help="the run to reconcile (default: the latest)")
     rec.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
     rec.add_argument("--quiet", action="store_true", help=QUIET_HELP)
-    status = with_config(_command(
+    status = _with_config(_command(
         sub, "status", "runs and items per status in the state file",
         epilog="example:\n"
                "  pracsuite-ingest status --config practice.toml          # a table\n"
@@ -127,7 +122,7 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true",
                         help="print JSON: the runs, each with its items per stage (also "
                              "what is printed when stdout is not a terminal)")
-    check = with_config(_command(
+    check = _with_config(_command(
         sub, "check", "configuration, writable paths, and one API call proving both keys",
         epilog="example:\n  pracsuite-ingest check --config practice.toml\n"
                "  pracsuite-ingest check --config practice.toml --client 42   # first contact"))
@@ -137,6 +132,8 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true",
                        help="with --client: print the findings as JSON on stdout")
 
+
+def _add_sandbox_and_demo(sub: Any, *, sandbox: bool) -> None:
     sb = _command(sub, "sandbox", "start the local PracSuite + S3 stand-in",
                   epilog="example:\n"
                          "  pracsuite-ingest sandbox --config-out sandbox.toml   # then: "
@@ -158,6 +155,9 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
                            "first usable of ./demo-out, <report.dir>/demo, <tmp>/"
                            "pracsuite-ingest-demo. The configured state.path and report.dir "
                            "files are never used")
+
+
+def _add_report(sub: Any) -> None:
     report = _command(sub, "report", "work with reports: `report merge`",
                       "pracsuite-ingest report merge reports/*/shard-* --out reports/all")
     report_sub = report.add_subparsers(dest="report_command", required=True, metavar="ACTION")
@@ -166,6 +166,23 @@ def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
     merge.add_argument("report_dirs", nargs="+", type=Path, metavar="REPORT_DIR",
                        help="folders holding a latest.json")
     merge.add_argument("--out", type=Path, required=True, help="folder for the merged report")
+
+
+def build_parser(*, sandbox: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; with `sandbox=False` the `sandbox` command takes no
+    flags (so the sandbox's modules are not imported): for an argv without it."""
+    p = argparse.ArgumentParser(
+        prog="pracsuite-ingest",
+        description="Upload a practice's documents to PracSuite as Patient Attachments "
+                    "and prove which ones arrived.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="start with `pracsuite-ingest demo` (no account needed) or `run --help`.")
+    p.add_argument("--version", action="version", version=f"pracsuite-ingest {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    _add_state_commands(sub)
+    _add_sandbox_and_demo(sub, sandbox=sandbox)
+    _add_report(sub)
     return p
 
 
