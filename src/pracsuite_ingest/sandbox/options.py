@@ -147,8 +147,8 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)".strip()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `sandbox` command's flags; `options_from_args` reads them back."""
+def _add_service(parser: argparse.ArgumentParser) -> None:
+    """Where the sandbox listens, the keys it accepts, the clients it knows."""
     d = SandboxOptions
     add = parser.add_argument
     add("--config-out", type=Path, default=None, metavar="FILE",
@@ -170,6 +170,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="presign without x-amz-security-token (PracSuite sends one)")
     add("--clients", type=parse_clients, default=DEFAULT_CLIENTS,
         help='client ids PracSuite knows, e.g. "1-50,1001" (default: 1-50,1001)')
+
+
+def _add_reference(parser: argparse.ArgumentParser) -> None:
+    """PracSuite's unknowns, each a knob: records, links, validation."""
+    d = SandboxOptions
+    add = parser.add_argument
     add(
         "--existing-records",
         type=int,
@@ -201,6 +207,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--accept-empty-files", action="store_true",
         help="validation takes 0-byte uploads (PracSuite's behaviour is unknown; by "
              "default they are refused and get no record)")
+
+
+def _add_faults(parser: argparse.ArgumentParser) -> None:
+    """Faults to play: throttling, a spent quota, errors, drops, latency."""
+    d = SandboxOptions
+    add = parser.add_argument
     add("--seed", type=int, default=None, help="seed for fault draws (default: random)")
     add("--fail-429", type=_rate, default=0.0, metavar="RATE",
         help="share of API calls answered 429")
@@ -233,6 +245,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of uploads whose connection drops after the object is stored")
     add("--latency-ms", type=parse_latency, default=None, metavar="MIN,MAX",
         help="added latency per API request (default: none)")
+
+
+def _add_others(parser: argparse.ArgumentParser) -> None:
+    """Someone else's lookalikes, the storage's answers, the rate budget, hostile text."""
+    d = SandboxOptions
+    add = parser.add_argument
     add("--others-rate", type=_rate, default=0.0, metavar="RATE",
         help="share of uploads for which someone else uploads the same name and size "
              "(other bytes) for the same patient during the run")
@@ -251,6 +269,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="append TEXT to every API error's detail (e.g. escape sequences)")
     add("--presign-key-name", default=None, metavar="NAME",
         help="presign every key ending in NAME instead of the requested file name")
+
+
+def _add_external(parser: argparse.ArgumentParser) -> None:
+    """Presigning for a real S3 instead of the sandbox's own."""
     ext = parser.add_argument_group(
         "external S3", "presign for a real S3 (e.g. Ceph radosgw) instead of the sandbox's own; "
         "uploads are validated by HEAD on it. The secret and token may also come from the "
@@ -264,6 +286,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ext.add_argument("--external-s3-secret-key", default=None, metavar="SECRET")
     ext.add_argument("--external-s3-session-token", default=None, metavar="TOKEN",
                      help="STS session token of temporary credentials (optional)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `sandbox` command's flags; `options_from_args` reads them back."""
+    for group in (_add_service, _add_reference, _add_faults, _add_others, _add_external):
+        group(parser)
 
 
 def external_from_args(ns: argparse.Namespace,
