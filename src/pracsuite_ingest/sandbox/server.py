@@ -158,27 +158,7 @@ class Sandbox:
         seeded = ledger.seed_existing(
             o.existing_records_per_client, random.Random(o.seed), date.today()
         )
-        lookup: ObjectLookup
-        put: Callable[[str, str, bytes], Awaitable[None]]
-        get_signer: Callable[[str], str] | None = None
-        if o.external_s3 is not None:
-            # Pre-existing records have no object there: nothing reads their content.
-            ext = o.external_s3
-            session = self._session = aiohttp.ClientSession()
-            lookup = SeenSizes(HeadLookup(ext, session))
-
-            async def put(bucket: str, key: str, data: bytes) -> None:
-                await put_object(ext, session, key, data)
-
-            def get_signer(key: str) -> str:
-                return presign_get(ext, key, datetime.now(UTC))
-        else:
-            store = self._store = self._open_store()
-            store.seed(o.bucket, (r.key for r in seeded), b"%PDF-1.4\n% pre-existing\n")
-            lookup = store
-
-            async def put(bucket: str, key: str, data: bytes) -> None:
-                await asyncio.to_thread(store.put_bytes, bucket, key, data)
+        lookup, put, get_signer = self._storage([r.key for r in seeded])
         self._validator = Validator(
             ledger=ledger,
             lookup=lookup,
@@ -227,6 +207,34 @@ class Sandbox:
         api_root = await self._serve(api_app, o.api_port)
         self.base_url = f"{api_root}/v1"
         self.admin_url = f"{api_root}/_sandbox"
+
+    def _storage(self, seeded_keys: list[str]) -> tuple[
+            ObjectLookup, Callable[[str, str, bytes], Awaitable[None]],
+            Callable[[str], str] | None]:
+        """The objects' storage: a real S3 (`external_s3`) or the sandbox's own, seeded
+        with the pre-existing records' objects. Returns how validation looks an object
+        up, how a lookalike's object is written, and how a record's GET is presigned
+        (None: the sandbox's own S3 signs it)."""
+        o = self.options
+        if o.external_s3 is not None:
+            # Pre-existing records have no object there: nothing reads their content.
+            ext = o.external_s3
+            session = self._session = aiohttp.ClientSession()
+
+            async def put_external(bucket: str, key: str, data: bytes) -> None:
+                await put_object(ext, session, key, data)
+
+            def get_signer(key: str) -> str:
+                return presign_get(ext, key, datetime.now(UTC))
+
+            return SeenSizes(HeadLookup(ext, session)), put_external, get_signer
+        store = self._store = self._open_store()
+        store.seed(o.bucket, seeded_keys, b"%PDF-1.4\n% pre-existing\n")
+
+        async def put_local(bucket: str, key: str, data: bytes) -> None:
+            await asyncio.to_thread(store.put_bytes, bucket, key, data)
+
+        return store, put_local, None
 
     def _open_store(self) -> LocalStore:
         if self.options.data_dir is None:
