@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,40 @@ async def run_to_end(cfg: Path, manifest: Path, cwd: Path) -> tuple[int, str, st
     out, err = await asyncio.wait_for(proc.communicate(), 240)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+@dataclass
+class ApiDown:
+    """A run whose uploads S3 stored, PracSuite then answering 500 to everything until
+    its end; then a second run with PracSuite back."""
+
+    code: int
+    err: str
+    first: dict[str, Any]
+    stored_after_first: int
+    code2: int
+    err2: str
+    stats: dict[str, Any]
+
+
+async def stored_then_api_down(tmp_path: Path, opts: SandboxOptions, rows: int) -> ApiDown:
+    from pracsuite_ingest.sandbox.faults import FaultPlan
+
+    async with Sandbox(opts) as sb:
+        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["4"]))
+        cfg = config(tmp_path, sb, reconcile={"deadline_s": 1, "poll_interval_s": 0.2},
+                     api={"max_attempts": 2, "timeout_s": 2})
+        proc = await run_until_stored(sb, cfg, manifest, tmp_path, rows, 0.01)
+        sb.set_faults(FaultPlan(fail_rate_500=1.0))
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        first = json.loads((tmp_path / "reports" / "latest.json").read_text())
+        stored_after_first = sb.stats()["uploads_stored"]
+        sb.set_faults(FaultPlan())
+        code2, _, err2 = await run_to_end(cfg, manifest, tmp_path)
+        stats = sb.stats()
+    assert proc.returncode is not None
+    return ApiDown(proc.returncode, err.decode(), first, stored_after_first, code2, err2,
+                   stats)
 
 
 # The deadline is what an upload whose S3 answer was lost waits before it is sent
@@ -201,25 +236,14 @@ async def test_a_second_signal_stops_at_once_and_state_stays_consistent(
 
 async def test_a_lost_upload_is_not_sent_again_while_pracsuite_cannot_be_asked(
         tmp_path: Path) -> None:
-    from pracsuite_ingest.sandbox.faults import FaultPlan
-
     # Every S3 answer is lost (the objects are stored), then the API goes down: the
     # worker cannot know whether records exist, so it must not upload anything again.
     opts = SandboxOptions(validation_delay_s=0.1, s3_drop_after_rate=1.0, seed=2)
     rows = 6
-    async with Sandbox(opts) as sb:
-        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["4"]))
-        cfg = config(tmp_path, sb, reconcile={"deadline_s": 1, "poll_interval_s": 0.2},
-                     api={"max_attempts": 2, "timeout_s": 2})
-        proc = await run_until_stored(sb, cfg, manifest, tmp_path, rows, 0.01)
-        sb.set_faults(FaultPlan(fail_rate_500=1.0))
-        _, err = await asyncio.wait_for(proc.communicate(), 120)
-        first = json.loads((tmp_path / "reports" / "latest.json").read_text())
-        stored_after_first = sb.stats()["uploads_stored"]
-        sb.set_faults(FaultPlan())
-        code2, _, err2 = await run_to_end(cfg, manifest, tmp_path)
-        stats = sb.stats()
-    assert proc.returncode == 1, err.decode()[-2000:]
+    down = await stored_then_api_down(tmp_path, opts, rows)
+    first, stored_after_first, code2, err2, stats = (
+        down.first, down.stored_after_first, down.code2, down.err2, down.stats)
+    assert down.code == 1, down.err[-2000:]
     assert first["summary"]["missing"] == rows
     assert all("could not be asked" in it["error"] for it in first["items"])
     assert stored_after_first == rows  # nothing was sent twice
@@ -229,25 +253,14 @@ async def test_a_lost_upload_is_not_sent_again_while_pracsuite_cannot_be_asked(
 
 async def test_uploads_whose_patient_could_not_be_listed_stay_pending_not_missing(
         tmp_path: Path) -> None:
-    from pracsuite_ingest.sandbox.faults import FaultPlan
-
     # S3 takes every upload; then PracSuite answers 500 to everything until the deadline.
     # Nobody saw that PracSuite has no record: the uploads stay pending, saying why, and
     # the next run finds every record without sending anything again.
     opts = SandboxOptions(validation_delay_s=3.0, seed=3)
     rows = 4
-    async with Sandbox(opts) as sb:
-        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["4"]))
-        cfg = config(tmp_path, sb, reconcile={"deadline_s": 1, "poll_interval_s": 0.2},
-                     api={"max_attempts": 2, "timeout_s": 2})
-        proc = await run_until_stored(sb, cfg, manifest, tmp_path, rows, 0.01)
-        sb.set_faults(FaultPlan(fail_rate_500=1.0))
-        _, err = await asyncio.wait_for(proc.communicate(), 120)
-        first = json.loads((tmp_path / "reports" / "latest.json").read_text())
-        sb.set_faults(FaultPlan())
-        code2, _, err2 = await run_to_end(cfg, manifest, tmp_path)
-        stats = sb.stats()
-    assert proc.returncode == 1, err.decode()[-2000:]
+    down = await stored_then_api_down(tmp_path, opts, rows)
+    first, code2, err2, stats = down.first, down.code2, down.err2, down.stats
+    assert down.code == 1, down.err[-2000:]
     assert first["summary"]["pending"] == rows and first["summary"]["missing"] == 0
     assert all("could not be read at any poll" in it["error"] for it in first["items"])
     assert code2 == 0, err2[-3000:]
