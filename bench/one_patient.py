@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -220,12 +219,7 @@ def main() -> None:
         codes.append((f"at {args.at}", scale.checkout(args.at, work)))
     elif not args.only_before:
         codes.append(("this checkout", None))
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=False).stdout.strip()
-    results: dict[str, Any] = {}
-    doc = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "head": head,
-           "before": args.before, "cpus": os.cpu_count(), "python": sys.version.split()[0],
-           "file_bytes": SIZE, "results": results}
+    doc, results = scale.results_doc(args.before, file_bytes=SIZE)
     out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}-one-patient.json"
     runs = ([] if args.no_full else [None]) + ([args.sigterm_after] if args.sigterm else [])
     for n in scale.sizes(args.files):

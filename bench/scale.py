@@ -206,6 +206,18 @@ def checkout(rev: str, work: Path) -> Path:
 CASES = {"dry": dry_run, "merge": merge, "real": real_run, "poll": poll}
 
 
+def results_doc(before: str | None, **extra: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A results file's document (when, this checkout's revision, the machine) and the
+    `results` mapping inside it, for a bench comparing `before` with this checkout."""
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+    results: dict[str, Any] = {}
+    doc = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "head": head,
+           "before": before, "cpus": os.cpu_count(), "python": sys.version.split()[0],
+           **extra, "results": results}
+    return doc, results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dry", default="10000,100000", help="dry-run row counts")
@@ -224,12 +236,7 @@ def main() -> None:
         codes.append((f"before {args.before}", checkout(args.before, work)))
     if not args.only_before:
         codes.append(("this checkout", None))
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True, check=False).stdout.strip()
-    results: dict[str, Any] = {}
-    doc = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "head": head,
-           "before": args.before, "cpus": os.cpu_count(), "python": sys.version.split()[0],
-           "results": results}
+    doc, results = results_doc(args.before)
     out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}-scale.json"
     for case, counts in (("dry", sizes(args.dry)), ("merge", sizes(args.merge)),
                          ("real", sizes(args.real)), ("poll", sizes(args.poll))):
