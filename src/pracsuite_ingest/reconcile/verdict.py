@@ -55,9 +55,14 @@ def ambiguous_error(records: list[str]) -> str:
             "the bytes decide")
 
 
+def _ids(records: Iterable[str]) -> str:
+    """Attachment ids for a person to read: in id order."""
+    return ", ".join(sorted(records, key=record_order))
+
+
 def unread_error(records: list[str]) -> str:
     """Why an upload whose record the bytes were to decide was left unclaimed."""
-    ids = ", ".join(sorted(records, key=record_order))
+    ids = _ids(records)
     return (f"{counted(len(records), 'new PracSuite record')} of this file's name and size "
             f"(attachment ids {ids}) could be this upload's, and the bytes that decide "
             "could not be read before the deadline (the storage refused, failed or was "
@@ -66,7 +71,7 @@ def unread_error(records: list[str]) -> str:
 
 
 def differ_note(records: Set[str]) -> str:
-    ids = ", ".join(sorted(records, key=record_order))
+    ids = _ids(records)
     return (f"; {len(records)} new record(s) with the same name and size hold other bytes "
             f"(attachment ids {ids}): someone else's, not claimed")
 
