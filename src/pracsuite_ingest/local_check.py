@@ -137,7 +137,8 @@ def inspect_file(row: Row, path: Path, stop: threading.Event | None = None, *,
     with fh:
         try:
             before = os.fstat(fh.fileno())
-            own = own_files.refusal(before, real_path_of(fh.fileno()))
+            real = real_path_of(fh.fileno())  # once: the refusal and the LocalFile
+            own = own_files.refusal(before, real)
             if own is not None:
                 return own
             if root is not None and before.st_nlink > 1:
@@ -161,8 +162,7 @@ def inspect_file(row: Row, path: Path, stop: threading.Event | None = None, *,
         identity = Identity.of(after)
         if size != before.st_size or Identity.of(before) != identity:
             return "file changed while being read; run again once it is complete"
-        real = real_path_of(fh.fileno()) or path
-    return LocalFile(row=row, path=real, size=size, sha256=sha, identity=identity,
+    return LocalFile(row=row, path=real or path, size=size, sha256=sha, identity=identity,
                      disk_identity=identity_text(before))
 
 

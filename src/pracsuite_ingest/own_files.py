@@ -20,9 +20,10 @@ are handed a row and nothing else.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,29 +67,27 @@ def _file_id(path: Path) -> FileId | None:
     return st.st_dev, st.st_ino
 
 
-def _ancestor_ids(real: Path | None) -> list[FileId | None]:
-    """Identities of the folders above the opened file (through its real path),
-    nearest first."""
-    if real is None:
-        return []
-    return [_file_id(folder) for folder in real.parents]
-
-
-def match(opened: FileId, name: str, ancestors: list[FileId | None],
-          known: Iterable[tuple[Guarded, FileId | None]]) -> Guarded | None:
+def match(opened: FileId, name: str, ancestors: Callable[[int], list[FileId | None]],
+          known: Iterable[tuple[Guarded, Callable[[], FileId | None]]]) -> Guarded | None:
     """The guarded file `opened` is, or the guarded folder it lies in; None if neither.
-    Pure: `known` pairs each guarded path with its identity now (None: not there);
-    `ancestors` are the opened file's folders, nearest first; `name` its name."""
-    for item, ident in known:
-        if ident is None:
-            continue
+
+    `known` pairs each guarded path with how to read its identity now (None: not
+    there); `ancestors(depth)` gives the identities of the opened file's folders,
+    nearest first, `depth` of them (0: all); `name` is its name. Both are called only
+    where the answer can matter: a folder's identity and the folders above the file
+    are read only for a name the folder guards (a patient's `.pdf` is never one of
+    the report folder's files), so a check costs a `stat` per guarded file and
+    none per folder level (issue 23: it was ~50 us a file)."""
+    for item, ident_of in known:
         if not item.folder:
-            if ident == opened:
+            ident = ident_of()
+            if ident is not None and ident == opened:
                 return item
             continue
-        above = ancestors[:item.depth] if item.depth else ancestors
-        named = not item.patterns or any(fnmatch.fnmatchcase(name, p) for p in item.patterns)
-        if named and ident in above:
+        if item.patterns and not any(fnmatch.fnmatchcase(name, p) for p in item.patterns):
+            continue
+        ident = ident_of()
+        if ident is not None and ident in ancestors(item.depth):
             return item
     return None
 
@@ -109,9 +108,17 @@ def refusal(st: os.stat_result, real: Path | None) -> str | None:
     items = guarded()
     if not items:
         return None
-    ancestors = _ancestor_ids(real) if any(g.folder for g in items) else []
+    seen: list[FileId | None] = []  # the folders above, read as far as asked
+
+    def ancestors(depth: int) -> list[FileId | None]:
+        folders = real.parents if real is not None else ()
+        want = len(folders) if depth == 0 else min(depth, len(folders))
+        while len(seen) < want:
+            seen.append(_file_id(folders[len(seen)]))
+        return seen[:want]
+
     found = match((st.st_dev, st.st_ino), real.name if real is not None else "", ancestors,
-                  ((g, _file_id(g.path)) for g in items))
+                  ((g, functools.partial(_file_id, g.path)) for g in items))
     return reason(found) if found is not None else None
 
 
