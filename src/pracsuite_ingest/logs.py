@@ -66,6 +66,9 @@ _SECRET_SHAPES = (
     (re.compile(r"eyJ[A-Za-z0-9+/_-]{16,}={0,2}"), MASK),
     (re.compile(r"\b[A-Za-z0-9]{8,128}/\d{8}/[a-z0-9-]+/[a-z0-9-]+/aws4_request\b"), MASK),
 )
+# Every text a shape above matches holds one of these: a text without any is left as
+# it is after one search instead of four substitutions (most of a log line's strings).
+_SHAPE_MARKS = re.compile(r"(?i:x-amz-|x-api-key|a-api-key|policy)|eyJ|aws4_request")
 _MAX_DEPTH = 8
 
 
@@ -75,6 +78,8 @@ def scrub(text: str) -> str:
     for secret in _secret_values:
         if secret in text:
             text = text.replace(secret, MASK)
+    if _SHAPE_MARKS.search(text) is None:
+        return text
     for pattern, replacement in _SECRET_SHAPES:
         text = pattern.sub(replacement, text)
     return text
