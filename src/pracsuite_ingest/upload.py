@@ -162,8 +162,9 @@ async def upload_file(
                                 allow_redirects=False,
                                 **for_session(session).for_url(presigned.url)) as resp:
             code = message = ""
-            s3_now = s3_clock(resp.headers)
+            s3_now = None
             if resp.status not in (200, 201, 204):
+                s3_now = s3_clock(resp.headers)  # read only where a refusal needs it
                 body = b""
                 with contextlib.suppress(BodyTooLarge):  # S3's error document is short
                     body = await read_capped(resp, SMALL_BODY_LIMIT)
