@@ -151,7 +151,9 @@ class PracSuiteClient:
         if not link:
             return None
         url = urljoin(self._own_prefix, link)
-        return url if same_origin(url, self._origin) else None
+        # under api.base_url's own prefix: its origin, without parsing it again
+        mine = self._origin is not None and url.startswith(self._own_prefix)
+        return url if mine or same_origin(url, self._origin) else None
 
     def _check_destination(self, url: str) -> None:
         if not url.startswith(self._own_prefix) and not same_origin(url, self._origin):
