@@ -10,12 +10,14 @@ from disk in chunks read in a worker thread. The first chunk is read where the f
 opened (`open_with_first_chunk`, one thread hand-off for both), so a small file costs
 one hand-off and goes out in a single write.
 
-The bytes sent are the bytes checked: `open_with_first_chunk` opens the checked file
-again without following a link, inside `input.root`, and compares its `Identity`
-with the check's; `FormBody` hashes what it streams and, before it hands on the last
-piece of the body, compares size, sha256 and identity with the check. Anything
-different raises `FileChanged` there, so the body is never complete and S3 stores
-nothing.
+The bytes sent are the bytes checked: a small file comes from the check still open
+with the bytes it hashed (`LocalFile.opened`), sent once `still_checked` finds the
+descriptor unchanged and still linked; a bigger one is opened again by
+`open_with_first_chunk`, without following a link, inside `input.root`, and its
+`Identity` compared with the check's. `FormBody` hashes what it streams and, before
+it hands on the last piece of the body, compares size, sha256 and identity with the
+check. Anything different raises `FileChanged` there, so the body is never complete
+and S3 stores nothing.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from aiohttp.payload import Payload
 
 from pracsuite_ingest.bandwidth import BandwidthCap
 from pracsuite_ingest.localfs import IsLink, OutsideRoot, open_regular
-from pracsuite_ingest.models import Identity
+from pracsuite_ingest.models import Identity, LocalFile, Opened
 
 CHUNK_BYTES = 256 * 1024  # as aiohttp reads files; bigger chunks only hold more in memory
 
@@ -164,6 +166,18 @@ def open_with_first_chunk(path: Path, *, identity: Identity | None = None,
         fh.close()
         raise FileChanged(errno.ESTALE, "the file is not the one checked")
     return fh, first
+
+
+def still_checked(kept: Opened, local: LocalFile) -> bytes:
+    """The bytes a check kept (`LocalFile.opened`), if the file it kept open is still as
+    checked: the same inode, size and modification time, and still linked (a file
+    unlinked or renamed over since, e.g. its name turned into a link elsewhere, is not
+    the row's file any more); else `FileChanged`. One `fstat` on the descriptor, in the
+    loop, as `FormBody` makes before the last piece of every body."""
+    st = os.fstat(kept.fh.fileno())
+    if Identity.of(st) != local.identity or st.st_nlink == 0 or len(kept.data) != local.size:
+        raise FileChanged(errno.ESTALE, "the file is not the one checked")
+    return kept.data
 
 
 def form_body(fields: Iterable[tuple[str, str]], fh: BinaryIO, file_name: str,

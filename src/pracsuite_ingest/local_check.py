@@ -27,7 +27,7 @@ from pracsuite_ingest.localfs import (
     special_kind,
 )
 from pracsuite_ingest.logs import get_logger
-from pracsuite_ingest.models import Identity, LocalFile, Row
+from pracsuite_ingest.models import Identity, LocalFile, Opened, Row
 from pracsuite_ingest.refusals import empty_file_problem
 from pracsuite_ingest.visible import name_problem
 
@@ -119,8 +119,34 @@ def _open_problem(path: Path, exc: Exception) -> str:
     return f"cannot open file: {getattr(exc, 'strerror', None) or type(exc).__name__}"
 
 
+class Handover:
+    """Where a check that keeps its file open (`LocalFile.opened`) hands it to its
+    caller; a caller that stopped waiting (cancelled) never gets it, so the file is
+    closed here instead, whichever of the two comes first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._given: LocalFile | None = None
+
+    def give(self, local: LocalFile) -> None:
+        """From the checking thread, the file kept open."""
+        with self._lock:
+            if self._abandoned:
+                close_kept(local)
+            else:
+                self._given = local
+
+    def abandon(self) -> None:
+        """From the caller, cancelled: what was or will be given is closed."""
+        with self._lock:
+            self._abandoned = True
+            close_kept(self._given)
+
+
 def inspect_file(row: Row, path: Path, stop: threading.Event | None = None, *,
-                 nofollow: bool = False, root: Path | None = None) -> LocalFile | str:
+                 nofollow: bool = False, root: Path | None = None,
+                 keep_bytes: int = 0, handover: Handover | None = None) -> LocalFile | str:
     """Open once, the type and size checks on the descriptor, then sha256: blocking, so
     it runs in a thread (one hand-off per file).
 
@@ -129,54 +155,87 @@ def inspect_file(row: Row, path: Path, stop: threading.Event | None = None, *,
     another. `nofollow`: a link is not followed. `root`: the file actually opened must
     be inside it. The `LocalFile` carries the opened file's real path and `Identity`,
     which the upload compares before it sends a byte (`formbody.open_with_first_chunk`).
+    A file of at most `keep_bytes` bytes is kept open with the bytes hashed
+    (`LocalFile.opened`, the caller closes it; given to `handover` too, which closes
+    it if the caller stopped waiting): its upload needs no second open.
     """
     try:
         fh = open_regular(path, nofollow=nofollow, root=root)
     except (OSError, ValueError) as exc:
         return _open_problem(path, exc)
-    with fh:
-        try:
-            before = os.fstat(fh.fileno())
-            real = real_path_of(fh.fileno())  # once: the refusal and the LocalFile
-            own = own_files.refusal(before, real)
-            if own is not None:
-                return own
-            if root is not None and before.st_nlink > 1:
-                get_logger().warning(HARD_LINK_NOTE, stage="scan", line=row.line,
-                                     client_id=row.client_id, links=before.st_nlink)
-            if before.st_size > MAX_FILE_BYTES:
-                return (f"file is {before.st_size:,} bytes; PracSuite accepts at most "
-                        f"{MAX_FILE_BYTES:,} bytes (100 MB)")
-            # One byte past the size it claims, and never past the limit: enough to tell
-            # a file that keeps giving bytes.
-            size, sha = _hash_open(fh, min(before.st_size, MAX_FILE_BYTES) + 1, stop)
-            after = os.fstat(fh.fileno())
-        except PermissionError:
-            return "file not readable (permission denied)"
-        except OSError as exc:
-            return f"cannot read file: {exc.strerror}"
-        if size > before.st_size:
-            return (f"file gives more bytes than its size ({before.st_size:,}): it is still "
-                    "being written, or it is not a real file (e.g. under /proc); not read "
-                    "further")
-        identity = Identity.of(after)
-        if size != before.st_size or Identity.of(before) != identity:
-            return "file changed while being read; run again once it is complete"
+    try:
+        result = _inspect_open(row, path, fh, stop, root, keep_bytes)
+    except BaseException:
+        fh.close()
+        raise
+    if not isinstance(result, LocalFile) or result.opened is None:
+        fh.close()
+    elif handover is not None:
+        handover.give(result)
+    return result
+
+
+def _inspect_open(row: Row, path: Path, fh: BinaryIO, stop: threading.Event | None,
+                  root: Path | None, keep_bytes: int) -> LocalFile | str:
+    """`inspect_file` on the file open as `fh` (which it leaves open)."""
+    data: bytes | None = None
+    try:
+        before = os.fstat(fh.fileno())
+        real = real_path_of(fh.fileno())  # once: the refusal and the LocalFile
+        own = own_files.refusal(before, real)
+        if own is not None:
+            return own
+        if root is not None and before.st_nlink > 1:
+            get_logger().warning(HARD_LINK_NOTE, stage="scan", line=row.line,
+                                 client_id=row.client_id, links=before.st_nlink)
+        if before.st_size > MAX_FILE_BYTES:
+            return (f"file is {before.st_size:,} bytes; PracSuite accepts at most "
+                    f"{MAX_FILE_BYTES:,} bytes (100 MB)")
+        # One byte past the size it claims, and never past the limit: enough to tell
+        # a file that keeps giving bytes.
+        limit = min(before.st_size, MAX_FILE_BYTES) + 1
+        if before.st_size <= keep_bytes:
+            data = _read_small(fh, limit)
+            size, sha = len(data), hashlib.sha256(data).hexdigest()
+        else:
+            size, sha = _hash_open(fh, limit, stop)
+        after = os.fstat(fh.fileno())
+    except PermissionError:
+        return "file not readable (permission denied)"
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror}"
+    if size > before.st_size:
+        return (f"file gives more bytes than its size ({before.st_size:,}): it is still "
+                "being written, or it is not a real file (e.g. under /proc); not read "
+                "further")
+    identity = Identity.of(after)
+    if size != before.st_size or Identity.of(before) != identity:
+        return "file changed while being read; run again once it is complete"
     return LocalFile(row=row, path=real or path, size=size, sha256=sha, identity=identity,
-                     disk_identity=identity_text(before))
+                     disk_identity=identity_text(before),
+                     opened=Opened(fh, data) if data is not None else None)
+
+
+def _read_small(fh: BinaryIO, limit: int) -> bytes:
+    """Up to `limit` bytes of a small file, however many reads the system gives them in."""
+    data = fh.read(limit)
+    while len(data) < limit and (more := fh.read(limit - len(data))):
+        data += more
+    return data
 
 
 _inspect_file = aiofiles.os.wrap(inspect_file)  # in the loop's default executor
 
 
 async def check_local(row: Row, *, nofollow: bool = False, root: Path | None = None,
-                      empty_files: str = "send") -> LocalFile | str:
+                      empty_files: str = "send", keep_bytes: int = 0) -> LocalFile | str:
     """The row's file, checked and hashed; or the reason it cannot be sent.
 
     The file system is touched only in a worker thread (`inspect_file`, through
     aiofiles), so a slow network share does not stall the event loop; hashlib
     releases the GIL while it hashes. `empty_files` is `upload.empty_files`
-    (`refusals.empty_file_problem`).
+    (`refusals.empty_file_problem`). A file of at most `keep_bytes` comes back open
+    with its bytes (`LocalFile.opened`): the caller closes it.
     """
     if row.problem:
         return row.problem
@@ -187,12 +246,26 @@ async def check_local(row: Row, *, nofollow: bool = False, root: Path | None = N
     if problem:
         return problem
     stop = threading.Event()
+    handover = Handover()
     try:
         result: LocalFile | str = await _inspect_file(row, Path(row.path), stop,
-                                                      nofollow=nofollow, root=root)
+                                                      nofollow=nofollow, root=root,
+                                                      keep_bytes=keep_bytes,
+                                                      handover=handover)
     except asyncio.CancelledError:
         stop.set()  # Ctrl-C, SIGTERM: the thread stops at its next chunk
+        handover.abandon()  # a file it keeps open is closed, not left to the collector
         raise
     if isinstance(result, LocalFile):
-        return empty_file_problem(result.size, empty_files) or result
+        problem = empty_file_problem(result.size, empty_files)
+        if problem is not None:
+            close_kept(result)
+            return problem
     return result
+
+
+def close_kept(local: LocalFile | str | None) -> None:
+    """Close the file a check kept open (`LocalFile.opened`), if any: the file's work is
+    over (sent, skipped, failed or stopped)."""
+    if isinstance(local, LocalFile) and local.opened is not None:
+        local.opened.fh.close()

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 class Status(StrEnum):
@@ -68,6 +68,17 @@ class Identity:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Opened:
+    """A small checked file kept open, with every byte the check read and hashed: its
+    upload sends `data` after one `fstat` of `fh` (the same inode, unchanged, still
+    linked) instead of opening and reading the file again in a second thread
+    hand-off. Whoever checked the file closes `fh` when the file's work is over."""
+
+    fh: BinaryIO
+    data: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class LocalFile:
     """A row whose file passed every local check.
@@ -83,6 +94,7 @@ class LocalFile:
     sha256: str
     identity: Identity | None = None
     disk_identity: str | None = None  # `localfs.disk_identity`'s text, stat-ed before the hash
+    opened: Opened | None = field(default=None, compare=False, repr=False)  # small files
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,8 @@ from pracsuite_ingest.errors import (
     SourceChanged,
 )
 from pracsuite_ingest.filters import NO_FILTER
-from pracsuite_ingest.local_check import check_local
+from pracsuite_ingest.formbody import CHUNK_BYTES as KEEP_BYTES
+from pracsuite_ingest.local_check import check_local, close_kept
 from pracsuite_ingest.localfs import disk_identity
 from pracsuite_ingest.logs import bind_context, get_logger
 from pracsuite_ingest.models import LocalFile, Presigned, Row, Stage
@@ -183,6 +184,7 @@ class Run:
         return added
 
     async def _one(self, seq: int, row: Row) -> None:
+        local: LocalFile | str | None = None
         try:
             bind_context(client_id=row.client_id, item=seq, stage="scan")  # this task only
             prior: ItemRecord | None = None  # this row's earlier validated upload
@@ -191,9 +193,12 @@ class Run:
                 identity = await self._identity(row, prior)
                 if identity is not None and self._skip_unchanged(seq, row, prior, identity):
                     return
-                local: LocalFile | str = await check_local(
+                # A small file stays open with its bytes from the check to its upload:
+                # one thread hand-off a file instead of two (closed below).
+                local = await check_local(
                     row, nofollow=self._nofollow, root=self._root,
-                    empty_files=self.settings.upload.empty_files)
+                    empty_files=self.settings.upload.empty_files,
+                    keep_bytes=0 if self.dry_run else KEEP_BYTES)
             except asyncio.CancelledError:
                 self.events.not_started(seq, row)  # stopped while checked: the row keeps its item
                 raise
@@ -209,6 +214,7 @@ class Run:
             await self._admit_and_send(seq, local, log, identity or local.disk_identity,
                                        prior)
         finally:
+            close_kept(local)
             self.ahead.rows.release()
 
     def _prior_upload(self, row: Row) -> ItemRecord | None:

@@ -28,6 +28,7 @@ from pracsuite_ingest.formbody import (
     content_type_of,
     form_body,
     open_with_first_chunk,
+    still_checked,
 )
 from pracsuite_ingest.guards import SMALL_BODY_LIMIT, BodyTooLarge, read_capped
 from pracsuite_ingest.models import LocalFile, Presigned
@@ -139,12 +140,17 @@ async def upload_file(
     local = path if isinstance(path, LocalFile) else None
     where = local.path if local is not None else path
     assert isinstance(where, Path)
+    kept = local.opened if local is not None else None
     try:
-        # Opened and the first chunk read in one thread hand-off; never blocks on a
-        # swapped-in FIFO.
-        fh, first = await asyncio.to_thread(
-            open_with_first_chunk, where,
-            identity=local.identity if local is not None else None, root=root)
+        if kept is not None and local is not None:
+            # Kept open by the check with its bytes: no second open, no thread hand-off.
+            fh, first = kept.fh, still_checked(kept, local)
+        else:
+            # Opened and the first chunk read in one thread hand-off; never blocks on a
+            # swapped-in FIFO.
+            fh, first = await asyncio.to_thread(
+                open_with_first_chunk, where,
+                identity=local.identity if local is not None else None, root=root)
     except FileChanged:
         raise SourceChanged() from None
     except OSError as exc:
@@ -185,7 +191,8 @@ async def upload_file(
         # The whole body went out: S3 may have stored it before the answer was lost.
         raise OutcomeUnknown(f"S3 answer lost ({type(exc).__name__})") from None
     finally:
-        fh.close()  # a read-only regular file: closing does not block (one thread hop less)
+        if kept is None:  # a kept file is its checker's to close (another attempt may follow)
+            fh.close()  # a read-only regular file: closing does not block (one hop less)
     if isinstance(error, Permanent) and code == "AccessDenied" and s3_now is not None \
             and is_expired(presigned, s3_now):
         # Some S3s (radosgw) say only "AccessDenied": the policy's expiration against
