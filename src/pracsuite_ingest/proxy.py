@@ -80,9 +80,22 @@ class EnvProxies:
         self._proxies: dict[str, ProxyInfo] = proxies_from_env()
         self._no_proxy = no_proxy_entries()
         self._decided: dict[tuple[str, str], dict[str, Any]] = {}
+        self._by_start: dict[str, dict[str, Any]] = {}  # "scheme://authority" -> as above
 
     def for_url(self, url: str | URL) -> dict[str, Any]:
         """`proxy` and `proxy_auth` for a request to `url` (empty: direct)."""
+        if isinstance(url, str):
+            # Decided once per scheme and authority (the text before the path): the
+            # same few for every request of a run, without parsing each URL again.
+            cut = url.find("/", url.find("://") + 3)
+            start = url[:cut] if cut >= 0 else url
+            found = self._by_start.get(start)
+            if found is None:
+                found = self._by_start[start] = self._decide(start)
+            return found
+        return self._decide(url)
+
+    def _decide(self, url: str | URL) -> dict[str, Any]:
         from yarl import URL
 
         u = url if isinstance(url, URL) else URL(url, encoded=True)
