@@ -42,6 +42,15 @@ async def test_a_small_file_comes_back_open_with_the_bytes_it_was_hashed_from(
     assert local.opened.fh.closed
 
 
+async def test_no_file_is_kept_open_unless_asked_not_even_an_empty_one(tmp_path: Path
+                                                                      ) -> None:
+    path = tmp_path / "empty.pdf"
+    path.write_bytes(b"")
+    local = await check_local(row_for(path))  # keep_bytes=0: a dry run, other callers
+    assert isinstance(local, LocalFile) and local.size == 0
+    assert local.opened is None
+
+
 async def test_a_file_over_the_limit_is_closed_after_its_check(tmp_path: Path) -> None:
     path = tmp_path / "scan.pdf"
     path.write_bytes(os.urandom(5000))

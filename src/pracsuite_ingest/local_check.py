@@ -194,7 +194,7 @@ def _inspect_open(row: Row, path: Path, fh: BinaryIO, stop: threading.Event | No
         # One byte past the size it claims, and never past the limit: enough to tell
         # a file that keeps giving bytes.
         limit = min(before.st_size, MAX_FILE_BYTES) + 1
-        if before.st_size <= keep_bytes:
+        if keep_bytes > 0 and before.st_size <= keep_bytes:  # 0: never kept
             data = _read_small(fh, limit)
             size, sha = len(data), hashlib.sha256(data).hexdigest()
         else:
