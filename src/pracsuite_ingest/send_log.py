@@ -58,17 +58,17 @@ def replay(conn: sqlite3.Connection, log_path: Path) -> int:
         return 0
     if not text:
         return 0
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+    names = [row[1] for row in conn.execute("PRAGMA table_info(items)")]
+    sets = ", ".join(f"{n} = excluded.{n}" for n in names if n != "id")
+    sql = (f"INSERT INTO items ({', '.join(names)}) "  # noqa: S608 (names: the table's own)
+           f"VALUES ({', '.join('?' * len(names))}) "
+           f"ON CONFLICT(id) DO UPDATE SET {sets} WHERE excluded.sends > items.sends")
     changed = 0
     conn.execute("BEGIN")
     for row in _rows(text):
-        names = [name for name in row if name in columns]
-        sets = ", ".join(f"{n} = excluded.{n}" for n in names if n != "id")
-        sql = (f"INSERT INTO items ({', '.join(names)}) "  # noqa: S608 (names: the table's own)
-               f"VALUES ({', '.join('?' * len(names))}) "
-               f"ON CONFLICT(id) DO UPDATE SET {sets} WHERE excluded.sends > items.sends")
         with contextlib.suppress(sqlite3.IntegrityError):  # not this state's row: skipped
-            changed += conn.execute(sql, [row[n] for n in names]).rowcount
+            # a column the line leaves out was NULL (`SendLog.append`)
+            changed += conn.execute(sql, [row.get(n) for n in names]).rowcount
     conn.execute("COMMIT")
     return changed
 
@@ -85,9 +85,11 @@ class SendLog:
         self.lines = 0  # lines written since the log was last emptied
 
     def append(self, row: Mapping[str, Any]) -> None:
-        """Write one item's row; on return the next run will find it."""
+        """Write one item's row (its NULL columns left out); on return the next run
+        will find it."""
+        kept = {name: value for name, value in row.items() if value is not None}
         # ASCII: any name (lone surrogates of undecodable bytes included) as \u escapes
-        data = (json.dumps(row, separators=(",", ":")) + "\n").encode("ascii")
+        data = (json.dumps(kept, separators=(",", ":")) + "\n").encode("ascii")
         try:
             written = os.write(self._fd, data)
         except OSError as exc:

@@ -3,7 +3,7 @@
 A commit writes every page it changed, whole, to the WAL (then, at a checkpoint, to the
 file); a stage change is a few bytes of a page. Committed one by one, a run of 1 KB
 files wrote ~23-29 KB to disk per file (bench/scale.py); committed together, the files
-of a second share their pages.
+of a few seconds share their pages.
 
 No upload waits for a commit: what must be kept before an upload starts (its move to
 `uploading` with its presigned key) is in the send log once `State.start_upload`
