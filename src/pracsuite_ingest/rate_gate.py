@@ -22,8 +22,9 @@ probe), so a budget others left is found in seconds. The first 429 halves the ra
 pauses a second (the start ran past the limit on the budget's burst, every process of a
 fleet at once), unless it came before the start's climb got anywhere (a process joining
 a fleet that already fills the budget: an ordinary step back); a burst of 429s (calls
-already in flight when the rate was lowered) counts as one decrease; slots handed out before a 429 are void (the callers queue
-again at the lowered rate); and the rate climbs only while callers wait for the gate.
+already in flight when the rate was lowered) counts as one decrease; slots handed out
+before a 429 are void (the callers queue again at the lowered rate); and the rate climbs
+only while callers wait for the gate.
 How evenly processes that never talk end up sharing is bounded by what each learns:
 only its own few 429s, so shares even out over minutes (docs/scale-out.md).
 `api.shared_limit` (shared_limit.py) replaces all this guessing with one budget
