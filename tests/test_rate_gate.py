@@ -131,14 +131,22 @@ def test_auto_starts_at_three_per_second_and_a_burst_of_429s_is_one_step_back() 
     assert gate.rate < lowered and gate.decreases == 2
 
 
-def test_a_process_refused_at_its_start_rate_steps_back_and_one_that_overshot_halves(
+def test_a_process_refused_at_its_start_rate_steps_back_and_climbs_on_one_that_overshot_halves(
         ) -> None:
     # joining a fleet that fills the budget: the very first calls are refused, at 3/s;
     # halving and pausing a second (what a start that ran past the limit on the budget's
     # burst needs) would leave the joiner at 1.5/s for most of a run
     joiner = AutoRate(ceiling=20.0)
+    joiner.succeeded(0.0)
     assert joiner.throttled_at(0.2, 3.0) == pytest.approx(1 / (3.0 * DECREASE))
     assert joiner.rate == pytest.approx(3.0 * DECREASE)
+    # ... and its start's climb goes on (+50% a second), towards its share of the budget
+    joiner.succeeded(1.2)
+    assert joiner.rate == pytest.approx(3.0 * DECREASE * 1.5)
+    # its next 429 is an ordinary step back, and from there the slow climb
+    joiner.throttled_at(1.3, joiner.rate)
+    assert joiner.rate == pytest.approx(3.0 * DECREASE * 1.5 * DECREASE)
+    assert joiner.last_429_rate == pytest.approx(3.0 * DECREASE * 1.5)
     # the start's climb ran past OVERSHOT x 3/s: halve, and pause a second
     starter = AutoRate(ceiling=20.0)
     for second in range(4):
