@@ -10,21 +10,25 @@ calls throttled and each practice's share of what was granted. A loaded CPU slow
 process's start-up, which moves the window, but much less who the budget granted what
 inside it (wall-time finish spreads swung 1.06x-2.9x with the machine's load).
 
-Asserted, with bounds a loaded 2-core CI machine holds (there, with the suite's other
-workers beside them, four practices on a shared limit used 62% of the budget with 11%
-of calls throttled): equal practices starting together use >= 50% of the budget with
-<= 15% of calls throttled, paced alone or on a shared limit; on a shared limit their
-shares are within 1.5x; with a practice joining late and one leaving early, <= 15%
-throttled while the practices running throughout were calling. These catch a
-throttle storm, a rate that never climbs, or one practice starved. The issue's own
-bounds (>= 80% used, <= 5% throttled, within 1.3x) held in every run on this machine
-at load 7-10 and are what `make bench-fleet` prints, beside the old code's figures;
-they measure the CPU scheduler as much as the budget on a machine this busy.
-Measured, not asserted (the figures are printed; pytest -rP): how far apart the shares
-of practices pacing themselves are within these seconds (1.1x-1.7x: processes that never
-talk even out only as each meets its own 429s, over minutes; tests/test_rate_gate.py
-holds that on the sandbox's budget in simulated time), and the share used right after a
-practice leaves.
+Asserted: the issue's bounds, >= 80% of the budget used and <= 5% of calls throttled
+(four practices starting together, in the seconds all four were calling, paced alone or
+on a shared limit; a practice joining late and one leaving early, from the joiner's
+first second to the end of the practices running throughout, on a shared limit; paced
+alone, only <= 5% throttled: the joiner is sometimes left small); on a shared limit the
+shares of what was granted within 1.3x (with a join and a leave: of the two practices
+running throughout; each phase of 4 s or more within 1.5x, see PHASE_AT_MOST). Paced
+alone, the shares are held to no practice starved (within 2.5x; with a joiner, once the
+leaver left), not to 1.3x, for a reason of arithmetic, not of this machine's CPU: a
+practice that never talks to the others learns where it stands only from its own 429s,
+and in these 16-20 s it meets two or three. Which of the four the budget happens to
+refuse decides the shares; in simulated time, with no CPU at all (tests/fleet_sim.py on
+the sandbox's budget, see STARVED_AT), the shares of this very test come out 1.63x apart
+at the median. Even shares take minutes of such 429s (tests/test_rate_gate.py holds them
+over ten) or a shared limit, which holds 1.3x here.
+Where a practice's share on a shared limit is low in a window without 429s, it asked
+for less (its own pipeline on a loaded CPU), as the budget hands out slots in turn.
+The seconds right after a practice leaves (how soon the others take its share) are
+printed (pytest -rP), not asserted.
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ from typing import Any
 
 import pytest
 
-from fleet_runs import FleetResult, Practice, Window, all_calling, redis_server, run_fleet
+from fleet_runs import (
+    FleetResult,
+    Practice,
+    Window,
+    all_calling,
+    redis_server,
+    run_fleet,
+    window,
+)
 from needs import program
 
 pytestmark = pytest.mark.slow
@@ -44,11 +56,30 @@ pytestmark = pytest.mark.slow
 BUDGET = 32.0  # requests/s for the vendor key: ~8 per practice of four
 FILES = 80  # per practice: ~200 API calls, ~25 s of the budget for four
 LATE_S = 4.0  # the practice joining late starts this long after the others
-# In the seconds when all the practices looked at were calling: bounds that hold on a
-# loaded CI machine (the issue's 0.80 / 0.05 / 1.3 are bench-fleet's, see above)
-USED_AT_LEAST = 0.50
-THROTTLED_AT_MOST = 0.15
-SPREAD_AT_MOST = 1.5
+# The issue's bounds, in the seconds when all the practices looked at were calling
+USED_AT_LEAST = 0.80
+THROTTLED_AT_MOST = 0.05
+SPREAD_AT_MOST = 1.3
+# Practices pacing themselves: no practice starved (the largest share over the smallest).
+# Not the issue's 1.3x: in a window this short (16-20 s, about 160 calls a practice) each
+# practice meets two or three 429s, and which of them the budget happens to refuse sets
+# the shares. Simulated without any CPU in the way (tests/fleet_sim.py: the sandbox's
+# budget, 32/s, four practices starting up to 1.5 s apart, the 17 s after the last one
+# started, 30 seeds): median 1.63x, 80th percentile 1.87x, worst 2.31x, <= 2.3%
+# throttled; with a practice joining at 4 s and one leaving at 12 s, the three's shares
+# after it left: median 1.67x, worst 2.30x. The four's few seconds between the join and
+# the leave (the joiner still climbing: median 1.46x, worst 2.90x) are printed only.
+# docs/scale-out.md has the arithmetic; a shared limit holds 1.3x. On real processes the
+# joiner was starved in 2 of 16 runs of the late-and-early test (docs/scale-out.md: it
+# took a budget filled by the others' start for its own limit), and that test failed.
+STARVED_AT = 2.5
+# On a shared limit, the phases between a join and a leave (7-9 s, 60-80 calls a
+# practice): the budget hands out slots in turn, so a practice's share there is what its
+# own pipeline asked for, which a loaded CPU moves. 8 runs at load 3-13: 1.01x-1.43x;
+# the two over 1.3x had no 429 in the phase, and the practice short of its share was
+# the slowest overall. The issue's 1.3x is held on the two practices running
+# throughout (equal work, 16-18 s).
+PHASE_AT_MOST = 1.5
 
 
 def figures(result: FleetResult, *windows: Window) -> str:
@@ -65,26 +96,42 @@ def assert_whole(result: FleetResult) -> None:
     assert result.records_created == result.files, figures(result)
 
 
-def assert_fair(result: FleetResult, w: Window, *, shares: bool) -> None:
-    """Most of the budget used, few calls throttled (and, if `shares`, equal shares of
-    what was granted) in the window `w`."""
+def assert_fair(result: FleetResult, w: Window, *, spread_at_most: float) -> None:
+    """Most of the budget used, few calls throttled, the shares of what was granted no
+    more than `spread_at_most` apart, in the window `w`."""
     print(figures(result, w))  # pytest -rP shows them for a run that passed
     assert w.seconds >= 4, figures(result, w)  # a window, not an instant
     assert w.used >= USED_AT_LEAST, figures(result, w)
     assert w.throttled_share <= THROTTLED_AT_MOST, figures(result, w)
-    if shares:
-        assert w.spread <= SPREAD_AT_MOST, figures(result, w)
+    assert w.spread <= spread_at_most, figures(result, w)
 
 
-def assert_rarely_throttled_through(result: FleetResult) -> None:
-    """Few calls throttled while the practices running throughout were calling (a
-    practice joined and one left meanwhile); the phases' figures printed."""
+def assert_fair_through(result: FleetResult, *, spread_at_most: float,
+                        after_at_most: float, four_at_most: float | None) -> None:
+    """From the joiner's first call (its first second left out) to the end of the calls
+    of the practices running throughout (0 and 1, equal work), the leaver leaving
+    meanwhile: the whole fleet used most of the budget with few calls throttled, and
+    0's and 1's shares were no more than `spread_at_most` apart; in the phases of 4 s or
+    more, the three's shares after the leaver left no more than `after_at_most` apart,
+    the four's before it no more than `four_at_most` (if given). The seconds right after
+    2 left (how soon the others took its share) printed."""
     four = all_calling(result.usage, [0, 1, 2, 3])
     after = all_calling(result.usage, [0, 1, 3], since_s=four.end_s + 1)
-    throughout = all_calling(result.usage, [0, 1])
-    print(figures(result, four, after, throughout))
-    assert throughout.throttled_share <= THROTTLED_AT_MOST, figures(
-        result, four, after, throughout)
+    long_ones = all_calling(result.usage, [0, 1])
+    fleet = window(result.usage, [0, 1, 2, 3], four.start_s, long_ones.end_s)
+    pair = window(result.usage, [0, 1], fleet.start_s, fleet.end_s)
+    taking = window(result.usage, [0, 1, 3], four.end_s + 1, four.end_s + 5)
+    shown = figures(result, four, after, fleet, taking, pair)
+    print(shown)
+    assert fleet.seconds >= 4, shown
+    assert fleet.used >= USED_AT_LEAST, shown
+    assert fleet.throttled_share <= THROTTLED_AT_MOST, shown
+    assert pair.spread <= spread_at_most, shown
+    for phase, bound in ((after, after_at_most), (four, four_at_most)):
+        # a phase of a few seconds says little about shares (paced alone, unequal shares
+        # move the ends of the phases: a practice 0 or 1 done soon after the leaver)
+        if bound is not None and phase.seconds >= 4:
+            assert phase.spread <= bound, shown
 
 
 def late_and_early() -> list[Practice]:
@@ -97,14 +144,23 @@ async def test_four_practices_pacing_themselves_use_one_budget_and_are_rarely_th
         tmp_path: Path) -> None:
     result = await run_fleet(tmp_path, [Practice(FILES) for _ in range(4)], budget=BUDGET)
     assert_whole(result)
-    assert_fair(result, all_calling(result.usage, [0, 1, 2, 3]), shares=False)
+    assert_fair(result, all_calling(result.usage, [0, 1, 2, 3]), spread_at_most=STARVED_AT)
 
 
-async def test_pacing_themselves_a_practice_joining_late_and_one_leaving_early_rarely_throttled(
+async def test_pacing_themselves_a_practice_joining_late_and_one_leaving_early_are_rarely_throttled(
         tmp_path: Path) -> None:
+    # Not asserted here: the budget used and the shares. A practice joining while the
+    # others' start has filled the budget takes the budget for its own limit and stays
+    # small (2 of 16 runs: the fleet used 76 %, the joiner 13-16 calls against 38-72);
+    # issue 24 keeps it open. Printed for every run (pytest -rP).
     result = await run_fleet(tmp_path, late_and_early(), budget=BUDGET)
     assert_whole(result)
-    assert_rarely_throttled_through(result)
+    four = all_calling(result.usage, [0, 1, 2, 3])
+    fleet = window(result.usage, [0, 1, 2, 3], four.start_s,
+                   all_calling(result.usage, [0, 1]).end_s)
+    print(figures(result, four, fleet))
+    assert fleet.seconds >= 4, figures(result, fleet)
+    assert fleet.throttled_share <= THROTTLED_AT_MOST, figures(result, fleet)
 
 
 @pytest.fixture
@@ -121,16 +177,17 @@ async def test_four_practices_on_a_shared_limit_in_redis_share_it_fairly(
     for o in result.outcomes:  # the fleet's rate, learned together, is what each reports
         assert o.report["api"]["mode"] == "auto"
         assert "shared limit unreachable" not in o.stderr
-    assert_fair(result, all_calling(result.usage, [0, 1, 2, 3]), shares=True)
+    assert_fair(result, all_calling(result.usage, [0, 1, 2, 3]), spread_at_most=SPREAD_AT_MOST)
 
 
-async def test_on_a_shared_limit_practices_joining_late_and_leaving_early_rarely_throttled(
+async def test_on_a_shared_limit_practices_joining_late_and_leaving_early_share_it_fairly(
         tmp_path: Path, redis_program: str) -> None:
     async with redis_server(redis_program, tmp_path / "redis") as server:
         result = await run_fleet(tmp_path, late_and_early(), budget=BUDGET,
                                  shared_limit=server.url)
     assert_whole(result)
-    assert_rarely_throttled_through(result)
+    assert_fair_through(result, spread_at_most=SPREAD_AT_MOST, after_at_most=PHASE_AT_MOST,
+                        four_at_most=PHASE_AT_MOST)
 
 
 async def test_redis_killed_mid_run_the_practices_finish_on_their_own(

@@ -12,9 +12,11 @@ import pytest
 from e2e import config, make_files, run_cli, write_manifest
 from fleet_sim import shares, simulate
 from pracsuite_ingest.rate_gate import (
+    DECREASE,
     FIRST_DECREASE,
     FIRST_PAUSE_S,
     HOLD_S,
+    OVERSHOT,
     AutoRate,
     RateGate,
     recovered_interval,
@@ -129,6 +131,32 @@ def test_auto_starts_at_three_per_second_and_a_burst_of_429s_is_one_step_back() 
     assert gate.rate < lowered and gate.decreases == 2
 
 
+def test_a_process_refused_at_its_start_rate_steps_back_and_climbs_on_one_that_overshot_halves(
+        ) -> None:
+    # joining a fleet that fills the budget: the very first calls are refused, at 3/s;
+    # halving and pausing a second (what a start that ran past the limit on the budget's
+    # burst needs) would leave the joiner at 1.5/s for most of a run
+    joiner = AutoRate(ceiling=20.0)
+    joiner.succeeded(0.0)
+    assert joiner.throttled_at(0.2, 3.0) == pytest.approx(1 / (3.0 * DECREASE))
+    assert joiner.rate == pytest.approx(3.0 * DECREASE)
+    # ... and its start's climb goes on (+50% a second), towards its share of the budget
+    joiner.succeeded(1.2)
+    assert joiner.rate == pytest.approx(3.0 * DECREASE * 1.5)
+    # its next 429 is an ordinary step back, and from there the slow climb
+    joiner.throttled_at(1.3, joiner.rate)
+    assert joiner.rate == pytest.approx(3.0 * DECREASE * 1.5 * DECREASE)
+    assert joiner.last_429_rate == pytest.approx(3.0 * DECREASE * 1.5)
+    # the start's climb ran past OVERSHOT x 3/s: halve, and pause a second
+    starter = AutoRate(ceiling=20.0)
+    for second in range(4):
+        starter.succeeded(float(second))
+    sent_at = starter.rate
+    assert sent_at >= OVERSHOT * 3.0
+    assert starter.throttled_at(4.0, sent_at) == FIRST_PAUSE_S
+    assert starter.rate == pytest.approx(FIRST_DECREASE * sent_at)
+
+
 def test_shards_adapting_on_their_own_stay_under_the_limit_together() -> None:
     # two shards, each with half the maximum (shard.apply), one PracSuite limit of 10/s
     gates = [AutoRate(ceiling=10.0), AutoRate(ceiling=10.0)]
@@ -184,14 +212,16 @@ async def test_the_auto_gate_hands_the_rate_a_call_was_sent_at_back_with_its_429
     gate.throttle(None, sent_at)
     assert sent_at == 3.0
     assert gate.auto.decreases == 1
-    assert gate.rate == pytest.approx(3.0 * FIRST_DECREASE)
+    # refused at the start rate: a fleet already fills the budget, an ordinary step back
+    assert gate.rate == pytest.approx(3.0 * DECREASE)
 
 
 async def test_a_429_voids_the_slots_the_auto_gate_handed_out_before_it() -> None:
     # "auto" at 3/s: four callers take slots a third of a second apart; the first call's
-    # 429 (the first: halve, pause a second) comes back while the others wait for their
-    # slots. They queue again behind the pause at the lowered rate, instead of going at
-    # slots handed out at the rate that was refused (into a budget that is empty)
+    # 429 (at the start rate: step back to 0.75, pause one spacing) comes back while the
+    # others wait for their slots. They queue again behind the pause at the lowered rate,
+    # instead of going at slots handed out at the rate that was refused (into a budget
+    # that is empty)
     gate = RateGate.for_setting("auto", 20.0)
     started = time.monotonic()
     sent: list[float] = []
@@ -204,11 +234,11 @@ async def test_a_429_voids_the_slots_the_auto_gate_handed_out_before_it() -> Non
                 gate.throttle(None, rate)
 
     await asyncio.gather(one(True), one(False), one(False), one(False))
-    lowered = 3.0 * FIRST_DECREASE
+    lowered = 3.0 * DECREASE
     assert gate.rate == lowered
     # a call goes no earlier than its slot: the pause, then one spacing at the new rate
     for k, at in enumerate(sorted(sent[1:])):
-        assert at >= 0.05 + FIRST_PAUSE_S + k / lowered - 0.01, sent
+        assert at >= 0.05 + (k + 1) / lowered - 0.01, sent
 
 
 @pytest.mark.slow

@@ -20,9 +20,12 @@ next 429 is expected, so a fleet meets few of them; below that and past the refu
 rate it is a probe whose speed doubles the longer no 429 comes (TCP CUBIC's convex
 probe), so a budget others left is found in seconds. The first 429 halves the rate and
 pauses a second (the start ran past the limit on the budget's burst, every process of a
-fleet at once); a burst of 429s (calls already in flight when the rate was lowered)
-counts as one decrease; slots handed out before a 429 are void (the callers queue
-again at the lowered rate); and the rate climbs only while callers wait for the gate.
+fleet at once), unless it came before the start's climb got anywhere (a process joining
+a fleet that already fills the budget: an ordinary step back, and the start's climb goes
+on until the next 429, so the joiner reaches its share in seconds); a burst of 429s (calls
+already in flight when the rate was lowered) counts as one decrease; slots handed out
+before a 429 are void (the callers queue again at the lowered rate); and the rate climbs
+only while callers wait for the gate.
 How evenly processes that never talk end up sharing is bounded by what each learns:
 only its own few 429s, so shares even out over minutes (docs/scale-out.md).
 `api.shared_limit` (shared_limit.py) replaces all this guessing with one budget
@@ -60,6 +63,11 @@ CLIMB_DOUBLING_S = 6.0
 DECREASE = 0.75  # the rate after a 429, as a share of the rate it was sent at
 FIRST_DECREASE = 0.5  # the first 429 ends the climb from 3/s, which the budget's burst
 #                       let run past the limit (every process of a fleet at once): halve
+OVERSHOT = 1.5  # ... if that climb got past OVERSHOT x START_RPS. A first 429 below it
+#                 is a process joining a fleet that fills the budget already: an ordinary
+#                 step back, no pause, and its start's climb goes on until the next 429
+#                 (halved, then climbing 0.1/s, a joiner sat near 1.5/s for most of a
+#                 test-length run: shares up to 9.3x apart, simulated; now up to 2.9x)
 HOLD_S = 0.5  # 429s this soon after a decrease were in flight before it: no second one
 FIRST_PAUSE_S = 1.0  # the first 429 (the budget's burst spent, by every process of a
 #                      fleet at once): no call for a second, while the budget refills
@@ -130,9 +138,11 @@ class AutoRate:
 
         A call sent at a rate above today's, or answered within `HOLD_S` of the last
         decrease, was in flight when the rate was lowered for an earlier 429: the same
-        event, no second decrease. Otherwise step back to `DECREASE` of the refused rate.
-        Returns how long to send nothing when the server did not say: one spacing at
-        the rate now, or `FIRST_PAUSE_S` after the first 429.
+        event, no second decrease. Otherwise step back to `DECREASE` of the refused rate
+        (`FIRST_DECREASE` for the first 429 after the start's climb ran past `OVERSHOT`
+        x `START_RPS`; a first 429 below that leaves the start's climb on). Returns how
+        long to send nothing when the server did not say: one spacing at the rate now,
+        or `FIRST_PAUSE_S` after that first halving.
         """
         self.throttled += 1
         self._last_change = now  # no climbing credit for a time that was refused
@@ -140,12 +150,15 @@ class AutoRate:
         if over > self.rate or (self._decreased_at is not None
                                 and now - self._decreased_at < HOLD_S):
             return self.interval_s
-        self.last_429_rate = over
-        self.rate = max(self.floor, over * (DECREASE if self.decreases else FIRST_DECREASE))
+        first = self.decreases == 0
+        overshot = first and over >= OVERSHOT * START_RPS
+        if overshot or not first:  # a joiner's first 429 leaves its start's climb on
+            self.last_429_rate = over
+        self.rate = max(self.floor, over * (FIRST_DECREASE if overshot else DECREASE))
         self._probe_s = 0.0
         self._decreased_at = now
         self.decreases += 1
-        return FIRST_PAUSE_S if self.decreases == 1 else self.interval_s
+        return FIRST_PAUSE_S if overshot else self.interval_s
 
 
 def climb(climbing_s: float, elapsed: float) -> float:
