@@ -18,7 +18,7 @@ from e2e import write_manifest
 from pracsuite_ingest.connection import make_client, make_session
 from pracsuite_ingest.models import Stage
 from pracsuite_ingest.pipeline import Run
-from pracsuite_ingest.reconcile import reconciler, records
+from pracsuite_ingest.reconcile import poll, records
 from pracsuite_ingest.reconcile.claims import VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.match import Evidence, Upload
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
@@ -161,7 +161,7 @@ async def test_one_patients_thousands_of_files_are_all_validated_with_the_loop_f
     # presign_url, every record's checksum read (verify "ambiguous"), then claimed.
     seen: list[str] = []
     watch_off_loop(monkeypatch, records, "match", seen)
-    watch_off_loop(monkeypatch, reconciler, "decide_claims", seen)
+    watch_off_loop(monkeypatch, poll, "decide_claims", seen)
     async with Sandbox(SandboxOptions(validation_delay_s=0.0, clients=("1",))) as sb:
         items = await run_one_patient(sb, tmp_path, FILES)
     assert Counter(i.stage for i in items) == {Stage.VALIDATED: FILES}
