@@ -4,9 +4,9 @@
 (`POLLS_IN_FLIGHT`, the rate gate pacing every call; when to poll whom is
 `scheduling.py`'s), and, at the deadline, the last look and the verdict (`verdict.py`)
 that lets a lost upload be sent again. One poll of one patient (its records, the
-downloads that let the bytes decide, the claims) is `poll.py`'s. It runs alongside the uploads (`UploadPhase`): a
-patient's uploads are confirmed while later patients' are still being sent; the
-deadline starts when the last upload of the run finished.
+downloads that let the bytes decide, the claims) is `poll.py`'s. It runs alongside
+the uploads (`UploadPhase`): a patient's uploads are confirmed while later patients'
+are still being sent; the deadline starts when the last upload of the run finished.
 """
 
 from __future__ import annotations
