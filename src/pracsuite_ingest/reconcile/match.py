@@ -245,6 +245,12 @@ class _Candidates:
 _UUID_ANYWHERE = re.compile(r"(?=([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}))")
 
 
+def uuids_in(text: str) -> set[str]:
+    """Every uuid-shaped run in `text`'s lower case (overlapping ones too): an upload's
+    uuid is in `text` (as `_proof` asks) exactly when it is one of these."""
+    return {found.group(1) for found in _UUID_ANYWHERE.finditer(text.lower())}
+
+
 def _append_once(index: dict[str, list[int]], key: str, position: int) -> None:
     positions = index.setdefault(key, [])
     if not positions or positions[-1] != position:
