@@ -132,7 +132,7 @@ def test_the_facts_kept_of_each_record_decide_what_the_whole_records_decide() ->
 def test_a_record_keeps_only_the_strings_that_prove_or_name_an_upload() -> None:
     key_uuid = str(uuid.UUID(int=7))
     uploads = [Upload(1, "7", "scan.pdf", 10, f"temp/1/7/{key_uuid}/scan.pdf"),
-               Upload(2, "7", "b.pdf", 10, f"temp/1/7/{str(uuid.UUID(int=8))}/b.pdf")]
+               Upload(2, "7", "b.pdf", 10, f"temp/1/7/{uuid.UUID(int=8)!s}/b.pdf")]
     facts = Relevant.of(uploads, {"claimed"}).view({
         "attachment_client_id": 55, "file_size": 10, "file_date": "2026-12-05",
         "description": "folder/scan.pdf", "note": f"s3://b/{key_uuid.upper()}/x",
