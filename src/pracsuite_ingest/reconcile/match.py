@@ -42,6 +42,8 @@ class Upload:
     """The file's sha256: what a record's bytes must hash to (`claims.decide_claims`)."""
     md5: str | None = None
     """The file's MD5, where it was read (to compare with the storage's checksum)."""
+    seq: int = 0
+    """The row's number in the input (what a log line names)."""
 
     @property
     def uuid(self) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -61,22 +62,24 @@ class Polls:
         self.list_errors: dict[str, str] = {}  # why a client's records could not be read
         self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
         self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
+        self._pathed: set[int] = set()  # items whose path `md5s` was told
 
-    async def poll(self, client_id: str, items: list[ItemRecord], limit_s: float,
+    async def poll(self, client_id: str, uploads: list[Upload], limit_s: float,
                    generation: int | None = None) -> tuple[bool, int]:
         """One look at the client's records: whether it was complete (False if
         PracSuite could not be asked, or not fully), and how many uploads it validated.
 
-        Only uploads that finished are asked about (`items`: stage uploaded, missing, or
-        outcome unknown). When an upload of the client started during the poll, its
-        record may be in the list without its item among `items`: then only claims
-        that a key or the bytes prove are kept; name and size alone wait for the next.
-        `generation`: the patient's uploads started when it was chosen (default: now).
+        Only uploads that finished are asked about (`uploads`, from `upload_of` of the
+        items at stage uploaded, missing, or outcome unknown). When an upload of the
+        client started during the poll, its record may be in the list without its item
+        among `uploads`: then only claims that a key or the bytes prove are kept; name
+        and size alone wait for the next. `generation`: the patient's uploads started
+        when it was chosen (default: now).
         """
         if generation is None:
             generation = self.uploads_started(client_id)
         claims = self.state.claims(client_id)
-        uploads = await sliced(items, self._upload_of)
+        uploads = await sliced(uploads, self.md5s.of)
         # Another row of the same upload (same key) claimed its record: that is proof.
         found: Found = {i: (r, False) for i, r in proven_by_own_key(uploads, claims).items()}
         waiting = [u for u in uploads if u.item_id not in found]
@@ -90,6 +93,7 @@ class Polls:
                     evidence = look.evidence
                     self.listed.add(client_id)
                     await self._read_bytes(client_id, waiting, evidence, look.links)
+                    del look
         except QuotaSpent as exc:
             if self.on_quota is None:
                 raise
@@ -103,22 +107,37 @@ class Polls:
                 self.list_errors[client_id] = error
                 return False, 0
             complete = False  # the list was read: claim what the bytes read so far prove
+        del claims
         notes: dict[int, str] = {}
         if evidence is not None:
             waiting = await sliced(waiting, self.md5s.of)
-            claimed, complete = await self._claims(client_id, items, waiting, evidence,
+            claimed, complete = await self._claims(client_id, uploads, waiting, evidence,
                                                    generation, complete)
             found |= claimed
             doubles = await compute(len(claimed), twins, claimed, waiting, evidence,
                                     dict(self.digests))
             notes = {i: twins_text(r) for i, r in doubles.items()}
-        await self._validate(client_id, items, found, notes)
+        await self._validate(client_id, uploads, found, notes)
         return complete, len(found)
 
-    def _upload_of(self, item: ItemRecord) -> Upload:
-        self.md5s.know(item.id, item.path)
-        return self.md5s.of(Upload(item.id, item.client_id, item.file_name, item.size,
-                                   item.key or "", self._before(item), item.sha256))
+    def upload_of(self, item: ItemRecord) -> Upload:
+        """What a poll needs of an item awaiting its record (not the row: its path is read
+        again only where the file's MD5 is needed, `_know_paths`)."""
+        return Upload(item.id, sys.intern(item.client_id), item.file_name, item.size,
+                      item.key or "", self._before(item), item.sha256, seq=item.seq)
+
+    async def uploads_of(self, items: list[ItemRecord]) -> list[Upload]:
+        return await sliced(items, self.upload_of)
+
+    def _know_paths(self, uploads: list[Upload]) -> None:
+        """The files' paths, for `md5s` to read their MD5 (only for the uploads whose
+        record's checksum may decide: a poll of 100,000 kept every path)."""
+        for up in uploads:
+            if up.item_id not in self._pathed:
+                item = self.state.item(up.item_id)
+                if item is not None:
+                    self.md5s.know(up.item_id, item.path)
+                self._pathed.add(up.item_id)
 
     def _before(self, item: ItemRecord) -> frozenset[str]:
         """The snapshot taken before this item's upload: its own run's, or for an upload
@@ -142,6 +161,7 @@ class Polls:
         async def read_early(rid: str, answer: PresignAnswer) -> None:
             named = wanted.get(nfc(answer.file_name))
             if rid not in self.digests and named:
+                self._know_paths(named)
                 checksum = await self.md5s.all_known(named)
                 with contextlib.suppress(VerifyFailed):
                     self.digests[rid] = await self.verifier.digest_bounded(
@@ -173,6 +193,8 @@ class Polls:
         for rid in decision.download:
             ups = deciding.get(rid, [])
             # A checksum already read that could not decide: only the bytes can.
+            if rid not in self.digests and ups:
+                self._know_paths(ups)
             if rid not in self.digests and ups and await self.md5s.all_known(ups):
                 checksum.add(rid)
             await slices.tick()
@@ -184,7 +206,7 @@ class Polls:
                        checksums_total=self.verifier.checksums,
                        bytes_total=self.verifier.bytes_read)
 
-    async def _claims(self, client_id: str, items: list[ItemRecord], waiting: list[Upload],
+    async def _claims(self, client_id: str, items: list[Upload], waiting: list[Upload],
                       evidence: Evidence, generation: int, complete: bool
                       ) -> tuple[Found, bool]:
         """The claims the evidence and the bytes read allow, and whether the poll stays
@@ -197,25 +219,26 @@ class Polls:
                        if v or evidence.proven.get(i) == r}
             complete = complete and len(claimed) == len(decision.claims)
         for item in items:
+            item_id = item.item_id
             # Once crowded, crowded for the round: its candidates only add up.
             for memory, found in ((self.crowded, decision.crowded),
                                   (self.ambiguous, decision.ambiguous)):
-                if item.id in found:
-                    seen = memory.setdefault(item.id, [])
-                    seen += [r for r in found[item.id] if r not in seen]
-            if item.id in decision.unread:
-                self.unread[item.id] = decision.unread[item.id]
+                if item_id in found:
+                    seen = memory.setdefault(item_id, [])
+                    seen += [r for r in found[item_id] if r not in seen]
+            if item_id in decision.unread:
+                self.unread[item_id] = decision.unread[item_id]
             else:
-                self.unread.pop(item.id, None)
-            if item.id in decision.differ:
-                self.differ.setdefault(item.id, set()).update(decision.differ[item.id])
+                self.unread.pop(item_id, None)
+            if item_id in decision.differ:
+                self.differ.setdefault(item_id, set()).update(decision.differ[item_id])
         return claimed, complete
 
-    async def _validate(self, client_id: str, items: list[ItemRecord], found: Found,
+    async def _validate(self, client_id: str, items: list[Upload], found: Found,
                         notes: dict[int, str]) -> None:
         """Claims written, in slices (committed even if the poll is stopped midway);
         `notes`: items whose bytes another new record holds too."""
-        by_id = {i.id: i for i in items}
+        by_id = {i.item_id: i for i in items if i.item_id in found}
         slices = Slices()
         try:
             for item_id, (record, verified) in found.items():
@@ -225,9 +248,9 @@ class Polls:
         finally:
             self.state.commit()  # one commit per poll, not per record
 
-    def _validate_one(self, client_id: str, item: ItemRecord, record: str, verified: bool,
+    def _validate_one(self, client_id: str, item: Upload, record: str, verified: bool,
                       note: str | None) -> None:
-        item_id = item.id
+        item_id = item.item_id
         self.state.set_stage(item_id, Stage.VALIDATED, attachment_id=record,
                              error=note, verified=True if verified else None)
         if note is not None:
@@ -238,6 +261,7 @@ class Polls:
         self.reader.forget(record)
         self.digests.pop(record, None)
         self.md5s.forget(item_id)
+        self._pathed.discard(item_id)
         self.c.tally(Stage.VALIDATED)
         self.c.awaiting -= 1
         self.log.info("item validated", stage="reconcile", client_id=client_id,

@@ -23,8 +23,9 @@ from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.errors import QuotaSpent
 from pracsuite_ingest.models import Stage
-from pracsuite_ingest.reconcile.big_polls import awaiting
+from pracsuite_ingest.reconcile.big_polls import awaiting_uploads
 from pracsuite_ingest.reconcile.claims import VerifyMode
+from pracsuite_ingest.reconcile.match import Upload
 from pracsuite_ingest.reconcile.poll import Polls
 from pracsuite_ingest.reconcile.records import RecordReader
 from pracsuite_ingest.reconcile.verdict import is_carried, is_lost, verdict
@@ -235,12 +236,11 @@ class Reconciler:
     async def poll_patient(self, client_id: str, generation: int) -> None:
         """A scheduled poll of one patient (its slot taken by the loop, released here)."""
         try:
-            items = await awaiting(self.state, self.run_id, client_id)
+            items, latest = await awaiting_uploads(self.state, self.run_id, client_id,
+                                                   self.polls.upload_of)
             if not items:
                 self.schedule.done(client_id)
                 return
-            latest = max((i.uploaded_at for i in items if i.uploaded_at is not None),
-                         default=None)
             if latest is not None and latest > self.schedule.since(client_id):
                 self.schedule.waiting(client_id, latest)  # an upload ended since the last read
                 return
@@ -257,7 +257,7 @@ class Reconciler:
             self._slots.release()
             self.uploads.wake.set()
 
-    async def poll(self, client_id: str, items: list[ItemRecord], limit_s: float,
+    async def poll(self, client_id: str, items: list[Upload], limit_s: float,
                    generation: int | None = None) -> tuple[bool, int]:
         """One look at the client's records (`Polls.poll`): whether it was complete, and
         how many uploads it validated."""
@@ -274,8 +274,8 @@ class Reconciler:
         for client_id in _by_client(lost):
             # Every upload of the client still waiting, not only the lost ones: a count of
             # records against part of them could call a crowded match single.
-            items = self.state.awaiting(self.run_id, client_id)
-            complete, _ = await self.poll(client_id, items, self._retry_bound_s)
+            ups = await self.polls.uploads_of(self.state.awaiting(self.run_id, client_id))
+            complete, _ = await self.poll(client_id, ups, self._retry_bound_s)
             if complete:
                 asked.add(client_id)
         if self.shutdown.is_set():  # stopped meanwhile (a spent quota): nothing is missing

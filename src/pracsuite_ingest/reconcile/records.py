@@ -29,6 +29,19 @@ from pracsuite_ingest.reconcile.match import (
 T = TypeVar("T")
 
 NAME_LOOKUPS_IN_FLIGHT = 8  # the rate limit still applies; this only overlaps round trips
+ANSWERS_KEPT = 2_000  # `presign_url` answers kept for verification (the latest ones)
+
+
+class Recent(dict[str, "PresignAnswer"]):
+    """The latest `ANSWERS_KEPT` answers: each holds a presigned URL of some 400 bytes,
+    and a poll of 100,000 new records read as many. An answer not kept is asked for
+    again if its record's bytes are to be read (its URL expires within minutes anyway)."""
+
+    def __setitem__(self, key: str, value: PresignAnswer) -> None:
+        super().pop(key, None)
+        super().__setitem__(key, value)
+        while len(self) > ANSWERS_KEPT:
+            del self[next(iter(self))]
 
 
 class RecordSource(Protocol):
@@ -123,7 +136,7 @@ class RecordReader:
         self.api = api
         self.call = call
         self.names: dict[str, str] = {}
-        self.answers: dict[str, PresignAnswer] = {}
+        self.answers: dict[str, PresignAnswer] = Recent()
 
     async def presign(self, rid: str, link: str = "") -> PresignAnswer:
         """The record's `presign_url` answer now (following its own link if given)."""
