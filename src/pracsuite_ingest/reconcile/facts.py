@@ -19,7 +19,7 @@ some 640 bytes a record) while it matched.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,9 +85,13 @@ class Relevant:
     raw_keys: tuple[str, ...]  # keys without a uuid
     slash_names: tuple[str, ...]  # file names holding a "/"
     keep_all: bool  # too many of the two above: every string is kept
+    plain_link: Callable[[str], str] | None = None  # a record's documented presign_url
 
     @classmethod
-    def of(cls, uploads: Iterable[Upload], excluded: Set[str]) -> Relevant:
+    def of(cls, uploads: Iterable[Upload], excluded: Set[str],
+           plain_link: Callable[[str], str] | None = None) -> Relevant:
+        """`plain_link(record_id)`: the `presign_url` asked for a record without a link of
+        its own; a record's link equal to it is not kept (the same URL is asked)."""
         ups = list(uploads)
         uuids, names, raw, slash = set(), set(), [], []
         for up in ups:
@@ -99,7 +103,8 @@ class Relevant:
             (slash.append(up.file_name) if "/" in up.file_name
              else names.add(nfc(up.file_name)))
         return cls(in_every_snapshot(ups) | frozenset(excluded), frozenset(uuids),
-                   frozenset(names), tuple(raw), tuple(slash), len(raw) + len(slash) > FEW)
+                   frozenset(names), tuple(raw), tuple(slash), len(raw) + len(slash) > FEW,
+                   plain_link)
 
     def _kept(self, text: str) -> bool:
         if self.keep_all:
@@ -119,5 +124,7 @@ class Relevant:
         if rid is None or rid in self.hidden:
             return None
         link = record_links(record).get("presign_url", "")
+        if link and self.plain_link is not None and link == self.plain_link(rid):
+            link = ""  # some 110 bytes a record, for the URL asked anyway
         strings = tuple(s for s in _strings(record) if self._kept(s))
         return RecordView(rid, strings, _size(record), link)

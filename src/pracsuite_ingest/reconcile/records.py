@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar, overload
 
 from pracsuite_ingest.api import PageRef, RecordRef
+from pracsuite_ingest.errors import IngestError
 from pracsuite_ingest.reconcile.big_polls import compute
 from pracsuite_ingest.reconcile.facts import Relevant, view
 from pracsuite_ingest.reconcile.match import (
@@ -111,6 +112,22 @@ async def list_records(api: RecordSource, client_id: str, call: Retrier,
 OnAnswer = Callable[[str, PresignAnswer], Awaitable[None]]
 
 
+def _plain_link(api: RecordSource) -> Callable[[str], str] | None:
+    """The `presign_url` the API client asks for a record without a link of its own
+    (None: this source does not say)."""
+    url_of = getattr(api, "presign_url_of", None)
+    if url_of is None:
+        return None
+
+    def plain(rid: str) -> str:
+        try:
+            return str(url_of(RecordRef(rid, "")))
+        except IngestError:  # an id no URL can hold: keep its own link, if any
+            return ""
+
+    return plain
+
+
 def expected(uploads: list[Upload], excluded: Set[str]) -> int:
     """The records a client legitimately has, as a poll knows it: those of the largest
     snapshot of its uploads, those claimed already, and one for each upload awaited."""
@@ -149,7 +166,7 @@ class RecordReader:
         could be an upload's (so that every lookalike is seen), match again.
 
         `excluded`: records already claimed; each upload carries its own snapshot."""
-        relevant = Relevant.of(uploads, excluded)
+        relevant = Relevant.of(uploads, excluded, _plain_link(self.api))
         records = await list_records(self.api, client_id, self.call, relevant.view,
                                      expected(uploads, excluded))
         own = {r.record_id: r.presign_link for r in records if r.presign_link}
