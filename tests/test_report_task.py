@@ -60,8 +60,7 @@ async def test_a_second_signal_stops_the_report_at_its_next_row(tmp_path: Path) 
 
     try:
         task = asyncio.ensure_future(write_off_loop(write))
-        while not started.is_set():
-            await asyncio.sleep(0.001)
+        await asyncio.to_thread(started.wait, 30)
         task.cancel()  # what a second SIGTERM does to the run's task
         code = await task
     finally:
@@ -81,16 +80,15 @@ class _Items:
         return iter(self._make())
 
 
-async def test_a_report_that_finished_before_the_signal_keeps_its_exit_code() -> None:
-    done = threading.Event()
+async def test_a_report_that_reached_its_end_anyway_keeps_its_exit_code() -> None:
+    started = threading.Event()
 
     def write(*, stop: threading.Event) -> int:
-        done.set()
+        started.set()
+        stop.wait(30)  # told to stop, but it had no row left to stop at
         return 1
 
     task = asyncio.ensure_future(write_off_loop(write))
-    while not done.is_set():
-        await asyncio.sleep(0.001)
-    await asyncio.sleep(0.05)
+    await asyncio.to_thread(started.wait, 30)
     task.cancel()
     assert await task == 1
