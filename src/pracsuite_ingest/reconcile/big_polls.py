@@ -67,20 +67,6 @@ async def sliced(items: Iterable[T], fn: Callable[[T], R]) -> list[R]:
     return out
 
 
-async def awaiting(state: State, run_id: str, client_id: str) -> list[ItemRecord]:
-    """`state.awaiting(run_id, client_id)`, read a page at a time, giving the loop back
-    between pages."""
-    out: list[ItemRecord] = []
-    after = -1
-    while True:
-        page = state.awaiting_after(run_id, client_id, after, PAGE)
-        out += page
-        if len(page) < PAGE:
-            return out
-        after = page[-1].seq
-        await asyncio.sleep(0)
-
-
 async def awaiting_uploads(state: State, run_id: str, client_id: str,
                            upload_of: Callable[[ItemRecord], Upload]
                            ) -> tuple[list[Upload], float | None]:
