@@ -10,6 +10,7 @@ import itertools
 import random
 import tracemalloc
 import uuid
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -174,3 +175,18 @@ async def test_a_poll_over_30000_records_keeps_a_few_facts_of_each_not_the_recor
             tracemalloc.stop()
     assert len(kept) == REAL and all(v.strings == () for v in kept)
     assert held < REAL * 400  # some 200 bytes a record: id, size, the view itself
+
+
+async def test_a_patient_with_25000_attachments_before_the_run_gets_its_files_validated(
+        tmp_path: Path) -> None:
+    # The real worker against the sandbox: patient 1 already has 25,000 records (someone
+    # else's), so its snapshot and every poll walk 250 pages. With the fixed 20,000 cap
+    # the snapshot failed and so did every file of the patient.
+    from pracsuite_ingest.models import Stage
+    from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
+    from test_one_patient import run_one_patient
+
+    async with Sandbox(SandboxOptions(validation_delay_s=0.0, clients=("1",),
+                                      existing_records_per_client=25_000)) as sb:
+        items = await run_one_patient(sb, tmp_path, 5)
+    assert [i.stage for i in items] == [Stage.VALIDATED] * 5, [i.error for i in items]
