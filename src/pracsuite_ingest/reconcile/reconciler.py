@@ -23,7 +23,7 @@ from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.errors import QuotaSpent
 from pracsuite_ingest.models import Stage
-from pracsuite_ingest.reconcile.big_polls import awaiting_uploads
+from pracsuite_ingest.reconcile.big_polls import Slices, awaiting_uploads, compute
 from pracsuite_ingest.reconcile.claims import VerifyMode
 from pracsuite_ingest.reconcile.match import Upload
 from pracsuite_ingest.reconcile.poll import Polls
@@ -282,20 +282,28 @@ class Reconciler:
             return set()
         waited = time.monotonic() - self.started
         items = self.state.awaiting(self.run_id)
-        sends = {i.id: self.state.sends_of(i.client_id, i.file_name, i.sha256 or "")
-                 for i in items}
+        # What is left may be a whole patient's 100,000 files (its list unreadable): each
+        # step gives the loop back (`Slices`), the pure verdict runs in a thread.
+        sends: dict[int, int] = {}
+        slices = Slices()
+        for i in items:
+            sends[i.id] = self.state.sends_of(i.client_id, i.file_name, i.sha256 or "")
+            await slices.tick()
         polls = self.polls
         unlisted = {i.client_id: polls.list_errors.get(i.client_id, "") for i in items
                     if i.client_id not in polls.listed}
-        result = verdict(items, polls.ambiguous, polls.differ, asked, waited, sends,
-                         self.max_resends, polls.unread, unlisted=unlisted)
+        result = await compute(len(items), verdict, items, polls.ambiguous, polls.differ,
+                               asked, waited, sends, self.max_resends, polls.unread,
+                               unlisted=unlisted)
         for unasked in result.unasked:  # stays pending: the next run asks again
             self.state.note(unasked.item_id, unasked.error)
+            await slices.tick()
         for missing in result.missing:
             if missing.outcome_unknown:
                 self.state.set_stage(missing.item_id, Stage.MISSING, error=missing.error,
                                      outcome_unknown=True)
             else:
                 self.state.set_stage(missing.item_id, Stage.MISSING, error=missing.error)
+            await slices.tick()
         self.state.commit()
         return result.resend
