@@ -17,7 +17,7 @@ The caps grow with what the patient legitimately has, never with a list's length
 - `total_entries`, as the first page that gives it says.
 The record cap is the larger of `max_records` (20,000: the cap when nothing says more)
 and that legitimate count plus a tenth and one `SLACK` (records others add meanwhile),
-never past `CEILING_RECORDS` (1,000,000) whatever `total_entries` claims. The page cap
+never past `CEILING_RECORDS` (250,000) whatever `total_entries` claims. The page cap
 is `max_pages` (2,000), or the pages the legitimate count fills at the first page's
 size, plus one; the time cap is `max_seconds` (600 s), or `SECONDS_PER_PAGE` (1 s) per
 page of that count. So a patient with 100,000 attachments is read to its end, while a
@@ -45,7 +45,9 @@ from pracsuite_ingest.errors import Permanent
 MAX_RECORDS = 20_000
 MAX_PAGES = 2_000
 MAX_SECONDS = 600.0
-CEILING_RECORDS = 1_000_000  # whatever total_entries claims
+# Whatever total_entries claims: 2.5 times the largest patient we plan for (100,000);
+# a lying total_entries costs at most 2,751 pages (46 min at 1 s a page).
+CEILING_RECORDS = 250_000
 SLACK = 1_000  # records others may add to the patient while we walk and poll
 SECONDS_PER_PAGE = 1.0  # a page's share of the time cap, retries and pacing included
 
