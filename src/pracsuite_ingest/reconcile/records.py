@@ -166,14 +166,15 @@ class RecordReader:
         could be an upload's (so that every lookalike is seen), match again.
 
         `excluded`: records already claimed; each upload carries its own snapshot."""
-        relevant = Relevant.of(uploads, excluded, _plain_link(self.api))
+        excluded = frozenset(excluded)
+        relevant = await compute(len(uploads), Relevant.of, uploads, excluded,
+                                 _plain_link(self.api))
         records = await list_records(self.api, client_id, self.call, relevant.view,
                                      expected(uploads, excluded))
         own = {r.record_id: r.presign_link for r in records if r.presign_link}
         # Big polls match in a thread (`big_polls.compute`): on copies of what other
         # polls may change meanwhile.
         size = max(len(uploads), len(records))
-        excluded = frozenset(excluded)
         first = await compute(size, match, uploads, records, excluded, dict(self.names))
         wanted = await compute(size, names_to_read, records, uploads, excluded, first,
                                dict(self.names))
