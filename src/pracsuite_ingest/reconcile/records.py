@@ -171,6 +171,7 @@ class RecordReader:
                                  _plain_link(self.api))
         records = await list_records(self.api, client_id, self.call, relevant.view,
                                      expected(uploads, excluded))
+        del relevant  # its sets of every upload's uuid and name: not needed from here on
         own = {r.record_id: r.presign_link for r in records if r.presign_link}
         # Big polls match in a thread (`big_polls.compute`): on copies of what other
         # polls may change meanwhile.
