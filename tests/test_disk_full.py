@@ -48,9 +48,9 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 
 async def test_a_full_disk_stops_the_run_with_exit_3_and_the_next_run_sends_nothing_twice(
         tmp_path: Path, small_fs: Path) -> None:
-    # Leave the state file 512 KiB: room for the first rows (their WAL frames), not all.
+    # Leave the state file 160 KiB: room for the first rows (their WAL frames), not all.
     filler = small_fs / "filler"
-    filler.write_bytes(b"\1" * (16 * 1024 * 1024 - 512 * 1024))
+    filler.write_bytes(b"\1" * (16 * 1024 * 1024 - 160 * 1024))
     async with Sandbox(SandboxOptions(validation_delay_s=0.1)) as sb:
         manifest = write_manifest(tmp_path, make_files(tmp_path, ROWS, ["1", "2", "3"],
                                                        size=100))

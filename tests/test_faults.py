@@ -87,6 +87,10 @@ async def stored_then_api_down(tmp_path: Path, opts: SandboxOptions, rows: int) 
         first = json.loads((tmp_path / "reports" / "latest.json").read_text())
         stored_after_first = sb.stats()["uploads_stored"]
         sb.set_faults(FaultPlan())
+        # The next run's deadline outlasts the records' delay (validation_delay_s): with
+        # less, it would rightly send again what still shows no record at its deadline.
+        cfg = config(tmp_path, sb, reconcile={"deadline_s": 15, "poll_interval_s": 0.2},
+                     api={"max_attempts": 2, "timeout_s": 2})
         code2, _, err2 = await run_to_end(cfg, manifest, tmp_path)
         stats = sb.stats()
     assert proc.returncode is not None

@@ -1,5 +1,6 @@
 """Group commits on real runs: fewer commits than files, and still every presigned key
-on disk before S3 receives a byte of its upload.
+kept for the next run (committed, or in the send log) before S3 receives a byte of its
+upload.
 
 The worker runs as a child process against the sandbox; its state connection is
 traced (sqlite3's trace callback, installed around `State.open` in the child), so the
@@ -12,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import pytest
 from e2e import config, make_files, write_manifest
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.sandbox import s3 as sandbox_s3
+from pracsuite_ingest.state import State
 
 pytestmark = pytest.mark.slow
 
@@ -59,9 +60,9 @@ def child_env() -> dict[str, str]:
 
 async def test_a_run_commits_its_state_fewer_times_than_it_has_files(tmp_path: Path) -> None:
     """Before, each file committed at `uploading` and again at `uploaded` (2+ commits a
-    file, 250+ for these 120 files). Grouped, a commit carries the moves of every
-    upload waiting for a slot and whatever else is pending, whatever the machine's
-    speed: never more than one a file (plus one per poll and per client)."""
+    file, 250+ for these 120 files). Now an upload's key goes to the send log and the
+    state commits what is pending about once a second, whatever the machine's speed:
+    never more than one a file (plus one per poll and per client)."""
     files = 120
     async with Sandbox(SandboxOptions(validation_delay_s=0.1)) as sb:
         manifest = write_manifest(tmp_path, make_files(tmp_path, files, ["1", "2", "3"]))
@@ -79,12 +80,12 @@ async def test_a_run_commits_its_state_fewer_times_than_it_has_files(tmp_path: P
 
 
 def state_keys(path: Path) -> dict[str, str]:
-    con = sqlite3.connect(path)  # what the next run finds: only what was committed
+    state = State.open(path)  # what the next run finds: what was committed, and the send log
     try:
-        return {k: s for k, s in con.execute(
-            "SELECT key, stage FROM items WHERE key IS NOT NULL").fetchall()}
+        return {item.key: item.stage.value for item in state.items(state.runs()[-1]["run_id"])
+                if item.key is not None}
     finally:
-        con.close()
+        state.close()
 
 
 async def test_a_run_killed_as_s3_receives_an_upload_has_its_key_on_disk(

@@ -1,5 +1,5 @@
-"""When the state file commits: before an upload (the moves of every upload waiting
-together), at a refusal, at each poll; otherwise in batches.
+"""When the state file commits: at a refusal, at each poll; otherwise in batches (an
+upload's key is kept by the send log, tests/test_send_log.py).
 
 Another process (a second connection here) sees only what is committed; a crash loses
 only what it does not see, so these tests read through a second connection.
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pracsuite_ingest import send_log, state_commits
 from pracsuite_ingest import state as state_mod
 from pracsuite_ingest.models import LocalFile, Row, Stage
 from pracsuite_ingest.state import State
@@ -47,31 +48,24 @@ def db(tmp_path: Path) -> Iterator[tuple[State, Path]]:
     state.close()
 
 
-async def test_uploading_is_on_disk_with_its_key_once_durable_returns(
-        db: tuple[State, Path]) -> None:
+async def test_a_run_commits_every_interval_and_at_close_not_per_upload(
+        db: tuple[State, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten uploads start (their keys go to the send log): no commit; the committer's
+    timer commits them all at once, and the log is emptied then."""
     state, path = db
+    monkeypatch.setattr(state_commits, "COMMIT_EVERY_S", 0.05)
     commits = GroupCommits(state)
-    item = new_item(state, 1)
-    state.set_stage(item, Stage.PRESIGNED, key="temp/1")
-    state.set_stage(item, Stage.UPLOADING)
-    assert seen_by_another_process(path) == {}  # nothing sent yet: nothing to lose
-    await commits.durable()  # what an upload waits for before its first byte
-    assert seen_by_another_process(path) == {item: ("uploading", "temp/1")}
-    commits.close()
-
-
-async def test_the_moves_of_every_upload_waiting_share_one_commit(
-        db: tuple[State, Path]) -> None:
-    state, path = db
-    commits = GroupCommits(state)
+    commits.start()
     items = [new_item(state, seq) for seq in range(1, 11)]
     for item in items:
         state.set_stage(item, Stage.PRESIGNED, key=f"temp/{item}")
-        state.set_stage(item, Stage.UPLOADING)
-    await asyncio.gather(*(commits.durable() for _ in items))
+        state.start_upload(item, 1, new_key=True)
+    assert seen_by_another_process(path) == {}  # kept by the send log, not committed
+    assert send_log.path_of(path).stat().st_size > 0
+    await asyncio.sleep(0.2)
     assert commits.commits == 1
-    assert {i: s for i, (s, _) in seen_by_another_process(path).items()} == dict.fromkeys(
-        items, "uploading")
+    assert seen_by_another_process(path) == {i: ("uploading", f"temp/{i}") for i in items}
+    assert send_log.path_of(path).stat().st_size == 0
     commits.close()
 
 

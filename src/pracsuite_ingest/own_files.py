@@ -136,10 +136,11 @@ def settings_files(config_file: Path | None, key_files: Iterable[tuple[str, str]
 
 
 def state_files(path: Path) -> list[Guarded]:
-    """The state file and the files SQLite and the lock keep beside it."""
+    """The state file and the files SQLite, the lock and the send log keep beside it."""
     return [Guarded(Path(f"{path}{suffix}"), f"state file{label} (state.path)")
             for suffix, label in (("", ""), (".lock", "'s lock"), ("-wal", "'s -wal"),
-                                  ("-shm", "'s -shm"), ("-journal", "'s journal"))]
+                                  ("-shm", "'s -shm"), ("-journal", "'s journal"),
+                                  (".sends", "'s send log"))]
 
 
 def root_unset_warning(root: str) -> str | None:

@@ -305,7 +305,6 @@ class Run:
             await self.snapshots.take(self.api, local.row.client_id)
             presigned = await self._presign(local)
             self.events.presigned(item_id, presigned.key)
-            self.events.ready(item_id)  # committed with the others waiting for a slot
             async with self.ahead.upload_slot():
                 if self.shutdown.is_set():
                     self.events.not_sent(item_id, log)
@@ -332,9 +331,7 @@ class Run:
     async def _upload(self, item_id: int, local: LocalFile, presigned: Presigned | None,
                       log: Any, attempts: int) -> int:
         """Upload in the slot held, presigning again (`presigned` None: first) on an
-        expired policy; returns the attempts made so far. `presigned`, when given, is
-        `uploading` and committed already (`RunEvents.ready`)."""
-        ready = presigned.key if presigned is not None else None
+        expired policy; returns the attempts made so far."""
         keys_sent: set[str] = set()  # a send counts once per presigned key
         for presign_round in range(1, MAX_PRESIGN_ROUNDS + 1):
             if presigned is None:
@@ -346,8 +343,7 @@ class Run:
                 attempts += 1
                 bind_context(stage="upload", attempt=attempts)
                 new_key = p.key not in keys_sent
-                await self.events.sending(item_id, attempts, new_key=new_key,
-                                          ready=new_key and p.key == ready)
+                self.events.sending(item_id, attempts, new_key=new_key)
                 keys_sent.add(p.key)
                 assert self.session is not None
                 self.counters.in_flight += 1

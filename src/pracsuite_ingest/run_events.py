@@ -134,27 +134,14 @@ class RunEvents:
         if log is not None:
             log.debug("item not sent: stopping", stage="upload")
 
-    def ready(self, item_id: int) -> None:
-        """Presigned, waiting for an upload slot: `uploading` with its key, committed
-        with the other files waiting (one commit for them all) by the time the first
-        of them needs it (`sending`)."""
-        self._posting.discard(item_id)
-        self.state.set_stage(item_id, Stage.UPLOADING)
-
-    async def sending(self, item_id: int, attempts: int, *, new_key: bool,
-                      ready: bool = False) -> None:
+    def sending(self, item_id: int, attempts: int, *, new_key: bool) -> None:
         """An attempt starts; `new_key`: the first with this presigned key (a send,
-        counted over every run against reconcile.max_resends); `ready`: moved to
-        `uploading` with this key already (`ready`). Returns once the move to
-        `uploading` with this key is committed: a kill from then on leaves the next
-        run the key, to reconcile before anything is sent again."""
-        if not ready:
-            self.state.set_stage(item_id, Stage.UPLOADING, attempts=attempts)
-        if new_key or ready:
-            self.state.attempt(item_id, attempts, new_key=new_key)
-            await self.commits.durable()
-        # Only now may the POST begin: stopped while waiting for the commit, the file
-        # was never sent (`cancelled` makes it pending, not an upload to reconcile).
+        counted over every run against reconcile.max_resends). On return the move to
+        `uploading` with this key is kept (the send log, `State.start_upload`): a kill
+        from then on leaves the next run the key, to reconcile before anything is
+        sent again. Only then may the POST begin."""
+        self.commits.start()
+        self.state.start_upload(item_id, attempts, new_key=new_key)
         self._posting.add(item_id)
 
     def uploaded(self, item_id: int, local: LocalFile, at: float, attempts: int,
@@ -186,7 +173,7 @@ class RunEvents:
         log.warning("upload outcome unknown", stage="upload", error=error)
 
     def _never_sent(self, current: ItemRecord | None) -> bool:
-        """Presigned, or `uploading` with no upload begun (waiting for a slot)."""
+        """Presigned (waiting for a slot), or `uploading` with no upload begun."""
         return current is not None and (current.stage is Stage.PRESIGNED or (
             current.stage is Stage.UPLOADING and current.id not in self._posting))
 

@@ -1,17 +1,18 @@
 """Every SQLite statement of the worker: runs, items, stage changes, snapshots.
 
 The state file is the worker's memory and audit trail. Each stage change is written
-when it happens; commits are grouped (`state_commits.GroupCommits`, bench/state_writes.py:
-a commit costs whole pages, a stage change a few bytes of one). What a crash must find
-is committed before it matters: the move to `uploading` with its presigned key before
-the file's first byte leaves (the upload waits for that commit, `GroupCommits.durable`),
-a refusal (`failed`) at once, runs and snapshots at once, each reconcile poll's findings
-together. The rest (`seen`, `presigned`, `uploaded`, ...) rides along with the next
-commit: the group commit's, any write `COMMIT_EVERY_S` after it, or `commit`/`close`.
-Lost to a crash, such a change costs nothing: an item never sent is sent by the next
-run, and an `uploaded` one is still `uploading` with its key, which the next run
-reconciles before anything is sent again. A second process on the same state file is
-refused by an exclusive lock.
+when it happens; commits are grouped: a commit costs whole pages, a stage change a few
+bytes of one (bench/state_writes.py). What a crash must find is kept before it matters:
+the move to `uploading` with its presigned key before the file's first byte leaves, in
+the send log (`send_log.py`: one write(2) of the item's row, replayed by the next run,
+no commit); a refusal (`failed`) at once; runs and snapshots at once; each reconcile
+poll's findings together. The rest (`seen`, `presigned`, `uploaded`, ...) rides along
+with the next commit: one `COMMIT_EVERY_S` after the pending writes began (a write
+then, or `state_commits.GroupCommits`' timer), or `commit`/`close`. Lost to a crash,
+such a change costs nothing: an item never sent is sent by the next run, and an
+`uploaded` one is still `uploading` with its key, which the next run reconciles before
+anything is sent again. A second process on the same state file is refused by an
+exclusive lock.
 """
 
 from __future__ import annotations
@@ -27,17 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pracsuite_ingest import own_files
+from pracsuite_ingest import own_files, send_log
 from pracsuite_ingest.errors import Fatal, StateUnusable
 from pracsuite_ingest.localfs import folder_problem, open_private, private_file
 from pracsuite_ingest.models import LocalFile, Row, Stage
 from pracsuite_ingest.state_schema import AWAITING_STAGES, SCHEMA, nfc, upgrade
 from pracsuite_ingest.transitions import IllegalTransition, predecessors
 
-COMMIT_EVERY_S = 1.0  # while rows keep coming, what `status` (another process) lags by
+# While rows keep coming, what `status` (another process) lags by. Each commit writes the
+# pages it changed whole: every 5 s, an item's row is written about twice (its upload,
+# its record), an index page once per commit (bench/scale.py: bytes written per file).
+COMMIT_EVERY_S = 5.0
 # A refusal, committed at once (rare; lost, the next run would wait a deadline for it).
-# `uploading` is committed before the upload starts by the upload's own wait
-# (`state_commits.GroupCommits.durable`), together with the other slots'.
+# `uploading` is kept by the send log before the upload starts (`start_upload`).
 DURABLE_AT_ONCE = frozenset({Stage.FAILED})
 
 # An upload that reached S3 (or may have) and has no record yet: what reconcile asks about.
@@ -45,6 +48,9 @@ DURABLE_AT_ONCE = frozenset({Stage.FAILED})
 _AWAITING = f"({AWAITING_STAGES} AND settled = 0)"
 
 _BY_AWAITING = "INDEXED BY items_awaiting"
+
+WAL_CHECKPOINT_PAGES = 8192  # 1 KB pages (state_schema.PAGE_SIZE)
+CACHE_KB = 8192  # what 5 s of changes fit in: a smaller cache spills them to the WAL twice
 
 DEAD_RUN = "interrupted"  # a run found `running` by the next process to take the lock
 
@@ -97,9 +103,11 @@ def _item(row: tuple[Any, ...]) -> ItemRecord:
 class State:
     """The state file. Open with `State.open`; `close` commits what is pending."""
 
-    def __init__(self, conn: sqlite3.Connection, lock_fh: Any) -> None:
+    def __init__(self, conn: sqlite3.Connection, lock_fh: Any,
+                 sends: send_log.SendLog | None = None) -> None:
         self._db = conn
         self._lock_fh = lock_fh
+        self._sends = sends  # the send log, while this process holds the lock
         self._opened_at = 0.0  # when the pending (uncommitted) transaction began
         self._explicit = False  # inside `_transaction`: it commits, not each write
         self.writes = 0  # writes made so far, and how many of them are committed
@@ -140,12 +148,20 @@ class State:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # A checkpoint copies each page the WAL holds into the file: fewer, larger
+            # checkpoints copy a page changed by many commits once (a WAL of <= 8 MB).
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KB}")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
             upgrade(conn)
+            sends = None
             if lock:
-                # We hold the lock, so no other process runs on this state file: a run
-                # still `running` died without a word (SIGKILL, power cut, OOM).
+                # We hold the lock, so no other process runs on this state file: what
+                # its send log holds was sent by a process that died before its next
+                # commit, and a run still `running` died without a word (SIGKILL, OOM).
+                send_log.replay(conn, send_log.path_of(path))
+                sends = send_log.SendLog(send_log.path_of(path))
                 conn.execute("UPDATE runs SET outcome = ? WHERE outcome = 'running'",
                              (DEAD_RUN,))
         except sqlite3.Error as exc:
@@ -153,13 +169,15 @@ class State:
         except OSError as exc:
             raise StateUnusable(f"state file {path} is unusable: {exc.strerror}") from None
         own_files.guard("state", own_files.state_files(path))
-        return cls(conn, lock_fh)
+        return cls(conn, lock_fh, sends)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error, StateUnusable):
             self.commit()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
+        if self._sends is not None:
+            self._sends.close()
         if self._lock_fh is not None:
             self._lock_fh.close()
 
@@ -176,7 +194,7 @@ class State:
             if not self._db.in_transaction:
                 if durable:  # nothing pending: autocommit is the same, in one statement
                     cur = self._db.execute(sql, tuple(params))
-                    self.committed = self.writes
+                    self._committed()
                     return cur
                 self._db.execute("BEGIN")
                 self._opened_at = time.monotonic()
@@ -184,7 +202,7 @@ class State:
             if not self._explicit and (
                     durable or time.monotonic() - self._opened_at >= COMMIT_EVERY_S):
                 self._db.execute("COMMIT")
-                self.committed = self.writes
+                self._committed()
         except sqlite3.Error as exc:
             raise self._failed(exc, pending) from None
         if self.committed != self.writes and not self._explicit and self.on_pending:
@@ -200,7 +218,13 @@ class State:
                 self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._failed(exc, self.committed != self.writes) from None
+        self._committed()
+
+    def _committed(self) -> None:
+        """Every write so far is committed: the send log's rows are in the file."""
         self.committed = self.writes
+        if self._sends is not None:
+            self._sends.empty()
 
     def _failed(self, exc: sqlite3.Error, pending: bool) -> StateUnusable:
         """The error to raise for a failed write or commit. Where SQLite rolled back
@@ -289,13 +313,28 @@ class State:
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"not an item column: {sorted(bad)}")
-        now = time.time()
-        sets = ", ".join([f"{k} = ?" for k in fields] + ["stage = ?", "updated_at = ?"])
+        self._move(item_id, stage, [f"{k} = ?" for k in fields], tuple(fields.values()))
+
+    def start_upload(self, item_id: int, attempts: int, *, new_key: bool) -> None:
+        """An upload attempt starts: `uploading`, with its attempt count; `new_key`: the
+        first with its presigned key (one more send, counted against max_resends over
+        every run), whose row goes to the send log: on return, a kill leaves the next
+        run this key to reconcile before anything is sent again."""
+        self._move(item_id, Stage.UPLOADING, ["attempts = ?", "sends = sends + ?"],
+                   (attempts, int(new_key)))
+        if new_key and self._sends is not None:
+            cur = self._db.execute("SELECT * FROM items WHERE id = ?", (item_id,))
+            names = [d[0] for d in cur.description]
+            self._sends.append(dict(zip(names, cur.fetchone(), strict=True)))
+
+    def _move(self, item_id: int, stage: Stage, sets: list[str], values: tuple[Any, ...]
+              ) -> None:
         olds = sorted(s.value for s in predecessors(stage))
         marks = ", ".join("?" * len(olds))
+        assignments = ", ".join([*sets, "stage = ?", "updated_at = ?"])
         cur = self._write(
-            f"UPDATE items SET {sets} WHERE id = ? AND stage IN ({marks})",  # noqa: S608
-            (*fields.values(), stage.value, now, item_id, *olds),
+            f"UPDATE items SET {assignments} WHERE id = ? AND stage IN ({marks})",  # noqa: S608
+            (*values, stage.value, time.time(), item_id, *olds),
             durable=stage in DURABLE_AT_ONCE)
         if cur.rowcount != 1:
             current = self._db.execute("SELECT stage FROM items WHERE id = ?",
@@ -378,19 +417,14 @@ class State:
         every run, resends within a run included: each item's presigned uploads
         (`sends`), or, for items of versions that did not count them, their distinct
         keys (an item carried to reconcile, or skipped, keeps the key of the upload it
-        stands for and counts none)."""
+        stands for and counts none; one presigned and never sent counts none either)."""
         found = self._db.execute(
-            "SELECT COALESCE(SUM(sends), 0), COUNT(DISTINCT key) FROM items "
+            "SELECT COALESCE(SUM(sends), 0), COUNT(DISTINCT CASE WHEN stage NOT IN "
+            "('seen', 'presigned') THEN key END) FROM items "
             "INDEXED BY items_identity_nfc WHERE client_id = ? AND name_nfc = ? "
             "AND sha256 = ? AND key IS NOT NULL AND stage != 'skipped'",
             (client_id, nfc(file_name), sha256)).fetchone()
         return max(int(found[0]), int(found[1])) if found else 0
-
-    def attempt(self, item_id: int, attempts: int, *, new_key: bool) -> None:
-        """An upload attempt starts (its `uploading` already written); `new_key`: one
-        more presigned upload of this item (a send, counted against max_resends)."""
-        self._write("UPDATE items SET attempts = ?, sends = sends + ? WHERE id = ?",
-                    (attempts, int(new_key), item_id), durable=False)
 
     def item(self, item_id: int) -> ItemRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?",  # noqa: S608

@@ -1,0 +1,146 @@
+"""The send log: an upload's key is kept for the next run once `State.start_upload`
+returns, with no commit of the state file; the next lock holder replays it, and never
+takes a state back to an earlier stage.
+
+Each case runs in a child process that SIGKILLs itself, as a crash would leave things;
+the parent then opens the state file as the next run does.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from pracsuite_ingest import send_log
+from pracsuite_ingest.models import Stage
+from pracsuite_ingest.state import State
+
+PRELUDE = r"""
+import os, shutil, signal, sys
+from pathlib import Path
+from pracsuite_ingest.models import LocalFile, Row, Stage
+from pracsuite_ingest.state import State
+
+path = Path(sys.argv[1])
+state = State.open(path)
+state.new_run("r", "t")
+
+def new_item(seq):
+    row = Row(seq, "7", f"/f/{seq}.pdf", f"{seq} naïve.pdf")
+    return state.add_item("r", seq, row, LocalFile(row, Path(row.path), 1, f"{seq:064x}"),
+                          Stage.SEEN, snapshot_run="r")
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def run_then_die(path: Path, body: str) -> None:
+    child = subprocess.run([sys.executable, "-c", PRELUDE + body, str(path)],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+
+
+def committed(path: Path) -> dict[int, tuple[str, str | None]]:
+    con = sqlite3.connect(path)
+    try:
+        return {i: (s, k) for i, s, k in con.execute("SELECT id, stage, key FROM items")}
+    finally:
+        con.close()
+
+
+def next_run_finds(path: Path) -> dict[int, tuple[str, str | None, int]]:
+    """(stage, key, attempts, sends) of each item, as the next run opens the state."""
+    State.open(path).close()  # the next lock holder replays the send log
+    con = sqlite3.connect(path)
+    try:
+        return {i: (s, k, a, n) for i, s, k, a, n in
+                con.execute("SELECT id, stage, key, attempts, sends FROM items")}
+    finally:
+        con.close()
+
+
+def test_an_upload_started_and_never_committed_is_found_uploading_with_its_key(
+        tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    run_then_die(path, """
+a, b = new_item(1), new_item(2)
+state.set_stage(a, Stage.PRESIGNED, key="temp/a")
+state.start_upload(a, 1, new_key=True)
+state.set_stage(b, Stage.PRESIGNED, key="temp/b")  # waited for a slot: never sent
+die()
+""")
+    assert committed(path) == {}  # the rows themselves were never committed
+    found = next_run_finds(path)
+    assert found == {1: ("uploading", "temp/a", 1, 1)}  # b was never sent: nothing to find
+    assert send_log.path_of(path).stat().st_size == 0  # replayed, committed, emptied
+
+
+def test_a_resend_after_a_commit_is_found_with_its_new_key_and_both_sends(
+        tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    run_then_die(path, """
+a = new_item(1)
+state.set_stage(a, Stage.PRESIGNED, key="temp/a1")
+state.start_upload(a, 1, new_key=True)
+state.set_stage(a, Stage.UPLOADED)
+state.set_stage(a, Stage.MISSING, error="no record")
+state.commit()
+state.set_stage(a, Stage.PRESIGNED, key="temp/a2")  # sent again with a new key
+state.start_upload(a, 2, new_key=True)
+die()
+""")
+    assert committed(path) == {1: ("missing", "temp/a1")}
+    assert next_run_finds(path) == {1: ("uploading", "temp/a2", 2, 2)}
+
+
+def test_a_kill_between_a_commit_and_the_log_emptied_takes_nothing_back(
+        tmp_path: Path) -> None:
+    # The log's rows are older than what the state file committed: replaying them
+    # must not move a validated item back to `uploading` (and upload it again).
+    path = tmp_path / "s.db"
+    run_then_die(path, """
+a = new_item(1)
+state.set_stage(a, Stage.PRESIGNED, key="temp/a")
+state.start_upload(a, 1, new_key=True)
+kept = Path(f"{path}.sends").read_bytes()
+state.set_stage(a, Stage.UPLOADED)
+state.set_stage(a, Stage.VALIDATED, attachment_id="9")
+state.commit()
+with open(f"{path}.sends", "ab") as log:  # as if the kill came before the log was emptied
+    log.write(kept)
+die()
+""")
+    assert next_run_finds(path) == {1: ("validated", "temp/a", 1, 1)}
+
+
+def test_a_line_torn_by_a_kill_is_skipped_and_the_rest_replayed(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    run_then_die(path, """
+a = new_item(1)
+state.set_stage(a, Stage.PRESIGNED, key="temp/a")
+state.start_upload(a, 1, new_key=True)
+with open(f"{path}.sends", "ab") as log:
+    log.write(b'{"id": 2, "run_id": "r", "se')  # its upload never started
+die()
+""")
+    assert next_run_finds(path) == {1: ("uploading", "temp/a", 1, 1)}
+
+
+def test_a_reader_without_the_lock_leaves_the_log_alone(tmp_path: Path) -> None:
+    # `status` opens without the lock while a run may be going: the log is the run's.
+    path = tmp_path / "s.db"
+    run_then_die(path, """
+a = new_item(1)
+state.set_stage(a, Stage.PRESIGNED, key="temp/a")
+state.start_upload(a, 1, new_key=True)
+die()
+""")
+    size = send_log.path_of(path).stat().st_size
+    reader = State.open(path, lock=False)
+    reader.close()
+    assert send_log.path_of(path).stat().st_size == size > 0
+    assert next_run_finds(path)[1][0] == Stage.UPLOADING.value
