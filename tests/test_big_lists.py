@@ -19,7 +19,7 @@ from aiohttp import web
 
 from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.errors import Permanent
-from pracsuite_ingest.list_walk import CEILING_RECORDS, MAX_RECORDS, WalkLimits
+from pracsuite_ingest.list_walk import CEILING_PAGES, CEILING_RECORDS, MAX_RECORDS, WalkLimits
 from pracsuite_ingest.rate_gate import RateGate
 from pracsuite_ingest.reconcile.facts import Relevant, record_id, view
 from pracsuite_ingest.reconcile.match import RecordView, Upload, match, names_to_read
@@ -109,6 +109,9 @@ def test_the_record_cap_grows_with_what_is_vouched_for_up_to_a_ceiling() -> None
     assert limits.pages_cap(None, PAGE) == limits.max_pages
     assert limits.pages_cap(100_000, PAGE) > 100_000 // PAGE
     assert limits.seconds_cap(None, PAGE) == limits.max_seconds
+    # a list of one record a page vouched for by a huge total: bounded pages and time
+    assert limits.pages_cap(10**12, 1) == CEILING_PAGES
+    assert limits.seconds_cap(10**12, 1) == CEILING_PAGES * 1.0
 
 
 def test_the_facts_kept_of_each_record_decide_what_the_whole_records_decide() -> None:

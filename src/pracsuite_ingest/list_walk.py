@@ -17,13 +17,13 @@ The caps grow with what the patient legitimately has, never with a list's length
 - `total_entries`, as the first page that gives it says.
 The record cap is the larger of `max_records` (20,000: the cap when nothing says more)
 and that legitimate count plus a tenth and one `SLACK` (records others add meanwhile),
-never past `CEILING_RECORDS` (250,000) whatever `total_entries` claims. The page cap
-is `max_pages` (2,000), or the pages the legitimate count fills at the first page's
-size, plus one; the time cap is `max_seconds` (600 s), or `SECONDS_PER_PAGE` (1 s) per
-page of that count. So a patient with 100,000 attachments is read to its end, while a
-list of new records without end stops at its caps: the floor when nothing vouches for
-it, its own `total_entries` when that is given (pages past what it can fill), at worst
-the ceiling.
+never past `CEILING_RECORDS` (250,000) whatever `total_entries` claims. The page cap is
+`max_pages` (2,000), or the pages the legitimate count fills at the first page's size,
+plus one, never past `CEILING_PAGES` (5,500); the time cap is `max_seconds` (600 s), or
+`SECONDS_PER_PAGE` (1 s) a page of that cap. So a patient with 100,000 attachments is
+read to its end, while a list of new records without end stops at its caps: the floor
+when nothing vouches for it, its own `total_entries` when that is given (pages past what
+it can fill), at worst the ceilings.
 
 Each is a `Permanent` error naming what PracSuite did (never a URL's query, never a
 key): the patient's items fail with it, the other patients go on.
@@ -48,6 +48,7 @@ MAX_SECONDS = 600.0
 # Whatever total_entries claims: 2.5 times the largest patient we plan for (100,000);
 # a lying total_entries costs at most 2,751 pages (46 min at 1 s a page).
 CEILING_RECORDS = 250_000
+CEILING_PAGES = 5_500  # those records at 50 a page (PracSuite's default), plus a tenth
 SLACK = 1_000  # records others may add to the patient while we walk and poll
 SECONDS_PER_PAGE = 1.0  # a page's share of the time cap, retries and pacing included
 
@@ -76,7 +77,7 @@ class WalkLimits:
         if not legit:
             return self.max_pages
         grown = math.ceil((legit + legit // 10 + SLACK) / max(per_page, 1)) + 1
-        return max(self.max_pages, grown)
+        return max(self.max_pages, min(grown, CEILING_PAGES))
 
     def seconds_cap(self, total: int | None, per_page: int) -> float:
         pages = self.pages_cap(total, per_page)
