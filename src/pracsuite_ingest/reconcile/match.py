@@ -170,17 +170,25 @@ def match(
                 proven[up.item_id] = candidates[i].record_id
                 taken.add(candidates[i].record_id)
                 break
-    by_name: dict[str, list[RecordView]] = {}
+    # A name's one record as itself, a list only for a name several records share: a
+    # poll of 100,000 new records held 100,000 one-record lists here.
+    by_name: dict[str, RecordView | list[RecordView]] = {}
     for rec in candidates:
         if rec.record_id in names and rec.record_id not in taken:
-            by_name.setdefault(nfc(names[rec.record_id]), []).append(rec)
+            name = nfc(names[rec.record_id])
+            have = by_name.setdefault(name, rec)
+            if isinstance(have, list):
+                have.append(rec)
+            elif have is not rec:
+                by_name[name] = [have, rec]
     named: dict[int, list[str]] = {}
     for up in pending:
         if up.item_id in proven:
             continue
         found = {i for i in index.named(up) if candidate(up, candidates[i].record_id, taken)}
         ids = [candidates[i].record_id for i in sorted(found)]
-        ids += [rec.record_id for rec in by_name.get(nfc(up.file_name), ())
+        same = by_name.get(nfc(up.file_name), [])
+        ids += [rec.record_id for rec in (same if isinstance(same, list) else [same])
                 if _sizes_agree(up, rec) and candidate(up, rec.record_id, taken)
                 and rec.record_id not in ids]
         if ids:
