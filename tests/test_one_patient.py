@@ -18,7 +18,7 @@ from e2e import write_manifest
 from pracsuite_ingest.connection import make_client, make_session
 from pracsuite_ingest.models import Stage
 from pracsuite_ingest.pipeline import Run
-from pracsuite_ingest.reconcile import reconciler, records
+from pracsuite_ingest.reconcile import poll, records
 from pracsuite_ingest.reconcile.claims import VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.match import Evidence, Upload
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
@@ -85,6 +85,11 @@ def test_a_patients_waiting_uploads_read_in_pages_are_those_read_at_once(
         tmp_path: Path) -> None:
     from pracsuite_ingest.models import LocalFile, Row
     from pracsuite_ingest.reconcile import big_polls
+    from pracsuite_ingest.reconcile.match import Upload
+
+    def upload_of(item: ItemRecord) -> Upload:
+        return Upload(item.id, item.client_id, item.file_name, item.size, item.key or "",
+                      seq=item.seq)
 
     state = State.open(tmp_path / "state.db")
     try:
@@ -96,10 +101,12 @@ def test_a_patients_waiting_uploads_read_in_pages_are_those_read_at_once(
             if seq % 7:
                 state.set_stage(item, Stage.PRESIGNED, key=f"k{seq}")
                 state.set_stage(item, Stage.UPLOADING)
-                state.set_stage(item, Stage.UPLOADED)
+                state.set_stage(item, Stage.UPLOADED, uploaded_at=1000.0 + seq % 97)
         state.commit()
-        paged = asyncio.run(big_polls.awaiting(state, "r", "1"))
-        assert paged == state.awaiting("r", "1")
+        paged, latest = asyncio.run(big_polls.awaiting_uploads(state, "r", "1", upload_of))
+        at_once = state.awaiting("r", "1")
+        assert paged == [upload_of(i) for i in at_once]
+        assert latest == max(i.uploaded_at or 0.0 for i in at_once) == 1096.0
         assert len(paged) > big_polls.PAGE
     finally:
         state.close()
@@ -161,7 +168,7 @@ async def test_one_patients_thousands_of_files_are_all_validated_with_the_loop_f
     # presign_url, every record's checksum read (verify "ambiguous"), then claimed.
     seen: list[str] = []
     watch_off_loop(monkeypatch, records, "match", seen)
-    watch_off_loop(monkeypatch, reconciler, "decide_claims", seen)
+    watch_off_loop(monkeypatch, poll, "decide_claims", seen)
     async with Sandbox(SandboxOptions(validation_delay_s=0.0, clients=("1",))) as sb:
         items = await run_one_patient(sb, tmp_path, FILES)
     assert Counter(i.stage for i in items) == {Stage.VALIDATED: FILES}

@@ -20,6 +20,7 @@ from pracsuite_ingest.visible import visible
 
 if TYPE_CHECKING:
     import asyncio
+    import threading
 
     from pracsuite_ingest import shard as sharding
     from pracsuite_ingest.settings import Settings
@@ -57,6 +58,7 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
     from pracsuite_ingest.logs import bind_context, get_logger
     from pracsuite_ingest.pipeline import Run, new_run_id, utc_now
     from pracsuite_ingest.practice_lease import lease_for
+    from pracsuite_ingest.report_task import write_off_loop
     from pracsuite_ingest.state import State
     from pracsuite_ingest.watch import Watch
 
@@ -110,15 +112,19 @@ async def cmd_run(settings: Settings, *, dry_run: bool,
     else:
         outcome = "interrupted" if interrupted else ("dry-run" if dry_run else "finished")
         state.finish_run(run_id, utc_now(), outcome)
-        return write_report(state, settings, run_id, interrupted=interrupted, dry_run=dry_run,
-                             watch=watch)
+        watch.stop_display()  # on the loop, before the report's thread prints
+        return await write_off_loop(write_report, state, settings, run_id,
+                                    interrupted=interrupted, dry_run=dry_run, watch=watch)
     finally:
         watch.stop_display()
         state.close()
 
 
 def write_report(state: State, settings: Settings, run_id: str, *, interrupted: bool,
-                 dry_run: bool = False, watch: Watch | None = None, fatal: bool = False) -> int:
+                 dry_run: bool = False, watch: Watch | None = None, fatal: bool = False,
+                 stop: threading.Event | None = None) -> int:
+    """The report files, the summary on stdout, the metrics; the exit code. `stop`: set
+    from another thread, the report stops at its next row (`report.ReportStopped`)."""
     from pracsuite_ingest import report as rpt
     from pracsuite_ingest.hints import resume_text
     from pracsuite_ingest.logs import get_logger
@@ -127,7 +133,7 @@ def write_report(state: State, settings: Settings, run_id: str, *, interrupted: 
 
     watch = watch or Watch()
     watch.stop_display()  # stdout is the summary's from here on
-    doc = rpt.build(state, run_id, rpt.practice_of(settings))
+    doc = rpt.build(state, run_id, rpt.practice_of(settings), stop)
     pace = watch.counters.pace() if watch.counters.pace is not None else None
     if pace is not None:  # how this command used the API (not kept in the state file)
         doc["api"] = pace.as_dict()
@@ -164,6 +170,7 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
     from pracsuite_ingest.connection import make_client, make_session
     from pracsuite_ingest.logs import bind_context, get_logger
     from pracsuite_ingest.reconcile.reconciler import reconcile_run
+    from pracsuite_ingest.report_task import write_off_loop
     from pracsuite_ingest.state import State
     from pracsuite_ingest.watch import Watch
 
@@ -196,8 +203,9 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
                 log.exception("unexpected error")
             write_report(state, settings, run_id, interrupted=True, watch=watch, fatal=True)
             raise fatal from exc
-        return write_report(state, settings, run_id, interrupted=shutdown.is_set(),
-                             watch=watch)
+        watch.stop_display()  # on the loop, before the report's thread prints
+        return await write_off_loop(write_report, state, settings, run_id,
+                                    interrupted=shutdown.is_set(), watch=watch)
     finally:
         watch.stop_display()
         state.close()

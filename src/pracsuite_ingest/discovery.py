@@ -20,7 +20,7 @@ from pracsuite_ingest.api import Exchange, PracSuiteClient, RecordRef, record_li
 from pracsuite_ingest.api_answers import LIST_KEYS, parse_api_error
 from pracsuite_ingest.client_ids import client_id_problem
 from pracsuite_ingest.plural import counted
-from pracsuite_ingest.reconcile.records import record_id
+from pracsuite_ingest.reconcile.facts import record_id
 from pracsuite_ingest.visible import visible
 
 BARE = "(bare array)"

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
@@ -144,17 +145,33 @@ def _atomic_copy(source: Path, path: Path) -> None:
     _atomic_write(path, copy)
 
 
+class ReportStopped(Exception):
+    """The report was stopped before its end (`StateItems`' `stop` was set)."""
+
+
 class StateItems:
     """A run's report items, read from the state file afresh on each pass.
 
     Never a list: a report of 100,000 rows costs the memory of one row at a time.
+    `stop` (set from another thread): the next item raises `ReportStopped`.
     """
 
-    def __init__(self, state: State, run_id: str) -> None:
-        self._state, self._run_id = state, run_id
+    def __init__(self, state: State, run_id: str, stop: threading.Event | None = None) -> None:
+        self._state, self._run_id, self._stop = state, run_id, stop
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return items_of(self._state, self._run_id)
+        items = items_of(self._state, self._run_id)
+        if self._stop is None:
+            return items
+        return self._until_stopped(items, self._stop)
+
+    @staticmethod
+    def _until_stopped(items: Iterator[dict[str, Any]], stop: threading.Event
+                       ) -> Iterator[dict[str, Any]]:
+        for item in items:
+            if stop.is_set():
+                raise ReportStopped
+            yield item
 
     def validation_times(self) -> Iterator[tuple[float | None, float]]:
         """(uploaded_at, validated_at) of each validated item, for the HTML's charts."""
@@ -254,11 +271,13 @@ def practice_of(settings: Settings) -> str | None:
     return practice_id(settings.api.base_url, key) if key else None
 
 
-def build(state: State, run_id: str, practice: str | None = None) -> dict[str, Any]:
+def build(state: State, run_id: str, practice: str | None = None,
+          stop: threading.Event | None = None) -> dict[str, Any]:
     """The report of `run_id`; its `items` are read from the state on each pass.
-    `practice` is `practice_id(...)` of the run's settings, where known."""
+    `practice` is `practice_id(...)` of the run's settings, where known; `stop`: see
+    `StateItems`."""
     info = state.run_info(run_id) or {}
-    items = StateItems(state, run_id)
+    items = StateItems(state, run_id, stop)
     return {
         "run_id": run_id,
         "started_at": info.get("started_at"),

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.errors import Permanent, Retryable
 from pracsuite_ingest.logs import bind_context
+from pracsuite_ingest.reconcile.facts import record_id
 from pracsuite_ingest.reconcile.records import list_records
 from pracsuite_ingest.retry import PolicyRetrier
 from pracsuite_ingest.state import State
@@ -51,13 +52,15 @@ class Snapshots:
                 self._taken.add(client_id)
                 return
             try:
+                # Only the ids are kept, page by page (reconcile/facts.py); the walk's
+                # caps grow with the records our earlier runs gave it (list_walk.py).
                 records = await list_records(api, client_id, PolicyRetrier(
-                    self._max_attempts, self._rng, self._on_retry))
+                    self._max_attempts, self._rng, self._on_retry), record_id,
+                    len(self._state.claims(client_id)))
             except (Permanent, Retryable) as exc:
                 # Its retries are spent: the patient's other files fail with this reason
                 # at once, instead of each asking again (20 files x the timeout).
                 self._refused[client_id] = snapshot_failed_text(str(exc))
                 raise
-            self._state.save_snapshot(self._run_id, client_id,
-                                      (r.record_id for r in records))
+            self._state.save_snapshot(self._run_id, client_id, records)
             self._taken.add(client_id)

@@ -2,12 +2,11 @@
 
 `Reconciler` owns one round: the deadline, a few patients' polls at a time
 (`POLLS_IN_FLIGHT`, the rate gate pacing every call; when to poll whom is
-`scheduling.py`'s), the downloads that let the bytes decide (`verification.py`), and,
-at the deadline, the last look and the verdict (`verdict.py`) that lets a lost upload
-be sent again. What a poll claims is decided in pure code (`match.py`, `claims.py`);
-the records are read by `records.py`. It runs alongside the uploads (`UploadPhase`): a
-patient's uploads are confirmed while later patients' are still being sent; the
-deadline starts when the last upload of the run finished.
+`scheduling.py`'s), and, at the deadline, the last look and the verdict (`verdict.py`)
+that lets a lost upload be sent again. One poll of one patient (its records, the
+downloads that let the bytes decide, the claims) is `poll.py`'s. It runs alongside
+the uploads (`UploadPhase`): a patient's uploads are confirmed while later patients'
+are still being sent; the deadline starts when the last upload of the run finished.
 """
 
 from __future__ import annotations
@@ -20,36 +19,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pracsuite_ingest import MAX_FILE_BYTES
 from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.counters import Counters
-from pracsuite_ingest.errors import Permanent, QuotaSpent, Retryable
+from pracsuite_ingest.errors import QuotaSpent
 from pracsuite_ingest.models import Stage
-from pracsuite_ingest.reconcile.big_polls import (
-    Slices,
-    awaiting,
-    by_name,
-    compute,
-    plan_reads,
-    sliced,
-)
-from pracsuite_ingest.reconcile.claims import Digest, VerifyMode, decide_claims
-from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc, proven_by_own_key
-from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordReader
-from pracsuite_ingest.reconcile.twins import twins, twins_text
+from pracsuite_ingest.reconcile.big_polls import Slices, awaiting_uploads, compute
+from pracsuite_ingest.reconcile.claims import VerifyMode
+from pracsuite_ingest.reconcile.match import Upload
+from pracsuite_ingest.reconcile.poll import Polls
+from pracsuite_ingest.reconcile.records import RecordReader
 from pracsuite_ingest.reconcile.verdict import is_carried, is_lost, verdict
 from pracsuite_ingest.retry import PolicyRetrier
 from pracsuite_ingest.scheduling import Activity, Due, Schedule
 from pracsuite_ingest.settings import Settings
 from pracsuite_ingest.state import ItemRecord, State
-from pracsuite_ingest.verification import FileMD5s, Verifier, VerifyFailed
+from pracsuite_ingest.verification import Verifier
 
 POLLS_IN_FLIGHT = 4  # patients polled at once; the rate gate still paces every call
 IDLE_TICK_S = 1.0  # the longest the loop sleeps before it looks at shutdown and state again
 LAST_LOOK_S = 5.0  # the last poll of a patient still waiting, at most this before the deadline
 REFRESH_S = 0.25  # uploads ending read from the state at most this often (one query each)
-
-Found = dict[int, tuple[str, bool]]  # item -> (record, whether its bytes were compared)
 
 
 @dataclass
@@ -108,11 +97,6 @@ async def reconcile_run(state: State, api: PracSuiteClient | None, settings: Set
     return absent
 
 
-def _size_limit(uploads: list[Upload]) -> int:
-    """The most bytes a record may hold to be one of `uploads`."""
-    return max((u.size for u in uploads if u.size is not None), default=MAX_FILE_BYTES)
-
-
 def _by_client(items: list[ItemRecord]) -> dict[str, list[ItemRecord]]:
     out: dict[str, list[ItemRecord]] = {}
     for item in items:
@@ -128,26 +112,18 @@ class Reconciler:
                  uploads: UploadPhase,
                  on_quota: Callable[[QuotaSpent], None] | None = None) -> None:
         self.state = state
-        self.on_quota = on_quota
         self.run_id = run_id
         self.shutdown = shutdown
         self.log = log
         self.c = counters
         self.uploads = uploads
-        self.mode = VerifyMode(settings.reconcile.verify)
-        self.reader = RecordReader(api, PolicyRetrier(settings.api.max_attempts,
-                                                      random.Random(), self._on_retry))
-        self.verifier = Verifier(api.session, settings.reconcile.verify_concurrency,
-                                 base_url=settings.api.base_url)
-        self.digests: dict[str, Digest] = {}  # records whose bytes were read
-        self.md5s = FileMD5s()  # the files' MD5, for the storage's checksum
-        self.ambiguous: dict[int, list[str]] = {}  # verify off: candidates left unclaimed
-        self.crowded: dict[int, list[str]] = {}  # name and size could not tell, this round
-        self.unread: dict[int, list[str]] = {}  # candidates whose bytes are yet to be read
-        self.listed: set[str] = set()  # clients whose records a poll of this round read
-        self.list_errors: dict[str, str] = {}  # why a client's records could not be read
-        self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
-        self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
+        reader = RecordReader(api, PolicyRetrier(settings.api.max_attempts, random.Random(),
+                                                 self._on_retry))
+        verifier = Verifier(api.session, settings.reconcile.verify_concurrency,
+                            base_url=settings.api.base_url)
+        self.polls = Polls(state, run_id, reader, verifier,
+                           VerifyMode(settings.reconcile.verify), log, counters,
+                           uploads.activity.started, on_quota)
         self.poll_interval_s = settings.reconcile.poll_interval_s
         self.max_resends = settings.reconcile.max_resends
         self.schedule = Schedule(self.poll_interval_s)
@@ -260,12 +236,11 @@ class Reconciler:
     async def poll_patient(self, client_id: str, generation: int) -> None:
         """A scheduled poll of one patient (its slot taken by the loop, released here)."""
         try:
-            items = await awaiting(self.state, self.run_id, client_id)
+            items, latest = await awaiting_uploads(self.state, self.run_id, client_id,
+                                                   self.polls.upload_of)
             if not items:
                 self.schedule.done(client_id)
                 return
-            latest = max((i.uploaded_at for i in items if i.uploaded_at is not None),
-                         default=None)
             if latest is not None and latest > self.schedule.since(client_id):
                 self.schedule.waiting(client_id, latest)  # an upload ended since the last read
                 return
@@ -282,188 +257,11 @@ class Reconciler:
             self._slots.release()
             self.uploads.wake.set()
 
-    # ------------------------------------------------------------------ one poll
-    async def poll(self, client_id: str, items: list[ItemRecord], limit_s: float,
+    async def poll(self, client_id: str, items: list[Upload], limit_s: float,
                    generation: int | None = None) -> tuple[bool, int]:
-        """One look at the client's records: whether it was complete (False if
-        PracSuite could not be asked, or not fully), and how many uploads it validated.
-
-        Only uploads that finished are asked about (`items`: stage uploaded, missing, or
-        outcome unknown). When an upload of the client started during the poll, its
-        record may be in the list without its item among `items`: then only claims
-        that a key or the bytes prove are kept; name and size alone wait for the next.
-        `generation`: the patient's uploads started when it was chosen (default: now).
-        """
-        if generation is None:
-            generation = self.uploads.activity.started(client_id)
-        claims = self.state.claims(client_id)
-        uploads = await sliced(items, self._upload_of)
-        # Another row of the same upload (same key) claimed its record: that is proof.
-        found: Found = {i: (r, False) for i, r in proven_by_own_key(uploads, claims).items()}
-        waiting = [u for u in uploads if u.item_id not in found]
-        evidence: Evidence | None = None
-        complete = True
-        try:
-            if waiting:
-                async with asyncio.timeout(limit_s):
-                    look = await self.reader.look(client_id, waiting, claims.keys(),
-                                                  await self._early_reader(waiting))
-                    evidence = look.evidence
-                    self.listed.add(client_id)
-                    await self._read_bytes(client_id, waiting, evidence, look.links)
-        except QuotaSpent as exc:
-            if self.on_quota is None:
-                raise
-            self.on_quota(exc)  # PracSuite cannot be asked now: nothing is decided
-            return False, 0
-        except (Permanent, Retryable, TimeoutError) as exc:
-            error = str(exc) or type(exc).__name__
-            self.log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
-                             error=error)
-            if evidence is None:
-                self.list_errors[client_id] = error
-                return False, 0
-            complete = False  # the list was read: claim what the bytes read so far prove
-        notes: dict[int, str] = {}
-        if evidence is not None:
-            waiting = await sliced(waiting, self.md5s.of)
-            claimed, complete = await self._claims(client_id, items, waiting, evidence,
-                                                   generation, complete)
-            found |= claimed
-            doubles = await compute(len(claimed), twins, claimed, waiting, evidence,
-                                    dict(self.digests))
-            notes = {i: twins_text(r) for i, r in doubles.items()}
-        await self._validate(client_id, items, found, notes)
-        return complete, len(found)
-
-    def _upload_of(self, item: ItemRecord) -> Upload:
-        self.md5s.know(item.id, item.path)
-        return self.md5s.of(Upload(item.id, item.client_id, item.file_name, item.size,
-                                   item.key or "", self._before(item), item.sha256))
-
-    def _before(self, item: ItemRecord) -> frozenset[str]:
-        """The snapshot taken before this item's upload: its own run's, or for an upload
-        carried from an earlier run, the run that sent it (never this run's)."""
-        at = (item.snapshot_run or self.run_id, item.client_id)
-        if at not in self._snapshots:
-            taken = self.state.snapshot(*at)
-            if taken is None:  # not reachable: a run snapshots a client before presigning
-                return frozenset()
-            self._snapshots[at] = frozenset(taken)
-        return self._snapshots[at]
-
-    async def _early_reader(self, waiting: list[Upload]) -> OnAnswer:
-        """What to do with each `presign_url` answer read during the poll: a record whose
-        name is an upload's has its bytes read now, while the URL is fresh."""
-        wanted: dict[str, list[Upload]] = {}
-        if self.mode.bytes_decide_names:
-            wanted = await compute(len(waiting), by_name, waiting)
-        limit = _size_limit(waiting)
-
-        async def read_early(rid: str, answer: PresignAnswer) -> None:
-            named = wanted.get(nfc(answer.file_name))
-            if rid not in self.digests and named:
-                checksum = await self.md5s.all_known(named)
-                with contextlib.suppress(VerifyFailed):
-                    self.digests[rid] = await self.verifier.digest_bounded(
-                        answer.url, limit, checksum=checksum)
-
-        return read_early
-
-    async def _read_bytes(self, client_id: str, uploads: list[Upload], evidence: Evidence,
-                          links: dict[str, str]) -> None:
-        """Download what the bytes must decide; each digest is kept as it comes, so a
-        poll cut by its time limit loses none of those already read."""
-        uploads = await sliced(uploads, self.md5s.of)  # MD5s read back since
-        decision, deciding = await compute(len(uploads), plan_reads, uploads, evidence,
-                                           self.mode, dict(self.digests),
-                                           frozenset(self.crowded))
-        if not decision.download:
-            return
-
-        async def read_answer(rid: str) -> PresignAnswer:
-            return await self.reader.presign(rid, links.get(rid, ""))
-
-        def failed(rid: str, reason: str) -> None:
-            self.log.warning("record bytes not read; the next poll tries again",
-                             stage="verify", client_id=client_id, attachment_id=rid,
-                             error=reason)
-
-        checksum = set()
-        slices = Slices()
-        for rid in decision.download:
-            ups = deciding.get(rid, [])
-            # A checksum already read that could not decide: only the bytes can.
-            if rid not in self.digests and ups and await self.md5s.all_known(ups):
-                checksum.add(rid)
-            await slices.tick()
-        await self.verifier.digest_records(decision.download, self.reader.answers,
-                                           read_answer, _size_limit(uploads), self.digests,
-                                           failed, checksum)
-        self.log.debug("record bytes read", stage="verify", client_id=client_id,
-                       records=len(decision.download), downloads_total=self.verifier.downloads,
-                       checksums_total=self.verifier.checksums,
-                       bytes_total=self.verifier.bytes_read)
-
-    async def _claims(self, client_id: str, items: list[ItemRecord], waiting: list[Upload],
-                      evidence: Evidence, generation: int, complete: bool
-                      ) -> tuple[Found, bool]:
-        """The claims the evidence and the bytes read allow, and whether the poll stays
-        complete; remembers what the verdict will need (ambiguous, other bytes)."""
-        decision = await compute(len(waiting), decide_claims, waiting, evidence, self.mode,
-                                 dict(self.digests), frozenset(self.crowded))
-        claimed = decision.claims
-        if self.uploads.activity.started(client_id) != generation:
-            claimed = {i: (r, v) for i, (r, v) in claimed.items()
-                       if v or evidence.proven.get(i) == r}
-            complete = complete and len(claimed) == len(decision.claims)
-        for item in items:
-            # Once crowded, crowded for the round: its candidates only add up.
-            for memory, found in ((self.crowded, decision.crowded),
-                                  (self.ambiguous, decision.ambiguous)):
-                if item.id in found:
-                    seen = memory.setdefault(item.id, [])
-                    seen += [r for r in found[item.id] if r not in seen]
-            if item.id in decision.unread:
-                self.unread[item.id] = decision.unread[item.id]
-            else:
-                self.unread.pop(item.id, None)
-            if item.id in decision.differ:
-                self.differ.setdefault(item.id, set()).update(decision.differ[item.id])
-        return claimed, complete
-
-    async def _validate(self, client_id: str, items: list[ItemRecord], found: Found,
-                        notes: dict[int, str]) -> None:
-        """Claims written, in slices (committed even if the poll is stopped midway);
-        `notes`: items whose bytes another new record holds too."""
-        by_id = {i.id: i for i in items}
-        slices = Slices()
-        try:
-            for item_id, (record, verified) in found.items():
-                self._validate_one(client_id, by_id[item_id], record, verified,
-                                   notes.get(item_id))
-                await slices.tick()
-        finally:
-            self.state.commit()  # one commit per poll, not per record
-
-    def _validate_one(self, client_id: str, item: ItemRecord, record: str, verified: bool,
-                      note: str | None) -> None:
-        item_id = item.id
-        self.state.set_stage(item_id, Stage.VALIDATED, attachment_id=record,
-                             error=note, verified=True if verified else None)
-        if note is not None:
-            self.log.warning("another upload of this file exists", stage="reconcile",
-                             client_id=client_id, item=item.seq,
-                             attachment_id=record, others=note)
-        # Claimed: excluded from every later poll, so nothing read of it is needed again.
-        self.reader.forget(record)
-        self.digests.pop(record, None)
-        self.md5s.forget(item_id)
-        self.c.tally(Stage.VALIDATED)
-        self.c.awaiting -= 1
-        self.log.info("item validated", stage="reconcile", client_id=client_id,
-                      item=item.seq, attachment_id=record, verified=verified,
-                      file_name=item.file_name)
+        """One look at the client's records (`Polls.poll`): whether it was complete, and
+        how many uploads it validated."""
+        return await self.polls.poll(client_id, items, limit_s, generation)
 
     # ------------------------------------------------------------------ the deadline
     async def verdict(self) -> set[int]:
@@ -476,27 +274,36 @@ class Reconciler:
         for client_id in _by_client(lost):
             # Every upload of the client still waiting, not only the lost ones: a count of
             # records against part of them could call a crowded match single.
-            items = self.state.awaiting(self.run_id, client_id)
-            complete, _ = await self.poll(client_id, items, self._retry_bound_s)
+            ups = await self.polls.uploads_of(self.state.awaiting(self.run_id, client_id))
+            complete, _ = await self.poll(client_id, ups, self._retry_bound_s)
             if complete:
                 asked.add(client_id)
         if self.shutdown.is_set():  # stopped meanwhile (a spent quota): nothing is missing
             return set()
         waited = time.monotonic() - self.started
         items = self.state.awaiting(self.run_id)
-        sends = {i.id: self.state.sends_of(i.client_id, i.file_name, i.sha256 or "")
-                 for i in items}
-        unlisted = {i.client_id: self.list_errors.get(i.client_id, "") for i in items
-                    if i.client_id not in self.listed}
-        result = verdict(items, self.ambiguous, self.differ, asked, waited, sends,
-                         self.max_resends, self.unread, unlisted=unlisted)
+        # What is left may be a whole patient's 100,000 files (its list unreadable): each
+        # step gives the loop back (`Slices`), the pure verdict runs in a thread.
+        sends: dict[int, int] = {}
+        slices = Slices()
+        for i in items:
+            sends[i.id] = self.state.sends_of(i.client_id, i.file_name, i.sha256 or "")
+            await slices.tick()
+        polls = self.polls
+        unlisted = {i.client_id: polls.list_errors.get(i.client_id, "") for i in items
+                    if i.client_id not in polls.listed}
+        result = await compute(len(items), verdict, items, polls.ambiguous, polls.differ,
+                               asked, waited, sends, self.max_resends, polls.unread,
+                               unlisted=unlisted)
         for unasked in result.unasked:  # stays pending: the next run asks again
             self.state.note(unasked.item_id, unasked.error)
+            await slices.tick()
         for missing in result.missing:
             if missing.outcome_unknown:
                 self.state.set_stage(missing.item_id, Stage.MISSING, error=missing.error,
                                      outcome_unknown=True)
             else:
                 self.state.set_stage(missing.item_id, Stage.MISSING, error=missing.error)
+            await slices.tick()
         self.state.commit()
         return result.resend

@@ -9,14 +9,17 @@ name is asked twice in a run.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Set
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Set
+from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
-from pracsuite_ingest.api import PageRef, RecordRef, record_links
+from pracsuite_ingest.api import PageRef, RecordRef
+from pracsuite_ingest.errors import IngestError
 from pracsuite_ingest.reconcile.big_polls import compute
+from pracsuite_ingest.reconcile.facts import Relevant, view
 from pracsuite_ingest.reconcile.match import (
     Evidence,
     RecordView,
@@ -28,38 +31,19 @@ from pracsuite_ingest.reconcile.match import (
 T = TypeVar("T")
 
 NAME_LOOKUPS_IN_FLIGHT = 8  # the rate limit still applies; this only overlaps round trips
+ANSWERS_KEPT = 2_000  # `presign_url` answers kept for verification (the latest ones)
 
 
-def record_id(record: Mapping[str, Any]) -> str | None:
-    for key in ("attachment_client_id", "patient_attachment_id", "id"):
-        value = record.get(key)
-        if value not in (None, ""):
-            return str(value)
-    return None
+class Recent(dict[str, "PresignAnswer"]):
+    """The latest `ANSWERS_KEPT` answers: each holds a presigned URL of some 400 bytes,
+    and a poll of 100,000 new records read as many. An answer not kept is asked for
+    again if its record's bytes are to be read (its URL expires within minutes anyway)."""
 
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-
-
-def view(record: Mapping[str, Any]) -> RecordView | None:
-    rid = record_id(record)
-    if rid is None:
-        return None
-    size = record.get("file_size")
-    try:
-        file_size = int(size) if size not in (None, "") else None
-    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e999
-        file_size = None
-    link = record_links(record).get("presign_url", "")
-    return RecordView(rid, tuple(_strings(record)), file_size, link)
+    def __setitem__(self, key: str, value: PresignAnswer) -> None:
+        super().pop(key, None)
+        super().__setitem__(key, value)
+        while len(self) > ANSWERS_KEPT:
+            del self[next(iter(self))]
 
 
 class RecordSource(Protocol):
@@ -95,17 +79,61 @@ class Retrier(Protocol):
     async def __call__(self, op: Callable[[], Awaitable[T]]) -> T: ...
 
 
+@overload
 async def list_records(api: RecordSource, client_id: str, call: Retrier) -> list[RecordView]:
-    """Every record of the client, each page fetched (and retried) on its own."""
-    out: list[RecordView] = []
+    ...
+
+
+@overload
+async def list_records(api: RecordSource, client_id: str, call: Retrier,
+                       keep: Callable[[Mapping[str, Any]], T | None],
+                       expected: int = 0) -> list[T]:
+    ...
+
+
+async def list_records(api: RecordSource, client_id: str, call: Retrier,
+                       keep: Callable[[Mapping[str, Any]], Any] = view,
+                       expected: int = 0) -> list[Any]:
+    """What `keep` keeps of every record of the client (default: its `view`), each page
+    fetched (and retried) on its own and reduced before the next is asked for.
+
+    `expected`: the records the client legitimately has, as the caller knows it: the
+    walk's caps grow with it (list_walk.py)."""
+    out: list[Any] = []
     ref: PageRef | None = api.first_page(client_id)
+    if ref is not None and ref.walk is not None and expected:
+        ref = replace(ref, walk=ref.walk.expecting(expected))
     while ref is not None:
         records, ref = await call(partial(api.list_page, client_id, ref))
-        out.extend(v for v in (view(r) for r in records) if v is not None)
+        out.extend(v for v in (keep(r) for r in records) if v is not None)
+        del records  # the page's parsed records: only what `keep` kept stays
     return out
 
 
 OnAnswer = Callable[[str, PresignAnswer], Awaitable[None]]
+
+
+def _plain_link(api: RecordSource) -> Callable[[str], str] | None:
+    """The `presign_url` the API client asks for a record without a link of its own
+    (None: this source does not say)."""
+    url_of = getattr(api, "presign_url_of", None)
+    if url_of is None:
+        return None
+
+    def plain(rid: str) -> str:
+        try:
+            return str(url_of(RecordRef(rid, "")))
+        except IngestError:  # an id no URL can hold: keep its own link, if any
+            return ""
+
+    return plain
+
+
+def expected(uploads: list[Upload], excluded: Set[str]) -> int:
+    """The records a client legitimately has, as a poll knows it: those of the largest
+    snapshot of its uploads, those claimed already, and one for each upload awaited."""
+    before = max((len(u.before) for u in uploads), default=0)
+    return before + len(excluded) + len(uploads)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +154,7 @@ class RecordReader:
         self.api = api
         self.call = call
         self.names: dict[str, str] = {}
-        self.answers: dict[str, PresignAnswer] = {}
+        self.answers: dict[str, PresignAnswer] = Recent()
 
     async def presign(self, rid: str, link: str = "") -> PresignAnswer:
         """The record's `presign_url` answer now (following its own link if given)."""
@@ -139,12 +167,16 @@ class RecordReader:
         could be an upload's (so that every lookalike is seen), match again.
 
         `excluded`: records already claimed; each upload carries its own snapshot."""
-        records = await list_records(self.api, client_id, self.call)
+        excluded = frozenset(excluded)
+        relevant = await compute(len(uploads), Relevant.of, uploads, excluded,
+                                 _plain_link(self.api))
+        records = await list_records(self.api, client_id, self.call, relevant.view,
+                                     expected(uploads, excluded))
+        del relevant  # its sets of every upload's uuid and name: not needed from here on
         own = {r.record_id: r.presign_link for r in records if r.presign_link}
         # Big polls match in a thread (`big_polls.compute`): on copies of what other
         # polls may change meanwhile.
         size = max(len(uploads), len(records))
-        excluded = frozenset(excluded)
         first = await compute(size, match, uploads, records, excluded, dict(self.names))
         wanted = await compute(size, names_to_read, records, uploads, excluded, first,
                                dict(self.names))
@@ -176,7 +208,9 @@ class RecordReader:
         async def one(rid: str) -> None:
             try:
                 answer = await self.presign(rid, links.get(rid, ""))
-                self.names[rid] = answer.file_name
+                # Interned, as the uploads' names are (`poll.Polls.upload_of`): a record
+                # named as an upload holds that upload's string, not a copy of it.
+                self.names[rid] = sys.intern(answer.file_name)
                 self.answers[rid] = answer
                 if on_answer is not None:
                     await on_answer(rid, answer)

@@ -1,0 +1,269 @@
+"""One poll of one patient (I/O): list its records, read what the bytes must decide,
+claim, write the claims; and what the round's polls learned meanwhile.
+
+`Polls` is the memory of one reconcile round (`reconciler.Reconciler`): the record
+bytes read (`digests`), the files' MD5s, the candidates left ambiguous or crowded, the
+records whose bytes differ, the patients listed and why a list could not be read. The
+verdict at the deadline reads that memory (`verdict.py`). What is claimed is decided in
+pure code (`match.py`, `claims.py`, `twins.py`); big polls do it off the loop
+(`big_polls.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pracsuite_ingest import MAX_FILE_BYTES
+from pracsuite_ingest.counters import Counters
+from pracsuite_ingest.errors import Permanent, QuotaSpent, Retryable
+from pracsuite_ingest.models import Stage
+from pracsuite_ingest.reconcile.big_polls import Slices, by_name, compute, plan_reads, sliced
+from pracsuite_ingest.reconcile.claims import Digest, VerifyMode, decide_claims
+from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc, proven_by_own_key
+from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordReader
+from pracsuite_ingest.reconcile.twins import twins, twins_text
+from pracsuite_ingest.state import ItemRecord, State
+from pracsuite_ingest.verification import FileMD5s, Verifier, VerifyFailed
+
+Found = dict[int, tuple[str, bool]]  # item -> (record, whether its bytes were compared)
+
+
+def _size_limit(uploads: list[Upload]) -> int:
+    """The most bytes a record may hold to be one of `uploads`."""
+    return max((u.size for u in uploads if u.size is not None), default=MAX_FILE_BYTES)
+
+
+class Polls:
+    """The polls of one round: each `poll` looks at one patient; what they learn is
+    kept here for the later polls and the verdict.
+
+    `started(client_id)`: how many uploads of the patient have started so far (the
+    upload phase's `Activity`): a poll during which it changes keeps only proven claims.
+    `on_quota`: what to do when PracSuite's quota is spent (None: `QuotaSpent` is raised).
+    """
+
+    def __init__(self, state: State, run_id: str, reader: RecordReader, verifier: Verifier,
+                 mode: VerifyMode, log: Any, counters: Counters,
+                 started: Callable[[str], int],
+                 on_quota: Callable[[QuotaSpent], None] | None = None) -> None:
+        self.state, self.run_id, self.log, self.c = state, run_id, log, counters
+        self.reader, self.verifier, self.mode = reader, verifier, mode
+        self.uploads_started, self.on_quota = started, on_quota
+        self.digests: dict[str, Digest] = {}  # records whose bytes were read
+        self.md5s = FileMD5s()  # the files' MD5, for the storage's checksum
+        self.ambiguous: dict[int, list[str]] = {}  # verify off: candidates left unclaimed
+        self.crowded: dict[int, list[str]] = {}  # name and size could not tell, this round
+        self.unread: dict[int, list[str]] = {}  # candidates whose bytes are yet to be read
+        self.listed: set[str] = set()  # clients whose records a poll of this round read
+        self.list_errors: dict[str, str] = {}  # why a client's records could not be read
+        self.differ: dict[int, set[str]] = {}  # records whose bytes are not the upload's
+        self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
+        self._pathed: set[int] = set()  # items whose path `md5s` was told
+
+    async def poll(self, client_id: str, uploads: list[Upload], limit_s: float,
+                   generation: int | None = None) -> tuple[bool, int]:
+        """One look at the client's records: whether it was complete (False if
+        PracSuite could not be asked, or not fully), and how many uploads it validated.
+
+        Only uploads that finished are asked about (`uploads`, from `upload_of` of the
+        items at stage uploaded, missing, or outcome unknown). When an upload of the
+        client started during the poll, its record may be in the list without its item
+        among `uploads`: then only claims that a key or the bytes prove are kept; name
+        and size alone wait for the next. `generation`: the patient's uploads started
+        when it was chosen (default: now).
+        """
+        if generation is None:
+            generation = self.uploads_started(client_id)
+        claims = self.state.claims(client_id)
+        uploads = await sliced(uploads, self.md5s.of)
+        # Another row of the same upload (same key) claimed its record: that is proof.
+        found: Found = {i: (r, False) for i, r in proven_by_own_key(uploads, claims).items()}
+        waiting = [u for u in uploads if u.item_id not in found]
+        evidence: Evidence | None = None
+        complete = True
+        try:
+            if waiting:
+                async with asyncio.timeout(limit_s):
+                    look = await self.reader.look(client_id, waiting, claims.keys(),
+                                                  await self._early_reader(waiting))
+                    evidence = look.evidence
+                    self.listed.add(client_id)
+                    await self._read_bytes(client_id, waiting, evidence, look.links)
+                    del look
+        except QuotaSpent as exc:
+            if self.on_quota is None:
+                raise
+            self.on_quota(exc)  # PracSuite cannot be asked now: nothing is decided
+            return False, 0
+        except (Permanent, Retryable, TimeoutError) as exc:
+            error = str(exc) or type(exc).__name__
+            self.log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
+                             error=error)
+            if evidence is None:
+                self.list_errors[client_id] = error
+                return False, 0
+            complete = False  # the list was read: claim what the bytes read so far prove
+        del claims
+        notes: dict[int, str] = {}
+        if evidence is not None:
+            waiting = await sliced(waiting, self.md5s.of)
+            claimed, complete = await self._claims(client_id, uploads, waiting, evidence,
+                                                   generation, complete)
+            found |= claimed
+            doubles = await compute(len(claimed), twins, claimed, waiting, evidence,
+                                    dict(self.digests))
+            notes = {i: twins_text(r) for i, r in doubles.items()}
+        await self._validate(client_id, uploads, found, notes)
+        return complete, len(found)
+
+    def upload_of(self, item: ItemRecord) -> Upload:
+        """What a poll needs of an item awaiting its record (not the row: its path is read
+        again only where the file's MD5 is needed, `_know_paths`)."""
+        return Upload(item.id, sys.intern(item.client_id), sys.intern(item.file_name), item.size,
+                      item.key or "", self._before(item), item.sha256, seq=item.seq)
+
+    async def uploads_of(self, items: list[ItemRecord]) -> list[Upload]:
+        return await sliced(items, self.upload_of)
+
+    def _know_paths(self, uploads: list[Upload]) -> None:
+        """The files' paths, for `md5s` to read their MD5 (only for the uploads whose
+        record's checksum may decide: a poll of 100,000 kept every path)."""
+        for up in uploads:
+            if up.item_id not in self._pathed:
+                item = self.state.item(up.item_id)
+                if item is not None:
+                    self.md5s.know(up.item_id, item.path)
+                self._pathed.add(up.item_id)
+
+    def _before(self, item: ItemRecord) -> frozenset[str]:
+        """The snapshot taken before this item's upload: its own run's, or for an upload
+        carried from an earlier run, the run that sent it (never this run's)."""
+        at = (item.snapshot_run or self.run_id, item.client_id)
+        if at not in self._snapshots:
+            taken = self.state.snapshot(*at)
+            if taken is None:  # not reachable: a run snapshots a client before presigning
+                return frozenset()
+            self._snapshots[at] = frozenset(taken)
+        return self._snapshots[at]
+
+    async def _early_reader(self, waiting: list[Upload]) -> OnAnswer:
+        """What to do with each `presign_url` answer read during the poll: a record whose
+        name is an upload's has its bytes read now, while the URL is fresh."""
+        wanted: dict[str, list[Upload]] = {}
+        if self.mode.bytes_decide_names:
+            wanted = await compute(len(waiting), by_name, waiting)
+        limit = _size_limit(waiting)
+
+        async def read_early(rid: str, answer: PresignAnswer) -> None:
+            named = wanted.get(nfc(answer.file_name))
+            if rid not in self.digests and named:
+                self._know_paths(named)
+                checksum = await self.md5s.all_known(named)
+                with contextlib.suppress(VerifyFailed):
+                    self.digests[rid] = await self.verifier.digest_bounded(
+                        answer.url, limit, checksum=checksum)
+
+        return read_early
+
+    async def _read_bytes(self, client_id: str, uploads: list[Upload], evidence: Evidence,
+                          links: dict[str, str]) -> None:
+        """Download what the bytes must decide; each digest is kept as it comes, so a
+        poll cut by its time limit loses none of those already read."""
+        uploads = await sliced(uploads, self.md5s.of)  # MD5s read back since
+        decision, deciding = await compute(len(uploads), plan_reads, uploads, evidence,
+                                           self.mode, dict(self.digests),
+                                           frozenset(self.crowded))
+        if not decision.download:
+            return
+
+        async def read_answer(rid: str) -> PresignAnswer:
+            return await self.reader.presign(rid, links.get(rid, ""))
+
+        def failed(rid: str, reason: str) -> None:
+            self.log.warning("record bytes not read; the next poll tries again",
+                             stage="verify", client_id=client_id, attachment_id=rid,
+                             error=reason)
+
+        checksum = set()
+        slices = Slices()
+        for rid in decision.download:
+            ups = deciding.get(rid, [])
+            # A checksum already read that could not decide: only the bytes can.
+            if rid not in self.digests and ups:
+                self._know_paths(ups)
+            if rid not in self.digests and ups and await self.md5s.all_known(ups):
+                checksum.add(rid)
+            await slices.tick()
+        await self.verifier.digest_records(decision.download, self.reader.answers,
+                                           read_answer, _size_limit(uploads), self.digests,
+                                           failed, checksum)
+        self.log.debug("record bytes read", stage="verify", client_id=client_id,
+                       records=len(decision.download), downloads_total=self.verifier.downloads,
+                       checksums_total=self.verifier.checksums,
+                       bytes_total=self.verifier.bytes_read)
+
+    async def _claims(self, client_id: str, items: list[Upload], waiting: list[Upload],
+                      evidence: Evidence, generation: int, complete: bool
+                      ) -> tuple[Found, bool]:
+        """The claims the evidence and the bytes read allow, and whether the poll stays
+        complete; remembers what the verdict will need (ambiguous, other bytes)."""
+        decision = await compute(len(waiting), decide_claims, waiting, evidence, self.mode,
+                                 dict(self.digests), frozenset(self.crowded))
+        claimed = decision.claims
+        if self.uploads_started(client_id) != generation:
+            claimed = {i: (r, v) for i, (r, v) in claimed.items()
+                       if v or evidence.proven.get(i) == r}
+            complete = complete and len(claimed) == len(decision.claims)
+        for item in items:
+            item_id = item.item_id
+            # Once crowded, crowded for the round: its candidates only add up.
+            for memory, found in ((self.crowded, decision.crowded),
+                                  (self.ambiguous, decision.ambiguous)):
+                if item_id in found:
+                    seen = memory.setdefault(item_id, [])
+                    seen += [r for r in found[item_id] if r not in seen]
+            if item_id in decision.unread:
+                self.unread[item_id] = decision.unread[item_id]
+            else:
+                self.unread.pop(item_id, None)
+            if item_id in decision.differ:
+                self.differ.setdefault(item_id, set()).update(decision.differ[item_id])
+        return claimed, complete
+
+    async def _validate(self, client_id: str, items: list[Upload], found: Found,
+                        notes: dict[int, str]) -> None:
+        """Claims written, in slices (committed even if the poll is stopped midway);
+        `notes`: items whose bytes another new record holds too."""
+        by_id = {i.item_id: i for i in items if i.item_id in found}
+        slices = Slices()
+        try:
+            for item_id, (record, verified) in found.items():
+                self._validate_one(client_id, by_id[item_id], record, verified,
+                                   notes.get(item_id))
+                await slices.tick()
+        finally:
+            self.state.commit()  # one commit per poll, not per record
+
+    def _validate_one(self, client_id: str, item: Upload, record: str, verified: bool,
+                      note: str | None) -> None:
+        item_id = item.item_id
+        self.state.set_stage(item_id, Stage.VALIDATED, attachment_id=record,
+                             error=note, verified=True if verified else None)
+        if note is not None:
+            self.log.warning("another upload of this file exists", stage="reconcile",
+                             client_id=client_id, item=item.seq,
+                             attachment_id=record, others=note)
+        # Claimed: excluded from every later poll, so nothing read of it is needed again.
+        self.reader.forget(record)
+        self.digests.pop(record, None)
+        self.md5s.forget(item_id)
+        self._pathed.discard(item_id)
+        self.c.tally(Stage.VALIDATED)
+        self.c.awaiting -= 1
+        self.log.info("item validated", stage="reconcile", client_id=client_id,
+                      item=item.seq, attachment_id=record, verified=verified,
+                      file_name=item.file_name)
