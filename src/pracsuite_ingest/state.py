@@ -49,6 +49,9 @@ _AWAITING = f"({AWAITING_STAGES} AND settled = 0)"
 
 _BY_AWAITING = "INDEXED BY items_awaiting"
 
+# A commit runs on the event loop: of this many writes at most (a poll claiming 100,000
+# records commits every so many of them, each commit some 10-30 ms), else every 5 s.
+MAX_PENDING_WRITES = 2000
 WAL_CHECKPOINT_PAGES = 8192  # 1 KB pages (state_schema.PAGE_SIZE)
 CACHE_KB = 8192  # what 5 s of changes fit in: a smaller cache spills them to the WAL twice
 
@@ -185,7 +188,8 @@ class State:
                durable: bool = True) -> sqlite3.Cursor:
         """Run one write; commit it (and whatever is pending) now if `durable`, else
         leave it pending: the next durable write, a write `COMMIT_EVERY_S` or more
-        after the pending ones began, `commit` or `close` commits it."""
+        after the pending ones began or `MAX_PENDING_WRITES` after the last commit,
+        `commit` or `close` commits it."""
         if self._broken is not None:
             raise self._broken
         pending = self.committed != self.writes
@@ -200,7 +204,8 @@ class State:
                 self._opened_at = time.monotonic()
             cur = self._db.execute(sql, tuple(params))
             if not self._explicit and (
-                    durable or time.monotonic() - self._opened_at >= COMMIT_EVERY_S):
+                    durable or time.monotonic() - self._opened_at >= COMMIT_EVERY_S
+                    or self.writes - self.committed >= MAX_PENDING_WRITES):
                 self._db.execute("COMMIT")
                 self._committed()
         except sqlite3.Error as exc:

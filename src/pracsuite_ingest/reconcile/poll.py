@@ -236,17 +236,17 @@ class Polls:
 
     async def _validate(self, client_id: str, items: list[Upload], found: Found,
                         notes: dict[int, str]) -> None:
-        """Claims written, in slices (committed even if the poll is stopped midway);
-        `notes`: items whose bytes another new record holds too."""
+        """Claims written, in slices; `notes`: items whose bytes another new record
+        holds too. Committed with the state's other writes (every few seconds, or every
+        `state.MAX_PENDING_WRITES`), not per poll: polls of many patients share their
+        pages. Lost to a crash, a claim is made again by the next run's poll (the
+        record is still new to the upload's snapshot and claimed by no other item)."""
         by_id = {i.item_id: i for i in items if i.item_id in found}
         slices = Slices()
-        try:
-            for item_id, (record, verified) in found.items():
-                self._validate_one(client_id, by_id[item_id], record, verified,
-                                   notes.get(item_id))
-                await slices.tick()
-        finally:
-            self.state.commit()  # one commit per poll, not per record
+        for item_id, (record, verified) in found.items():
+            self._validate_one(client_id, by_id[item_id], record, verified,
+                               notes.get(item_id))
+            await slices.tick()
 
     def _validate_one(self, client_id: str, item: Upload, record: str, verified: bool,
                       note: str | None) -> None:

@@ -39,6 +39,10 @@ POLLS_IN_FLIGHT = 4  # patients polled at once; the rate gate still paces every 
 IDLE_TICK_S = 1.0  # the longest the loop sleeps before it looks at shutdown and state again
 LAST_LOOK_S = 5.0  # the last poll of a patient still waiting, at most this before the deadline
 REFRESH_S = 0.25  # uploads ending read from the state at most this often (one query each)
+# ... and no more often than REFRESH_COST times what the last read took: the query reads
+# every upload still waiting, 100,000 in a big run's upload phase (tens of ms), so its
+# cost on the loop stays a few per cent, not a cost per upload that grows with the run.
+REFRESH_COST = 30.0
 
 
 @dataclass
@@ -134,6 +138,7 @@ class Reconciler:
         self._last_look: float | None = None  # wall clock: every waiting patient polled after
         self.started = time.monotonic()
         self._refreshed_at = -REFRESH_S
+        self._refresh_every = REFRESH_S  # REFRESH_S, or REFRESH_COST x the last read
 
     def _on_retry(self, exc: BaseException, attempt: int, delay: float) -> None:
         self.c.retries += 1
@@ -151,9 +156,9 @@ class Reconciler:
                 if self.deadline is None and self.uploads.finished.is_set():
                     self._start_deadline(deadline_s)
                 if self.uploads.dirty and (self.deadline is not None or
-                                           time.monotonic() - self._refreshed_at >= REFRESH_S):
-                    self.refresh()
-                    self._refreshed_at = time.monotonic()
+                                           time.monotonic() - self._refreshed_at
+                                           >= self._refresh_every):
+                    self._timed_refresh()
                 if self._over():
                     break
                 eligible = {k for k in self.schedule.clients()
@@ -185,7 +190,7 @@ class Reconciler:
 
     async def _stop_polls(self, polls: set[asyncio.Task[None]]) -> None:
         """On a shutdown, the polls in flight stop where they are: what they wrote is
-        committed (`_validate`), what they had not decided waits for the next run (a
+        kept (committed at the run's end), what they had not decided waits for the next run (a
         poll of 100,000 uploads would otherwise run on for minutes after a SIGTERM)."""
         await self.shutdown.wait()
         for task in list(polls):
@@ -216,10 +221,17 @@ class Reconciler:
         elif self.deadline is not None:
             wait = IDLE_TICK_S  # past it: only the polls in flight are awaited
         if self.uploads.dirty and self.deadline is None:
-            wait = min(wait, max(self._refreshed_at + REFRESH_S - time.monotonic(), 0.0))
+            wait = min(wait, max(self._refreshed_at + self._refresh_every - time.monotonic(),
+                                 0.0))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait):
                 await self.uploads.wake.wait()
+
+    def _timed_refresh(self) -> None:
+        started = time.monotonic()
+        self.refresh()
+        self._refreshed_at = time.monotonic()
+        self._refresh_every = max(REFRESH_S, REFRESH_COST * (self._refreshed_at - started))
 
     def refresh(self) -> None:
         """Read which patients wait, and since when (once per upload ended, not per poll:
