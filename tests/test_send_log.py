@@ -14,8 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pracsuite_ingest import send_log
-from pracsuite_ingest.models import Stage
+from pracsuite_ingest.errors import StateUnusable
+from pracsuite_ingest.models import LocalFile, Row, Stage
 from pracsuite_ingest.state import State
 
 PRELUDE = r"""
@@ -52,7 +55,7 @@ def committed(path: Path) -> dict[int, tuple[str, str | None]]:
         con.close()
 
 
-def next_run_finds(path: Path) -> dict[int, tuple[str, str | None, int]]:
+def next_run_finds(path: Path) -> dict[int, tuple[str, str | None, int, int]]:
     """(stage, key, attempts, sends) of each item, as the next run opens the state."""
     State.open(path).close()  # the next lock holder replays the send log
     con = sqlite3.connect(path)
@@ -144,3 +147,49 @@ die()
     reader.close()
     assert send_log.path_of(path).stat().st_size == size > 0
     assert next_run_finds(path)[1][0] == Stage.UPLOADING.value
+
+
+def test_writes_rolled_back_by_sqlite_on_its_own_break_the_state_and_keep_the_log(
+        tmp_path: Path) -> None:
+    # SQLite may roll a transaction back by itself (a full disk or an I/O error met by a
+    # read). A later commit that said "done" would empty the send log of a key whose
+    # upload began: the state refuses every later write and commit instead.
+    path = tmp_path / "s.db"
+    state = State.open(path)
+    state.new_run("r", "t")
+    row = Row(1, "7", "/f/1.pdf", "1.pdf")
+    item = state.add_item("r", 1, row, LocalFile(row, Path(row.path), 1, "0" * 64),
+                          Stage.SEEN, snapshot_run="r")
+    state.set_stage(item, Stage.PRESIGNED, key="temp/a")
+    state.start_upload(item, 1, new_key=True)
+    state._db.execute("ROLLBACK")  # what SQLite does on its own in those cases
+    for act in (state.commit, lambda: state.set_stage(item, Stage.UPLOADED)):
+        with pytest.raises(StateUnusable):
+            act()
+    assert send_log.path_of(path).stat().st_size > 0  # the key is still there
+    state.close()
+    assert next_run_finds(path) == {1: ("uploading", "temp/a", 1, 1)}
+
+
+def test_a_send_log_that_cannot_be_written_stops_the_upload_and_counts_no_send(
+        tmp_path: Path) -> None:
+    # A full disk at the log: the upload must not start, and its pending move to
+    # `uploading` (a send counted) must never be committed, or the next run would wait a
+    # deadline for it and count it against max_resends.
+    path = tmp_path / "s.db"
+    run_then_die(path, r"""
+import resource
+a = new_item(1)
+state.set_stage(a, Stage.PRESIGNED, key="temp/a")
+state.commit()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))  # the log cannot grow
+from pracsuite_ingest.errors import StateUnusable
+try:
+    state.start_upload(a, 1, new_key=True)
+except StateUnusable:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    state.close()  # as the run ends: commits nothing more
+    die()
+""")
+    assert next_run_finds(path) == {1: ("presigned", "temp/a", 0, 0)}

@@ -21,6 +21,8 @@ kill inside write(2) was never followed by its upload: it is skipped.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import json
 import os
 import sqlite3
@@ -58,19 +60,27 @@ def replay(conn: sqlite3.Connection, log_path: Path) -> int:
         return 0
     if not text:
         return 0
-    names = [row[1] for row in conn.execute("PRAGMA table_info(items)")]
-    sets = ", ".join(f"{n} = excluded.{n}" for n in names if n != "id")
-    sql = (f"INSERT INTO items ({', '.join(names)}) "  # noqa: S608 (names: the table's own)
-           f"VALUES ({', '.join('?' * len(names))}) "
-           f"ON CONFLICT(id) DO UPDATE SET {sets} WHERE excluded.sends > items.sends")
+    # A column a line leaves out was NULL (`SendLog.append`); one NOT NULL that it
+    # lacks (added by a later version's upgrade) takes its default.
+    columns = [(c[1], bool(c[3])) for c in conn.execute("PRAGMA table_info(items)")]
     changed = 0
     conn.execute("BEGIN")
     for row in _rows(text):
+        names = [n for n, not_null in columns if n in row or not not_null]
         with contextlib.suppress(sqlite3.IntegrityError):  # not this state's row: skipped
-            # a column the line leaves out was NULL (`SendLog.append`)
-            changed += conn.execute(sql, [row.get(n) for n in names]).rowcount
+            changed += conn.execute(_upsert(tuple(names)), [row.get(n) for n in names]
+                                    ).rowcount
     conn.execute("COMMIT")
     return changed
+
+
+@functools.lru_cache(maxsize=8)
+def _upsert(names: tuple[str, ...]) -> str:
+    """The row's columns inserted, or set where the file's item has fewer sends."""
+    sets = ", ".join(f"{n} = excluded.{n}" for n in names if n != "id")
+    return (f"INSERT INTO items ({', '.join(names)}) "  # noqa: S608 (names: the table's own)
+            f"VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT(id) DO UPDATE SET {sets} WHERE excluded.sends > items.sends")
 
 
 class SendLog:
@@ -83,6 +93,7 @@ class SendLog:
         self._fd = self._fh.fileno()
         os.ftruncate(self._fd, 0)
         self.lines = 0  # lines written since the log was last emptied
+        self._failed: StateUnusable | None = None  # a write failed: nothing more is kept
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one item's row (its NULL columns left out); on return the next run
@@ -90,13 +101,19 @@ class SendLog:
         kept = {name: value for name, value in row.items() if value is not None}
         # ASCII: any name (lone surrogates of undecodable bytes included) as \u escapes
         data = (json.dumps(kept, separators=(",", ":")) + "\n").encode("ascii")
+        if self._failed is not None:  # after a torn line, no line is appended to it
+            raise self._failed
         try:
             written = os.write(self._fd, data)
         except OSError as exc:
-            raise StateUnusable(
-                f"cannot write the state file's send log: {exc.strerror}") from None
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            self._failed = StateUnusable("cannot write the state file's send log: " + (
+                f"the disk is full ({exc.strerror})" if full else str(exc.strerror)))
+            raise self._failed from None
         if written != len(data):  # a full disk mid-line: the line is torn, not kept
-            raise StateUnusable("cannot write the state file's send log: disk full")
+            self._failed = StateUnusable(
+                "cannot write the state file's send log: the disk is full")
+            raise self._failed
         self.lines += 1
 
     def empty(self) -> None:

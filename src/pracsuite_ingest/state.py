@@ -193,6 +193,8 @@ class State:
         if self._broken is not None:
             raise self._broken
         pending = self.committed != self.writes
+        if pending and not self._db.in_transaction:
+            raise self._lost()
         try:
             self.writes += 1
             if not self._db.in_transaction:
@@ -209,6 +211,8 @@ class State:
                 self._db.execute("COMMIT")
                 self._committed()
         except sqlite3.Error as exc:
+            if not pending and not self._explicit:
+                self.writes = self.committed  # nothing was pending, and this one failed
             raise self._failed(exc, pending) from None
         if self.committed != self.writes and not self._explicit and self.on_pending:
             self.on_pending()
@@ -218,12 +222,23 @@ class State:
         """Commit the writes still pending (a no-op when there are none)."""
         if self._broken is not None:
             raise self._broken
+        if self.committed != self.writes and not self._db.in_transaction:
+            raise self._lost()
         try:
             if self._db.in_transaction:
                 self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._failed(exc, self.committed != self.writes) from None
         self._committed()
+
+    def _lost(self) -> StateUnusable:
+        """Writes were pending and their transaction is gone: SQLite rolled it back on
+        its own (a full disk, an I/O error met by a read). Broken for good, like a
+        failed commit: saying them committed would empty the send log of keys of
+        uploads that may have begun."""
+        self._broken = StateUnusable(
+            "cannot write the state file: SQLite rolled back changes not yet committed")
+        return self._broken
 
     def _committed(self) -> None:
         """Every write so far is committed: the send log's rows are in the file."""
@@ -328,9 +343,16 @@ class State:
         self._move(item_id, Stage.UPLOADING, ["attempts = ?", "sends = sends + ?"],
                    (attempts, int(new_key)))
         if new_key and self._sends is not None:
-            cur = self._db.execute("SELECT * FROM items WHERE id = ?", (item_id,))
-            names = [d[0] for d in cur.description]
-            self._sends.append(dict(zip(names, cur.fetchone(), strict=True)))
+            try:
+                cur = self._db.execute("SELECT * FROM items WHERE id = ?", (item_id,))
+                names = [d[0] for d in cur.description]
+                self._sends.append(dict(zip(names, cur.fetchone(), strict=True)))
+            except (sqlite3.Error, StateUnusable) as exc:
+                # Not kept: the upload must not start, and the pending move (a send
+                # counted) must never be committed as if it had.
+                self._broken = (exc if isinstance(exc, StateUnusable) else
+                                StateUnusable(f"cannot read the state file: {exc}"))
+                raise self._broken from None
 
     def _move(self, item_id: int, stage: Stage, sets: list[str], values: tuple[Any, ...]
               ) -> None:

@@ -43,6 +43,7 @@ REFRESH_S = 0.25  # uploads ending read from the state at most this often (one q
 # every upload still waiting, 100,000 in a big run's upload phase (tens of ms), so its
 # cost on the loop stays a few per cent, not a cost per upload that grows with the run.
 REFRESH_COST = 30.0
+REFRESH_MAX_S = 5.0  # ... and at least this often (one slow read on a loaded machine)
 
 
 @dataclass
@@ -231,7 +232,8 @@ class Reconciler:
         started = time.monotonic()
         self.refresh()
         self._refreshed_at = time.monotonic()
-        self._refresh_every = max(REFRESH_S, REFRESH_COST * (self._refreshed_at - started))
+        self._refresh_every = min(REFRESH_MAX_S, max(
+            REFRESH_S, REFRESH_COST * (self._refreshed_at - started)))
 
     def refresh(self) -> None:
         """Read which patients wait, and since when (once per upload ended, not per poll:
