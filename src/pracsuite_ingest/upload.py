@@ -9,7 +9,7 @@ import email.utils
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 
@@ -113,6 +113,27 @@ def build_form(presigned: Presigned, file: object, file_name: str) -> aiohttp.Fo
     return form
 
 
+async def _open_for_upload(path: Path | LocalFile, root: Path | None) -> tuple[BinaryIO, bytes]:
+    """The file to send and its first chunk: the checked file kept open with its bytes
+    (no second open, no thread hand-off), or the file opened again and compared with
+    the check's identity; `SourceChanged` if it is not the file checked."""
+    local = path if isinstance(path, LocalFile) else None
+    where = local.path if local is not None else path
+    assert isinstance(where, Path)
+    try:
+        if local is not None and local.opened is not None:
+            return local.opened.fh, still_checked(local.opened, local)
+        # Opened and the first chunk read in one thread hand-off; never blocks on a
+        # swapped-in FIFO.
+        return await asyncio.to_thread(
+            open_with_first_chunk, where,
+            identity=local.identity if local is not None else None, root=root)
+    except FileChanged:
+        raise SourceChanged() from None
+    except OSError as exc:
+        raise Permanent(f"cannot open the file for upload: {exc.strerror}") from None
+
+
 async def upload_file(
     session: aiohttp.ClientSession,
     presigned: Presigned,
@@ -138,23 +159,8 @@ async def upload_file(
     the body is complete, so S3 stores nothing (`SourceChanged`).
     """
     local = path if isinstance(path, LocalFile) else None
-    where = local.path if local is not None else path
-    assert isinstance(where, Path)
     kept = local.opened if local is not None else None
-    try:
-        if kept is not None and local is not None:
-            # Kept open by the check with its bytes: no second open, no thread hand-off.
-            fh, first = kept.fh, still_checked(kept, local)
-        else:
-            # Opened and the first chunk read in one thread hand-off; never blocks on a
-            # swapped-in FIFO.
-            fh, first = await asyncio.to_thread(
-                open_with_first_chunk, where,
-                identity=local.identity if local is not None else None, root=root)
-    except FileChanged:
-        raise SourceChanged() from None
-    except OSError as exc:
-        raise Permanent(f"cannot open the file for upload: {exc.strerror}") from None
+    fh, first = await _open_for_upload(path, root)
     try:
         # The same bytes as build_form's, but the fields in one write (FormData makes
         # one per part and line break).
