@@ -1,4 +1,5 @@
-"""Every SQLite statement of the worker: runs, items, stage changes, snapshots.
+"""The state file: opening it, its lock, and every write (runs, items, stage changes,
+snapshots); its queries are in `state_reads.py` (`State` is a `StateReads`).
 
 The state file is the worker's memory and audit trail. Each stage change is written
 when it happens; commits are grouped: a commit costs whole pages, a stage change a few
@@ -24,7 +25,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,9 @@ from pracsuite_ingest import own_files, send_log
 from pracsuite_ingest.errors import Fatal, StateUnusable
 from pracsuite_ingest.localfs import folder_problem, open_private, private_file
 from pracsuite_ingest.models import LocalFile, Row, Stage
-from pracsuite_ingest.state_schema import AWAITING_STAGES, SCHEMA, nfc, upgrade
+from pracsuite_ingest.state_reads import ItemRecord as ItemRecord  # callers import it here
+from pracsuite_ingest.state_reads import StateReads
+from pracsuite_ingest.state_schema import SCHEMA, nfc, upgrade
 from pracsuite_ingest.transitions import IllegalTransition, predecessors
 
 # While rows keep coming, what `status` (another process) lags by. Each commit writes the
@@ -42,12 +44,6 @@ COMMIT_EVERY_S = 5.0
 # A refusal, committed at once (rare; lost, the next run would wait a deadline for it).
 # `uploading` is kept by the send log before the upload starts (`start_upload`).
 DURABLE_AT_ONCE = frozenset({Stage.FAILED})
-
-# An upload that reached S3 (or may have) and has no record yet: what reconcile asks about.
-# `settled`: a `missing` file whose resends ran out (reconcile.max_resends) is not awaited.
-_AWAITING = f"({AWAITING_STAGES} AND settled = 0)"
-
-_BY_AWAITING = "INDEXED BY items_awaiting"
 
 # A commit runs on the event loop: of this many writes at most (a poll claiming 100,000
 # records commits every so many of them, each commit some 10-30 ms), else every 5 s.
@@ -61,49 +57,7 @@ DEAD_RUN = "interrupted"  # a run found `running` by the next process to take th
 RECONCILE_STAGES = (Stage.UPLOADED.value, Stage.MISSING.value)
 
 
-@dataclass(frozen=True, slots=True)
-class ItemRecord:
-    """One item as the state file holds it (what the report is made of)."""
-
-    id: int
-    run_id: str
-    seq: int
-    line: int
-    client_id: str
-    path: str
-    file_name: str
-    size: int | None
-    sha256: str | None
-    extra: dict[str, Any]
-    stage: Stage
-    error: str | None
-    attempts: int
-    key: str | None
-    attachment_id: str | None
-    outcome_unknown: bool
-    snapshot_run: str | None
-    duplicate_of: int | None
-    uploaded_at: float | None
-    verified: bool | None = None  # the record's bytes were downloaded and equal the file's
-    replaces: str | None = None  # the earlier attachment of this row, other content
-    disk_identity: str | None = None  # the file on disk when checked (localfs.disk_identity)
-
-
-_COLUMNS = ("id, run_id, seq, line, client_id, path, file_name, size, sha256, extra, stage, "
-            "error, attempts, key, attachment_id, outcome_unknown, snapshot_run, duplicate_of, "
-            "uploaded_at, verified, replaces, disk_identity")
-
-
-def _item(row: tuple[Any, ...]) -> ItemRecord:
-    values = list(row)
-    values[9] = json.loads(values[9])
-    values[10] = Stage(values[10])
-    values[15] = bool(values[15])
-    values[19] = None if values[19] is None else bool(values[19])
-    return ItemRecord(*values)
-
-
-class State:
+class State(StateReads):
     """The state file. Open with `State.open`; `close` commits what is pending."""
 
     def __init__(self, conn: sqlite3.Connection, lock_fh: Any,
@@ -267,35 +221,6 @@ class State:
     def mark_last_upload(self, run_id: str, at: float) -> None:
         self._write("UPDATE runs SET last_upload_at = ? WHERE run_id = ?", (at, run_id))
 
-    def run_info(self, run_id: str) -> dict[str, Any] | None:
-        row = self._db.execute(
-            "SELECT run_id, started_at, finished_at, outcome, last_upload_at FROM runs "
-            "WHERE run_id = ?", (run_id,)).fetchone()
-        if row is None:
-            return None
-        return dict(zip(("run_id", "started_at", "finished_at", "outcome", "last_upload_at"),
-                        row, strict=True))
-
-    def latest_run_id(self) -> str | None:
-        """The latest run that may have sent something (a dry run never did)."""
-        row = self._db.execute("SELECT run_id FROM runs WHERE outcome IS NOT 'dry-run' "
-                               "ORDER BY rowid DESC LIMIT 1").fetchone()
-        return str(row[0]) if row else None
-
-    def runs(self) -> list[dict[str, Any]]:
-        rows = self._db.execute(
-            "SELECT r.run_id, r.started_at, r.finished_at, r.outcome, i.stage, count(i.id) "
-            "FROM runs r LEFT JOIN items i ON i.run_id = r.run_id "
-            "GROUP BY r.run_id, i.stage ORDER BY r.rowid").fetchall()
-        out: dict[str, dict[str, Any]] = {}
-        for run_id, started, finished, outcome, stage, count in rows:
-            entry = out.setdefault(run_id, {"run_id": run_id, "started_at": started,
-                                            "finished_at": finished, "outcome": outcome,
-                                            "stages": {}})
-            if stage is not None:
-                entry["stages"][stage] = count
-        return list(out.values())
-
     # items ------------------------------------------------------------------------
     def add_item(self, run_id: str, seq: int, row: Row, local: LocalFile | None, stage: Stage,
                  *, error: str | None = None, key: str | None = None,
@@ -390,134 +315,6 @@ class State:
             self._explicit = False
         self.commit()
 
-    def find_in_run(self, run_id: str, client_id: str, file_name: str,
-                    sha256: str) -> ItemRecord | None:
-        """The earliest admitted (not skipped) item of this run with the same identity
-        (client, file name in NFC, sha256)."""
-        # INDEXED BY: left alone, SQLite walks the (run_id, seq) index to skip the sort,
-        # reading every item of the run per look-up (quadratic: 10k rows took 10 s).
-        row = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items INDEXED BY items_identity_nfc "  # noqa: S608
-            "WHERE run_id = ? AND client_id = ? AND name_nfc = ? "
-            "AND sha256 = ? AND stage NOT IN ('skipped', 'invalid') ORDER BY seq LIMIT 1",
-            (run_id, client_id, nfc(file_name), sha256)).fetchone()
-        return _item(row) if row else None
-
-    def find_earlier(self, run_id: str, client_id: str, file_name: str,
-                     sha256: str) -> ItemRecord | None:
-        """The most telling item of an earlier run with the same identity (client, file
-        name in NFC, sha256).
-
-        A validated one first; else one whose upload reached S3 or may have
-        (it must be reconciled, not sent again); else None (send it). A name with
-        surrounding spaces also finds the same file recorded without them: versions
-        before names were kept exact sent and recorded it so.
-        """
-        names = [nfc(file_name)]
-        if file_name.strip() != file_name and file_name.strip():
-            names.append(nfc(file_name.strip()))
-        for name in names:
-            row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items WHERE run_id != ? AND client_id = ? "  # noqa: S608
-                "AND name_nfc = ? AND sha256 = ? "
-                "AND (stage IN ('validated', 'uploaded', 'missing') OR (stage = 'uploading')) "
-                "ORDER BY CASE stage WHEN 'validated' THEN 0 ELSE 1 END, id DESC LIMIT 1",
-                (run_id, client_id, name, sha256)).fetchone()
-            if row:
-                return _item(row)
-        return None
-
-    def row_upload(self, run_id: str, row: Row) -> ItemRecord | None:
-        """The latest item of an earlier run for this very row (client, path, file
-        name) that stands for a validated upload (validated, or skipped carrying its
-        attachment): what a rerun compares the file on disk with."""
-        found = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items INDEXED BY items_row "  # noqa: S608
-            "WHERE client_id = ? AND path = ? AND file_name = ? AND run_id != ? "
-            "AND stage IN ('validated', 'skipped') AND attachment_id IS NOT NULL "
-            "ORDER BY id DESC LIMIT 1",
-            (row.client_id, row.path, row.file_name, run_id)).fetchone()
-        return _item(found) if found else None
-
-    def sends_of(self, client_id: str, file_name: str, sha256: str) -> int:
-        """How many times this file (client, file name in NFC, sha256) was sent over
-        every run, resends within a run included: each item's presigned uploads
-        (`sends`), or, for items of versions that did not count them, their distinct
-        keys (an item carried to reconcile, or skipped, keeps the key of the upload it
-        stands for and counts none; one presigned and never sent counts none either)."""
-        found = self._db.execute(
-            "SELECT COALESCE(SUM(sends), 0), COUNT(DISTINCT CASE WHEN stage NOT IN "
-            "('seen', 'presigned') THEN key END) FROM items "
-            "INDEXED BY items_identity_nfc WHERE client_id = ? AND name_nfc = ? "
-            "AND sha256 = ? AND key IS NOT NULL AND stage != 'skipped'",
-            (client_id, nfc(file_name), sha256)).fetchone()
-        return max(int(found[0]), int(found[1])) if found else 0
-
-    def item(self, item_id: int) -> ItemRecord | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM items WHERE id = ?",  # noqa: S608
-                               (item_id,)).fetchone()
-        return _item(row) if row else None
-
-    def seqs(self, run_id: str) -> set[int]:
-        """The row numbers (`seq`) this run has an item for."""
-        cur = self._db.execute("SELECT seq FROM items WHERE run_id = ?", (run_id,))
-        return {int(seq) for (seq,) in cur}
-
-    def items(self, run_id: str) -> Iterator[ItemRecord]:
-        cur = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items WHERE run_id = ? ORDER BY seq", (run_id,))  # noqa: S608
-        for row in cur:
-            yield _item(row)
-
-    def validation_times(self, run_id: str) -> Iterator[tuple[float | None, float]]:
-        """(uploaded_at, validated_at) of each validated item of the run, for the report's
-        charts. `validated` is final, so its `updated_at` is when a poll saw the record."""
-        cur = self._db.execute(
-            "SELECT uploaded_at, updated_at FROM items WHERE run_id = ? AND stage = 'validated'",
-            (run_id,))
-        yield from cur
-
-    def awaiting(self, run_id: str, client_id: str | None = None) -> list[ItemRecord]:
-        """Items of the run whose upload reached S3 (or may have) and has no record yet
-        (of one client, when given)."""
-        if client_id is None:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
-                f"WHERE run_id = ? AND {_AWAITING} ORDER BY seq", (run_id,)).fetchall()
-        else:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
-                f"WHERE run_id = ? AND client_id = ? AND {_AWAITING} ORDER BY seq",
-                (run_id, client_id)).fetchall()
-        return [_item(r) for r in rows]
-
-    def awaiting_after(self, run_id: str, client_id: str, after_seq: int, limit: int
-                       ) -> list[ItemRecord]:
-        """`awaiting(run_id, client_id)` in pages: at most `limit` items, those after
-        `after_seq` (a patient's 100,000 items took seconds to read at once)."""
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
-            f"WHERE run_id = ? AND client_id = ? AND seq > ? AND {_AWAITING} "
-            "ORDER BY seq LIMIT ?", (run_id, client_id, after_seq, limit)).fetchall()
-        return [_item(r) for r in rows]
-
-    def awaiting_since(self, run_id: str) -> tuple[dict[str, float], int]:
-        """Per client with awaiting items, when the latest of their uploads ended (for a
-        lost one, when its outcome was recorded); and how many items await."""
-        rows = self._db.execute(
-            "SELECT client_id, MAX(COALESCE(uploaded_at, updated_at)), COUNT(*) "  # noqa: S608
-            f"FROM items {_BY_AWAITING} WHERE run_id = ? AND {_AWAITING} GROUP BY client_id",
-            (run_id,)).fetchall()
-        return {str(r[0]): float(r[1]) for r in rows}, sum(int(r[2]) for r in rows)
-
-    def lost_uploads(self, run_id: str) -> list[ItemRecord]:
-        """Items whose S3 answer was lost and that got no record by the deadline."""
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
-            f"WHERE run_id = ? AND {_AWAITING} AND stage = 'missing' AND outcome_unknown = 1 "
-            "ORDER BY seq", (run_id,)).fetchall()
-        return [_item(r) for r in rows]
-
     # snapshots and claims ------------------------------------------------------------
     def save_snapshot(self, run_id: str, client_id: str, record_ids: Iterable[str]) -> None:
         with self._transaction():
@@ -525,25 +322,3 @@ class State:
                                  [(run_id, client_id, r) for r in record_ids])
             self._write("INSERT OR IGNORE INTO snapshot_done VALUES (?, ?)",
                         (run_id, client_id))
-
-    def has_snapshot(self, run_id: str, client_id: str) -> bool:
-        """Whether `run_id` took the client's snapshot (one cheap look-up)."""
-        return self._db.execute("SELECT 1 FROM snapshot_done WHERE run_id = ? AND client_id = ?",
-                                (run_id, client_id)).fetchone() is not None
-
-    def snapshot(self, run_id: str, client_id: str) -> set[str] | None:
-        """Record ids the client had before `run_id` uploaded for it; None if never taken."""
-        if not self.has_snapshot(run_id, client_id):
-            return None
-        rows = self._db.execute(
-            "SELECT record_id FROM snapshots WHERE run_id = ? AND client_id = ?",
-            (run_id, client_id)).fetchall()
-        return {r[0] for r in rows}
-
-    def claims(self, client_id: str) -> dict[str, str | None]:
-        """Record ids already matched to some upload of this client, by any run, each
-        with the presigned key of the upload that claimed it."""
-        rows = self._db.execute(
-            "SELECT attachment_id, key FROM items WHERE client_id = ? AND stage = 'validated' "
-            "AND attachment_id IS NOT NULL", (client_id,)).fetchall()
-        return {r[0]: r[1] for r in rows}
