@@ -46,7 +46,8 @@ MARKER = ".pracsuite-ingest-demo"
 # Everything the demo writes at the top of its folder (the state file's SQLite and lock
 # companions included); a marked folder holding anything else is not the demo's alone.
 DEMO_NAMES = frozenset({MARKER, "files", "manifest.csv", "sandbox-s3", "reports", "state.db",
-                        "state.db-wal", "state.db-shm", "state.db-journal", "state.db.lock"})
+                        "state.db-wal", "state.db-shm", "state.db-journal", "state.db.lock",
+                        "state.db.sends"})
 DEFAULT_NAME = "demo-out"
 
 
