@@ -58,6 +58,7 @@ async def test_a_manifest_cannot_send_the_workers_own_files(tmp_path: Path) -> N
             "8": (tmp_path / "state.db.lock", "state file's lock"),
             "9": (tmp_path / "state.db-wal", "state file's -wal"),
             "10": (tmp_path / "reports" / "latest.json", "report folder"),
+            "11": (tmp_path / "state.db.sends", "state file's send log"),
         }
         rows = ["client_id,path,file_name", "1,doc.pdf,again.pdf"]
         rows += [f"{c},{p},referral-letter.pdf" for c, (p, _) in targets.items()]
