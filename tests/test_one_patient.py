@@ -86,10 +86,11 @@ def test_a_patients_waiting_uploads_read_in_pages_are_those_read_at_once(
     from pracsuite_ingest.models import LocalFile, Row
     from pracsuite_ingest.reconcile import big_polls
     from pracsuite_ingest.reconcile.match import Upload
+    from pracsuite_ingest.state_reads import Waiting
 
-    def upload_of(item: ItemRecord) -> Upload:
+    def upload_of(item: ItemRecord | Waiting) -> Upload:
         return Upload(item.id, item.client_id, item.file_name, item.size, item.key or "",
-                      seq=item.seq)
+                      sha256=item.sha256, seq=item.seq)
 
     state = State.open(tmp_path / "state.db")
     try:

@@ -8,7 +8,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pracsuite_ingest.models import Row, Stage
 from pracsuite_ingest.state_schema import AWAITING_STAGES, nfc
@@ -60,6 +60,24 @@ def _item(row: tuple[Any, ...]) -> ItemRecord:
     values[19] = None if values[19] is None else bool(values[19])
     return ItemRecord(*values)
 
+
+
+class Waiting(NamedTuple):
+    """Of an upload awaiting its record, what a poll needs (`awaiting_after`); the same
+    names as `ItemRecord`'s."""
+
+    id: int
+    client_id: str
+    file_name: str
+    size: int | None
+    key: str | None
+    sha256: str | None
+    seq: int
+    snapshot_run: str | None
+    uploaded_at: float | None
+
+
+_WAITING = ", ".join(Waiting._fields)
 
 
 class StateReads:
@@ -198,14 +216,16 @@ class StateReads:
         return [_item(r) for r in rows]
 
     def awaiting_after(self, run_id: str, client_id: str, after_seq: int, limit: int
-                       ) -> list[ItemRecord]:
-        """`awaiting(run_id, client_id)` in pages: at most `limit` items, those after
-        `after_seq` (a patient's 100,000 items took seconds to read at once)."""
+                       ) -> list[Waiting]:
+        """`awaiting(run_id, client_id)` in pages, and of each item only what a poll
+        needs (`Waiting`): at most `limit` items, those after `after_seq`. A poll reads
+        every upload of its patient still waiting: whole rows made half of a 100,000-file
+        run's CPU (bench/results/2026-12-05-scale-profile.md)."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM items {_BY_AWAITING} "  # noqa: S608
+            f"SELECT {_WAITING} FROM items {_BY_AWAITING} "  # noqa: S608
             f"WHERE run_id = ? AND client_id = ? AND seq > ? AND {_AWAITING} "
             "ORDER BY seq LIMIT ?", (run_id, client_id, after_seq, limit)).fetchall()
-        return [_item(r) for r in rows]
+        return [Waiting._make(r) for r in rows]
 
     def awaiting_since(self, run_id: str) -> tuple[dict[str, float], int]:
         """Per client with awaiting items, when the latest of their uploads ended (for a

@@ -19,7 +19,8 @@ from typing import ParamSpec, TypeVar
 
 from pracsuite_ingest.reconcile.claims import Claims, Digest, VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc
-from pracsuite_ingest.state import ItemRecord, State
+from pracsuite_ingest.state import State
+from pracsuite_ingest.state_reads import Waiting
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -68,7 +69,7 @@ async def sliced(items: Iterable[T], fn: Callable[[T], R]) -> list[R]:
 
 
 async def awaiting_uploads(state: State, run_id: str, client_id: str,
-                           upload_of: Callable[[ItemRecord], Upload]
+                           upload_of: Callable[[Waiting], Upload]
                            ) -> tuple[list[Upload], float | None]:
     """The client's uploads awaiting a record, each page of the state's rows turned into
     `Upload`s as it is read (a row holds far more than a poll needs: 100,000 rows were

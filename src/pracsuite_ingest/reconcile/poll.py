@@ -27,6 +27,7 @@ from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc, proven_by_ow
 from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordReader
 from pracsuite_ingest.reconcile.twins import twins, twins_text
 from pracsuite_ingest.state import ItemRecord, State
+from pracsuite_ingest.state_reads import Waiting
 from pracsuite_ingest.verification import FileMD5s, Verifier, VerifyFailed
 
 Found = dict[int, tuple[str, bool]]  # item -> (record, whether its bytes were compared)
@@ -120,7 +121,7 @@ class Polls:
         await self._validate(client_id, uploads, found, notes)
         return complete, len(found)
 
-    def upload_of(self, item: ItemRecord) -> Upload:
+    def upload_of(self, item: ItemRecord | Waiting) -> Upload:
         """What a poll needs of an item awaiting its record (not the row: its path is read
         again only where the file's MD5 is needed, `_know_paths`)."""
         return Upload(item.id, sys.intern(item.client_id), sys.intern(item.file_name), item.size,
@@ -139,7 +140,7 @@ class Polls:
                     self.md5s.know(up.item_id, item.path)
                 self._pathed.add(up.item_id)
 
-    def _before(self, item: ItemRecord) -> frozenset[str]:
+    def _before(self, item: ItemRecord | Waiting) -> frozenset[str]:
         """The snapshot taken before this item's upload: its own run's, or for an upload
         carried from an earlier run, the run that sent it (never this run's)."""
         at = (item.snapshot_run or self.run_id, item.client_id)
