@@ -4,7 +4,10 @@ keeps its state and reports in cannot be used to plant links (issue 27, points 1
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -132,6 +135,27 @@ def test_a_planted_state_link_is_refused(tmp_path: Path, name: str) -> None:
     with pytest.raises(StateUnusable, match="symbolic link"):
         State.open(folder / "state.db")
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
+
+def test_a_planted_send_log_link_is_refused_before_anything_is_read_from_it(
+        tmp_path: Path) -> None:
+    # The send log is replayed into the state at open: read through a planted link, its
+    # lines would become items of our state.
+    target = tmp_path / "elsewhere.sends"
+    target.write_text(json.dumps({
+        "id": 1, "run_id": "r", "seq": 1, "line": 2, "client_id": "7", "path": "/x",
+        "file_name": "x.pdf", "stage": "uploading", "key": "temp/x", "updated_at": 1.0,
+        "sends": 1}) + "\n")
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    (folder / "state.db.sends").symlink_to(target)
+    with pytest.raises(StateUnusable, match="symbolic link"):
+        State.open(folder / "state.db")
+    (folder / "state.db.sends").unlink()
+    with contextlib.closing(sqlite3.connect(folder / "state.db")) as con:
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master")}
+        assert "items" not in tables or con.execute(
+            "SELECT count(*) FROM items").fetchone() == (0,)
 
 
 def test_private_file_never_follows_a_link(tmp_path: Path) -> None:

@@ -88,7 +88,7 @@ class State(StateReads):
             if problem is not None:
                 raise StateUnusable(problem)
             private_file(path)
-            for suffix in ("-wal", "-shm"):  # SQLite opens them following links
+            for suffix in ("-wal", "-shm", send_log.SUFFIX):  # opened following links
                 if os.path.lexists(f"{path}{suffix}"):
                     private_file(Path(f"{path}{suffix}"))
             if lock:
