@@ -98,11 +98,11 @@ class SendLog:
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one item's row (its NULL columns left out); on return the next run
         will find it."""
+        if self._failed is not None:  # after a torn line, no line is appended to it
+            raise self._failed
         kept = {name: value for name, value in row.items() if value is not None}
         # ASCII: any name (lone surrogates of undecodable bytes included) as \u escapes
         data = (json.dumps(kept, separators=(",", ":")) + "\n").encode("ascii")
-        if self._failed is not None:  # after a torn line, no line is appended to it
-            raise self._failed
         try:
             written = os.write(self._fd, data)
         except OSError as exc:

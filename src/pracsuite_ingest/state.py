@@ -6,13 +6,14 @@ when it happens; commits are grouped: a commit costs whole pages, a stage change
 bytes of one (bench/state_writes.py). What a crash must find is kept before it matters:
 the move to `uploading` with its presigned key before the file's first byte leaves, in
 the send log (`send_log.py`: one write(2) of the item's row, replayed by the next run,
-no commit); a refusal (`failed`) at once; runs and snapshots at once; each reconcile
-poll's findings together. The rest (`seen`, `presigned`, `uploaded`, ...) rides along
-with the next commit: one `COMMIT_EVERY_S` after the pending writes began (a write
-then, or `state_commits.GroupCommits`' timer), or `commit`/`close`. Lost to a crash,
-such a change costs nothing: an item never sent is sent by the next run, and an
-`uploaded` one is still `uploading` with its key, which the next run reconciles before
-anything is sent again. A second process on the same state file is refused by an
+no commit); a refusal (`failed`) at once; runs and snapshots at once. The rest
+(`seen`, `presigned`, `uploaded`, a poll's claims, ...) rides along with the next
+commit: one `COMMIT_EVERY_S` after the pending writes began or `MAX_PENDING_WRITES`
+after the last commit (a write then, or `state_commits.GroupCommits`' timer), or
+`commit`/`close`. Lost to a crash, such a change costs nothing: an item never sent is
+sent by the next run, an `uploaded` one is still `uploading` with its key, which the
+next run reconciles before anything is sent again, and a claim is made again by the
+next run's poll. A second process on the same state file is refused by an
 exclusive lock.
 """
 
@@ -308,6 +309,7 @@ class State(StateReads):
         except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
+            self.writes = self.committed  # what it held is gone on purpose, not lost
             if isinstance(exc, sqlite3.Error):
                 raise StateUnusable(f"cannot write the state file: {exc}") from None
             raise
