@@ -47,9 +47,13 @@ COMMIT_EVERY_S = 5.0
 DURABLE_AT_ONCE = frozenset({Stage.FAILED})
 
 # A commit runs on the event loop: of this many writes at most (a poll claiming 100,000
-# records commits every so many of them, each commit some 10-30 ms), else every 5 s.
-MAX_PENDING_WRITES = 2000
-WAL_CHECKPOINT_PAGES = 8192  # 1 KB pages (state_schema.PAGE_SIZE)
+# records commits every so many of them, each commit some 5-60 ms), else every 5 s.
+# Each commit rewrites the pages it shares with the last (an index's leaf, the table's
+# end), and each checkpoint the pages the WAL holds: fewer of both, fewer bytes. At
+# 2,000 writes and an 8 MB WAL a 1 KB-file run wrote 5.2 KB a file at 10^4 files and
+# 8.7 at 10^5; at 10,000 and 32 MB, 3.3 and 6.3 (bench/results/2026-12-05-state-bytes.md).
+MAX_PENDING_WRITES = 10000
+WAL_CHECKPOINT_PAGES = 32768  # 1 KB pages (state_schema.PAGE_SIZE): a 32 MB WAL
 CACHE_KB = 8192  # what 5 s of changes fit in: a smaller cache spills them to the WAL twice
 
 DEAD_RUN = "interrupted"  # a run found `running` by the next process to take the lock
@@ -107,7 +111,7 @@ class State(StateReads):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             # A checkpoint copies each page the WAL holds into the file: fewer, larger
-            # checkpoints copy a page changed by many commits once (a WAL of <= 8 MB).
+            # checkpoints copy a page changed by many commits once (a WAL of <= 32 MB).
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA cache_size=-{CACHE_KB}")
             conn.execute("PRAGMA busy_timeout=5000")
