@@ -141,7 +141,7 @@ def test_a_run_found_running_by_the_next_lock_holder_is_marked_interrupted(
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     child = subprocess.run([sys.executable, "-c", dies, str(path)], check=False)
     assert child.returncode == -signal.SIGKILL
-    reader = State.open(path, lock=False)  # `status`: no lock, so it cannot tell
+    reader = State.open(path, lock=False)  # without the lock the file says running
     assert reader.runs()[0]["outcome"] == "running"
     reader.close()
     state = State.open(path)  # the next run or `reconcile`: the lock is free

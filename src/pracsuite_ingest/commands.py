@@ -172,6 +172,7 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
     from pracsuite_ingest.reconcile.reconciler import reconcile_run
     from pracsuite_ingest.report_task import write_off_loop
     from pracsuite_ingest.state import State
+    from pracsuite_ingest.state_commits import GroupCommits
     from pracsuite_ingest.watch import Watch
 
     watch = watch or Watch()
@@ -191,11 +192,14 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
                 api = make_client(settings, session)
                 counters = watch.reconciling()
                 counters.pace = api.gate.pace
+                commits = GroupCommits(state)  # claims committed as they come, every 5 s
+                commits.start()
                 try:
                     await reconcile_run(state, api, settings, run_id,
                                         settings.reconcile.deadline_s, shutdown, log, counters)
                 finally:
                     await api.gate.aclose()  # api.shared_limit's connection
+                    commits.close()
                 log.info("api pace", **api.gate.pace().as_dict())
         except Exception as exc:  # a bug must still end with the report and exit 3
             fatal = as_fatal(exc)
@@ -212,7 +216,7 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
 
 
 def cmd_status(settings: Settings, *, as_json: bool = False) -> int:
-    from pracsuite_ingest.state import State
+    from pracsuite_ingest.status_read import runs_now
     from pracsuite_ingest.status_view import print_status
 
     path = Path(settings.state.path)
@@ -222,11 +226,7 @@ def cmd_status(settings: Settings, *, as_json: bool = False) -> int:
         else:
             print(f"no state file at {path}: nothing has run yet")
         return EXIT_OK
-    state = State.open(path, lock=False)
-    try:
-        runs = state.runs()
-    finally:
-        state.close()
+    runs = runs_now(path)
     print_status(str(path), runs, as_json=as_json, out=sys.stdout)
     return EXIT_OK
 

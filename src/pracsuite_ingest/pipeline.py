@@ -386,6 +386,7 @@ class Run:
         """
         if self.api is not None:
             self.counters.pace = self.api.gate.pace
+        self.events.commits.start()  # a run that only reconciles commits its claims too
         try:
             await self._upload_and_reconcile()
         finally:

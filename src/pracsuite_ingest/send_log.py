@@ -51,6 +51,14 @@ def _rows(text: bytes) -> Iterator[dict[str, Any]]:
             yield row
 
 
+def rows_of(log_path: Path) -> list[dict[str, Any]]:
+    """The rows the log holds, in order (none if it is missing); torn lines skipped."""
+    try:
+        return list(_rows(log_path.read_bytes()))
+    except FileNotFoundError:
+        return []
+
+
 def replay(conn: sqlite3.Connection, log_path: Path) -> int:
     """Bring what `log_path` holds into the state file (`conn`, not in a transaction);
     returns how many items it changed. Commits (the log is emptied by `SendLog`)."""

@@ -56,10 +56,26 @@ MAX_PENDING_WRITES = 10000
 WAL_CHECKPOINT_PAGES = 32768  # 1 KB pages (state_schema.PAGE_SIZE): a 32 MB WAL
 CACHE_KB = 8192  # what 5 s of changes fit in: a smaller cache spills them to the WAL twice
 
+LOCK_TRIES, LOCK_PAUSE_S = 5, 0.02  # a lock held longer than ~0.1 s is a live process
 DEAD_RUN = "interrupted"  # a run found `running` by the next process to take the lock
 
 # Stages whose upload reached S3, or may have: such an item is reconciled, never re-sent blindly.
 RECONCILE_STAGES = (Stage.UPLOADED.value, Stage.MISSING.value)
+
+
+def _take_lock(fd: int) -> bool:
+    """The state's lock, exclusive; False if another process holds it. A holder of an
+    instant (`status` asking whether a run is alive: `status_read.lock_held`) is
+    waited out."""
+    for attempt in range(LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if attempt + 1 < LOCK_TRIES:
+                time.sleep(LOCK_PAUSE_S)
+        else:
+            return True
+    return False
 
 
 class State(StateReads):
@@ -99,9 +115,7 @@ class State(StateReads):
             if lock:
                 private_file(Path(f"{path}.lock"))
                 lock_fh = open_private(Path(f"{path}.lock"))
-                try:
-                    fcntl.flock(lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+                if not _take_lock(lock_fh.fileno()):
                     lock_fh.close()
                     raise Fatal(
                         f"another pracsuite-ingest run is using the state file {path}; "

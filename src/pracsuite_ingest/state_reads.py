@@ -114,6 +114,16 @@ class StateReads:
                 entry["stages"][stage] = count
         return list(out.values())
 
+    def held(self, ids: list[int]) -> dict[int, tuple[str, str, int]]:
+        """Each of these items the file holds: (run_id, stage, sends)."""
+        out: dict[int, tuple[str, str, int]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            out.update((row[0], (row[1], row[2], row[3])) for row in self._db.execute(
+                "SELECT id, run_id, stage, sends FROM items "  # noqa: S608 (placeholders)
+                f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk))
+        return out
+
     def find_in_run(self, run_id: str, client_id: str, file_name: str,
                     sha256: str) -> ItemRecord | None:
         """The earliest admitted (not skipped) item of this run with the same identity
