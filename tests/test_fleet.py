@@ -11,10 +11,9 @@ process's start-up, which moves the window, but much less who the budget granted
 inside it (wall-time finish spreads swung 1.06x-2.9x with the machine's load).
 
 Asserted: the issue's bounds, >= 80% of the budget used and <= 5% of calls throttled
-(four practices starting together, in the seconds all four were calling, paced alone or
-on a shared limit; a practice joining late and one leaving early, from the joiner's
-first second to the end of the practices running throughout, on a shared limit; paced
-alone, only <= 5% throttled: the joiner is sometimes left small); on a shared limit the
+(four practices starting together, in the seconds all four were calling; a practice
+joining late and one leaving early, from the joiner's first second to the end of the
+practices running throughout), paced alone or on a shared limit; on a shared limit the
 shares of what was granted within 1.3x (with a join and a leave: of the two practices
 running throughout; each phase of 4 s or more within 1.5x, see PHASE_AT_MOST). Paced
 alone, the shares are held to no practice starved (within 2.5x; with a joiner, once the
@@ -22,7 +21,7 @@ leaver left), not to 1.3x, for a reason of arithmetic, not of this machine's CPU
 practice that never talks to the others learns where it stands only from its own 429s,
 and in these 16-20 s it meets two or three. Which of the four the budget happens to
 refuse decides the shares; in simulated time, with no CPU at all (tests/fleet_sim.py on
-the sandbox's budget, see STARVED_AT), the shares of this very test come out 1.63x apart
+the sandbox's budget, see STARVED_AT), the shares of this very test come out 1.50x apart
 at the median. Even shares take minutes of such 429s (tests/test_rate_gate.py holds them
 over ten) or a shared limit, which holds 1.3x here.
 Where a practice's share on a shared limit is low in a window without 429s, it asked
@@ -147,20 +146,12 @@ async def test_four_practices_pacing_themselves_use_one_budget_and_are_rarely_th
     assert_fair(result, all_calling(result.usage, [0, 1, 2, 3]), spread_at_most=STARVED_AT)
 
 
-async def test_pacing_themselves_a_practice_joining_late_and_one_leaving_early_are_rarely_throttled(
+async def test_pacing_themselves_a_practice_joining_late_and_one_leaving_early_use_the_budget(
         tmp_path: Path) -> None:
-    # Not asserted here: the budget used and the shares. A practice joining while the
-    # others' start has filled the budget takes the budget for its own limit and stays
-    # small (2 of 16 runs: the fleet used 76 %, the joiner 13-16 calls against 38-72);
-    # issue 24 keeps it open. Printed for every run (pytest -rP).
     result = await run_fleet(tmp_path, late_and_early(), budget=BUDGET)
     assert_whole(result)
-    four = all_calling(result.usage, [0, 1, 2, 3])
-    fleet = window(result.usage, [0, 1, 2, 3], four.start_s,
-                   all_calling(result.usage, [0, 1]).end_s)
-    print(figures(result, four, fleet))
-    assert fleet.seconds >= 4, figures(result, fleet)
-    assert fleet.throttled_share <= THROTTLED_AT_MOST, figures(result, fleet)
+    assert_fair_through(result, spread_at_most=STARVED_AT, after_at_most=STARVED_AT,
+                        four_at_most=None)
 
 
 @pytest.fixture
