@@ -216,12 +216,11 @@ async def test_the_auto_gate_hands_the_rate_a_call_was_sent_at_back_with_its_429
     assert gate.rate == pytest.approx(3.0 * DECREASE)
 
 
-async def test_a_429_voids_the_slots_the_auto_gate_handed_out_before_it() -> None:
-    # "auto" at 3/s: four callers take slots a third of a second apart; the first call's
-    # 429 (at the start rate: step back to 0.75, pause one spacing) comes back while the
-    # others wait for their slots. They queue again behind the pause at the lowered rate,
-    # instead of going at slots handed out at the rate that was refused (into a budget
-    # that is empty)
+async def test_a_429_holds_back_the_callers_waiting_at_the_auto_gate() -> None:
+    # "auto" at 3/s: four callers wait their turn a third of a second apart; the first
+    # call's 429 (at the start rate: step back to 0.75, pause one spacing) comes back
+    # while the others wait. They go behind the pause at the lowered rate, not at the
+    # spacing of the rate that was refused (into a budget that is empty)
     gate = RateGate.for_setting("auto", 20.0)
     started = time.monotonic()
     sent: list[float] = []

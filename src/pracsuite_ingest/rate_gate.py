@@ -315,7 +315,7 @@ class RateGate:
         # it wakes. No slot is handed out ahead: slots booked at the rate of the moment
         # each caller arrived (eight callers at 3/s: 2.7 s of them) hid every climb until
         # they were spent, so a run sat at 3/s for its first seconds and then jumped to
-        # the rate the gate had reached meanwhile; and a 429 made them void.
+        # the rate the gate had reached meanwhile.
         async with self._turn:
             return await self._take_turn()
 
