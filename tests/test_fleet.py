@@ -76,12 +76,14 @@ SPREAD_AT_MOST = 1.3
 # process sat at 3/s for its first seconds and then jumped to 20/s, and a joiner took
 # that burst for its own limit.
 STARVED_AT = 2.5
-# On a shared limit, the phases between a join and a leave (7-9 s, 60-80 calls a
-# practice): the budget hands out slots in turn, so a practice's share there is what its
-# own pipeline asked for, which a loaded CPU moves. 8 runs at load 3-13: 1.01x-1.43x;
-# the two over 1.3x had no 429 in the phase, and the practice short of its share was
-# the slowest overall. The 1.3x is held on the two practices running
-# throughout (equal work, 16-18 s).
+# On a shared limit, the phases between a join and a leave (5-12 s, 55-90 calls a
+# practice): the budget hands out slots in turn. While each process booked a slot for
+# every caller waiting (8 runs at load 3-13): 1.01x-1.43x, the two over 1.3x without a
+# 429 in the phase. Since each holds one slot at a time (13 runs at load 5-10, 2026-12-05,
+# bench/results/*-fleet-late-shared-8-runs.txt): the four 1.02x-1.23x, the three
+# 1.01x-1.25x. Held to 1.5x still: 1.25x is close to the 1.3x for phases this
+# short. The 1.3x is held on the two practices running throughout (equal work,
+# 15-19 s: 1.00x-1.06x).
 PHASE_AT_MOST = 1.5
 
 
