@@ -48,7 +48,7 @@ async def one(processes: int, files: int, budget: float, redis: str | None,
         else:
             async with redis_server(redis, root / "redis") as server:
                 result = await run_fleet(root, practices, budget=budget,
-                                         shared_limit=server.url)
+                                         shared_limit=server.url, worker_src=worker_src)
     for o in result.outcomes:
         if o.code not in (0, 1):  # shown, so that a row's figures are never misread
             print(f"a process exited {o.code}: {o.stderr.strip().splitlines()[-1:]}")
@@ -62,8 +62,8 @@ def main() -> None:
     p.add_argument("--files", type=int, default=400, help="the fleet's total")
     p.add_argument("--processes", default="2,4,8")
     p.add_argument("--baseline", type=Path, default=None, metavar="SRC",
-                   help="also run each count with the worker of another checkout's src/ "
-                        "(e.g. /work/main/src: the policy before), each process alone")
+                   help="also run each count and mode with the worker of another "
+                        "checkout's src/ (e.g. /work/main/src: the policy before)")
     args = p.parse_args()
     redis = shutil.which("redis-server")
     if redis is None:
@@ -72,14 +72,15 @@ def main() -> None:
     rows = []
     for n in (int(x) for x in args.processes.split(",")):
         runs: list[tuple[str | None, Path | None]] = [(None, None)]
-        if args.baseline is not None:
-            runs.insert(0, (None, args.baseline))
         if redis:
             runs.append((redis, None))
+        if args.baseline is not None:  # each beside the same mode of the other worker
+            runs = [r for mode in runs for r in ((mode[0], args.baseline), mode)]
         for server, src in runs:
             row = asyncio.run(one(n, args.files, args.budget, server, src))
             rows.append(row)
-            label = "baseline    " if src else ("shared_limit" if server else "each alone  ")
+            label = ("shared_limit" if server else "each alone  ") + (" (baseline)" if src
+                                                                      else "           ")
             print(f"{n} processes  {label}  "
                   f"used {row['used_of_budget']:>6.1%} of {args.budget:g}/s  "
                   f"throttled {row['throttled_share']:>6.2%}  spread {row['spread']:.2f}x  "

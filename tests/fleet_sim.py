@@ -5,10 +5,12 @@ bucket holding one second's worth, a refused call taking no token), so the simul
 and the fleet tests on real processes meet the same limit. Each process sends at the
 spacing its `AutoRate` allows; every call's answer comes back after a random latency
 (both ways drawn from `latency`), so answers arrive out of step with the sends as on a
-real network; a 429 pauses the process for what `AutoRate.throttled_at` advises and
-voids the slots it had handed out (as `RateGate` does). Processes may start late and
-stop early. Figures are exact and repeatable for a seed: this is the policy's
-behaviour, not this machine's timing.
+real network; a 429 pauses the process for what `AutoRate.throttled_at` advises, and
+its next call waits for the pause (as `RateGate` does). Each call goes at the rate the
+policy has reached, as the gate sends since it stopped handing out slots ahead (before,
+real processes sat at 3/s for their first seconds, which this never modelled).
+Processes may start late and stop early. Figures are exact and repeatable for a seed:
+this is the policy's behaviour, not this machine's timing.
 """
 
 from __future__ import annotations

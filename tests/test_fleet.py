@@ -11,10 +11,9 @@ process's start-up, which moves the window, but much less who the budget granted
 inside it (wall-time finish spreads swung 1.06x-2.9x with the machine's load).
 
 Asserted: the issue's bounds, >= 80% of the budget used and <= 5% of calls throttled
-(four practices starting together, in the seconds all four were calling, paced alone or
-on a shared limit; a practice joining late and one leaving early, from the joiner's
-first second to the end of the practices running throughout, on a shared limit; paced
-alone, only <= 5% throttled: the joiner is sometimes left small); on a shared limit the
+(four practices starting together, in the seconds all four were calling; a practice
+joining late and one leaving early, from the joiner's first second to the end of the
+practices running throughout), paced alone or on a shared limit; on a shared limit the
 shares of what was granted within 1.3x (with a join and a leave: of the two practices
 running throughout; each phase of 4 s or more within 1.5x, see PHASE_AT_MOST). Paced
 alone, the shares are held to no practice starved (within 2.5x; with a joiner, once the
@@ -22,7 +21,7 @@ leaver left), not to 1.3x, for a reason of arithmetic, not of this machine's CPU
 practice that never talks to the others learns where it stands only from its own 429s,
 and in these 16-20 s it meets two or three. Which of the four the budget happens to
 refuse decides the shares; in simulated time, with no CPU at all (tests/fleet_sim.py on
-the sandbox's budget, see STARVED_AT), the shares of this very test come out 1.63x apart
+the sandbox's budget, see STARVED_AT), the shares of this very test come out 1.50x apart
 at the median. Even shares take minutes of such 429s (tests/test_rate_gate.py holds them
 over ten) or a shared limit, which holds 1.3x here.
 Where a practice's share on a shared limit is low in a window without 429s, it asked
@@ -64,21 +63,27 @@ SPREAD_AT_MOST = 1.3
 # Not the issue's 1.3x: in a window this short (16-20 s, about 160 calls a practice) each
 # practice meets two or three 429s, and which of them the budget happens to refuse sets
 # the shares. Simulated without any CPU in the way (tests/fleet_sim.py: the sandbox's
-# budget, 32/s, four practices starting up to 1.5 s apart, the 17 s after the last one
-# started, 30 seeds): median 1.63x, 80th percentile 1.87x, worst 2.31x, <= 2.3%
-# throttled; with a practice joining at 4 s and one leaving at 12 s, the three's shares
-# after it left: median 1.67x, worst 2.30x. The four's few seconds between the join and
-# the leave (the joiner still climbing: median 1.46x, worst 2.90x) are printed only.
-# docs/scale-out.md has the arithmetic; a shared limit holds 1.3x. On real processes the
-# joiner was starved in 2 of 16 runs of the late-and-early test (docs/scale-out.md: it
-# took a budget filled by the others' start for its own limit), and that test failed.
+# budget, 32/s, four practices starting up to 1 s apart, the 17 s after the last one
+# started, 30 seeds): median 1.50x, 80th percentile 1.80x, worst 2.14x, <= 2.4%
+# throttled; with a practice joining at 4-5 s and one leaving at 12 s, the three's
+# shares in the 7 s after it left: median 1.80x, worst 3.58x (2 of 30 over 2.5x: a
+# joiner refused at 4-7/s while the others' start spent the budget's burst, then
+# climbing 0.1 requests/s a second from there), the fleet 78-99% used. Real processes
+# since the gate's start was fixed (load 4-10): the three 1.18x-2.17x (8 runs), the
+# fleet 84-101% used (13 runs). The four's few seconds between the join and the leave (the joiner
+# still climbing) are printed only. docs/scale-out.md has the arithmetic; a shared
+# limit holds 1.3x. Before that fix the joiner was starved in 2 of 16 runs: every
+# process sat at 3/s for its first seconds and then jumped to 20/s, and a joiner took
+# that burst for its own limit.
 STARVED_AT = 2.5
-# On a shared limit, the phases between a join and a leave (7-9 s, 60-80 calls a
-# practice): the budget hands out slots in turn, so a practice's share there is what its
-# own pipeline asked for, which a loaded CPU moves. 8 runs at load 3-13: 1.01x-1.43x;
-# the two over 1.3x had no 429 in the phase, and the practice short of its share was
-# the slowest overall. The issue's 1.3x is held on the two practices running
-# throughout (equal work, 16-18 s).
+# On a shared limit, the phases between a join and a leave (5-12 s, 55-90 calls a
+# practice): the budget hands out slots in turn. While each process booked a slot for
+# every caller waiting (8 runs at load 3-13): 1.01x-1.43x, the two over 1.3x without a
+# 429 in the phase. Since each holds one slot at a time (13 runs at load 5-10, 2026-12-05,
+# bench/results/*-fleet-late-shared-8-runs.txt): the four 1.02x-1.23x, the three
+# 1.01x-1.25x. Held to 1.5x still: 1.25x is close to the issue's 1.3x for phases this
+# short. The issue's 1.3x is held on the two practices running throughout (equal work,
+# 15-19 s: 1.00x-1.06x).
 PHASE_AT_MOST = 1.5
 
 
@@ -147,20 +152,12 @@ async def test_four_practices_pacing_themselves_use_one_budget_and_are_rarely_th
     assert_fair(result, all_calling(result.usage, [0, 1, 2, 3]), spread_at_most=STARVED_AT)
 
 
-async def test_pacing_themselves_a_practice_joining_late_and_one_leaving_early_are_rarely_throttled(
+async def test_pacing_themselves_a_practice_joining_late_and_one_leaving_early_use_the_budget(
         tmp_path: Path) -> None:
-    # Not asserted here: the budget used and the shares. A practice joining while the
-    # others' start has filled the budget takes the budget for its own limit and stays
-    # small (2 of 16 runs: the fleet used 76 %, the joiner 13-16 calls against 38-72);
-    # issue 24 keeps it open. Printed for every run (pytest -rP).
     result = await run_fleet(tmp_path, late_and_early(), budget=BUDGET)
     assert_whole(result)
-    four = all_calling(result.usage, [0, 1, 2, 3])
-    fleet = window(result.usage, [0, 1, 2, 3], four.start_s,
-                   all_calling(result.usage, [0, 1]).end_s)
-    print(figures(result, four, fleet))
-    assert fleet.seconds >= 4, figures(result, fleet)
-    assert fleet.throttled_share <= THROTTLED_AT_MOST, figures(result, fleet)
+    assert_fair_through(result, spread_at_most=STARVED_AT, after_at_most=STARVED_AT,
+                        four_at_most=None)
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ pauses a second (the start ran past the limit on the budget's burst, every proce
 fleet at once), unless it came before the start's climb got anywhere (a process joining
 a fleet that already fills the budget: an ordinary step back, and the start's climb goes
 on until the next 429, so the joiner reaches its share in seconds); a burst of 429s (calls
-already in flight when the rate was lowered) counts as one decrease; slots handed out
-before a 429 are void (the callers queue again at the lowered rate); and the rate climbs
-only while callers wait for the gate.
+already in flight when the rate was lowered) counts as one decrease; no slot is handed
+out ahead (callers take their turn one at a time, and the one whose turn it is waits one
+spacing at the rate in force when it wakes: a climb shows at once, a 429 holds it); and
+the rate climbs only while callers wait for the gate.
 How evenly processes that never talk end up sharing is bounded by what each learns:
 only its own few 429s, so shares even out over minutes (docs/scale-out.md).
 `api.shared_limit` (shared_limit.py) replaces all this guessing with one budget
@@ -225,7 +226,9 @@ class RateGate:
         self._interval = self._base
         self._auto = auto
         self._clock = clock
-        self._next_at = 0.0
+        self._next_at = 0.0  # fixed: no call before it (a 429's widened spacing)
+        self._sent_at = -math.inf  # "auto": when the last call was let go
+        self._turn = asyncio.Lock()  # "auto" and shared: callers go one at a time, in order
         self._paused_until = 0.0
         self.throttled = 0
         self.calls = 0
@@ -289,8 +292,6 @@ class RateGate:
         if not math.isfinite(pause) or pause < 0:  # callers cap it; never pause forever
             pause = self.interval_s
         self._paused_until = max(self._paused_until, now + pause)
-        if self._auto is not None:  # the slots handed out are void: queue after the pause
-            self._next_at = self._paused_until
 
     def succeeded(self) -> None:
         if self._shared is not None and self._via_shared:
@@ -302,41 +303,46 @@ class RateGate:
             self._interval = recovered_interval(self._interval, self._base)
 
     async def __aenter__(self) -> float:
+        if self._auto is None and self._shared is None:
+            await self._after_pause()
+            self.calls += 1
+            if self._interval > self._base:
+                self._next_at = self._clock() + self._interval
+            await self._limiter.acquire()
+            return self.rate
+        # Callers take their turn one at a time, in order of arrival (asyncio.Lock is
+        # FIFO), and the one whose turn it is waits for its slot at the rate in force when
+        # it wakes. No slot is handed out ahead: slots booked at the rate of the moment
+        # each caller arrived (eight callers at 3/s: 2.7 s of them) hid every climb until
+        # they were spent, so a run sat at 3/s for its first seconds and then jumped to
+        # the rate the gate had reached meanwhile.
+        async with self._turn:
+            return await self._take_turn()
+
+    async def _take_turn(self) -> float:
+        """The slot of the caller whose turn it is: from the shared budget (api.shared_limit)
+        while Redis answers, else one spacing of "auto"'s rate after the last call sent."""
         while True:
             now = await self._after_pause()
             if self._shared is not None:
                 given = await self._shared.acquire(now)
                 self._via_shared = given is not None
                 if given is not None:
-                    self.calls += 1
                     wait, rate = given
                     if wait > 0:
                         self._waited_at = now
                         await asyncio.sleep(wait)
+                    self.calls += 1
                     return rate
-            if self._auto is None:
-                break
-            # Each caller takes the next slot at the current spacing (no bursts: an
-            # unknown limit is found more gently by evenly spaced calls). A 429 while
-            # it waits for its slot says that slot was handed out at a rate now known
-            # to be too high: it queues again, behind the pause, at the lowered rate
-            # (else every slot already handed out goes to the empty budget: 429s).
+            assert self._auto is not None  # a shared limit always has "auto" to fall back on
             rate = self._auto.rate
-            slot = max(now, self._next_at)
-            self._next_at = slot + 1.0 / rate
-            if slot > now:
-                self._waited_at = now
-                refused = self.throttled
-                await asyncio.sleep(slot - now)
-                if self.throttled != refused:
-                    continue
-            self.calls += 1
-            return rate
-        self.calls += 1
-        if self._interval > self._base:
-            self._next_at = self._clock() + self._interval
-        await self._limiter.acquire()
-        return self.rate
+            slot = self._sent_at + 1.0 / rate
+            if slot <= now:
+                self._sent_at = now
+                self.calls += 1
+                return rate
+            self._waited_at = now
+            await asyncio.sleep(slot - now)  # then again: a 429 or a climb meanwhile moved it
 
     async def _after_pause(self) -> float:
         """Wait out a 429's pause (and, fixed, the widened spacing); the time after it.

@@ -169,6 +169,7 @@ async def _middleware(
         response.headers["x-request-id"] = request_id
         return response
     context = request.app[API_CONTEXT]
+    arrived = time.monotonic()
     body = await request.read() if context.on_request is not None else b""
     delay = context.faults.latency_s()
     if delay:
@@ -191,6 +192,7 @@ async def _middleware(
             status=response.status,
             response_headers={k.lower(): v for k, v in response.headers.items()},
             response_body=answer if isinstance(answer, bytes) else b"",
+            at=arrived,
         ))
     return response
 

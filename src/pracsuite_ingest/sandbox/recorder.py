@@ -29,6 +29,8 @@ class RecordedExchange:
     status: int
     response_headers: dict[str, str]
     response_body: bytes
+    at: float = 0.0
+    """When the request arrived (`time.monotonic()`): how a run's calls were paced."""
 
     @property
     def user_agent(self) -> str:
