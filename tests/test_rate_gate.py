@@ -277,30 +277,31 @@ def test_auto_does_not_climb_on_a_rate_nobody_used() -> None:
     assert gate.rate > 3.0
 
 
-PROMPT_PRESIGNS = 11  # in the 2 s from the first presign (see the test below)
+async def test_callers_waiting_at_the_auto_gate_go_at_the_rate_it_climbed_to_meanwhile(
+        ) -> None:
+    # Eight callers arrive at once at "auto"'s start rate (3/s); once the first has
+    # gone, the rate climbs (as successes while callers wait make it). Each later caller
+    # must go at the rate in force when its turn comes, and say so (the rate its 429
+    # would hand back). The gate used to hand each caller a slot as it arrived, at the
+    # rate of that moment: seven slots at 3/s, 2.3 s of them, every one sent "at 3/s",
+    # so a run sat at 3 calls/s for its first seconds whatever "auto" had climbed to
+    # (docs/scale-out.md).
+    gate = RateGate.for_setting("auto", 50.0)
+    assert gate.auto is not None and gate.rate == 3.0
+    order: list[int] = []
+    rates: list[float] = []
 
+    async def one(n: int) -> None:
+        async with gate as rate:
+            order.append(n)
+            rates.append(rate)
 
-@pytest.mark.slow
-async def test_an_auto_run_sends_at_the_rate_it_climbs_to_from_its_first_seconds(
-        tmp_path: Path) -> None:
-    # Four patients, files waiting from the start: "auto" starts at 3/s and climbs by
-    # half a second while callers wait (the snapshots' 4 lists first, ~1.3 s). In the 2 s
-    # from the first presign the gate's rate goes from ~4.5/s past 10/s: 14-16 presigns
-    # went out there (load 4-7). The gate used to hand each caller a slot when it came, at the
-    # rate of that moment: the eight presign slots took eight slots at 3/s, 2.7 s of
-    # them, and every climb showed only when they were spent (6-7 presigns in those 2 s,
-    # then a jump to 20/s at 4.5 s). Counted from the sandbox's record of the requests;
-    # a slow CPU only lowers the count.
-    rows = 100
-    async with Sandbox(SandboxOptions(validation_delay_s=0.1, record_requests=True)) as sb:
-        manifest = write_manifest(tmp_path, make_files(tmp_path, rows, ["1", "2", "3", "4"]))
-        cfg = config(tmp_path, sb, api={"requests_per_second": "auto"})
-        result = await run_cli("run", "--config", str(cfg), "--manifest", str(manifest),
-                               cwd=tmp_path)
-        presigns = sorted(ex.at for ex in sb.api_requests if ex.method == "POST")
-    assert result.code == 0, result.stderr[-3000:]
-    assert result.report(tmp_path / "reports")["summary"]["validated"] == rows
-    first_two_s = [at for at in presigns if at < presigns[0] + 2.0]
-    print(f"presigns in the 2 s from the first: {len(first_two_s)}")
-    assert len(first_two_s) >= PROMPT_PRESIGNS, [round(at - presigns[0], 2)
-                                                 for at in presigns[:30]]
+    async with asyncio.TaskGroup() as tg:
+        for n in range(8):
+            tg.create_task(one(n))
+            await asyncio.sleep(0)  # they arrive in this order
+        await asyncio.sleep(0.05)  # the first has gone, the seven wait
+        assert order == [0]
+        gate.auto.rate = 40.0  # the climb
+    assert order == list(range(8))  # first come, first served
+    assert rates == [3.0] + [40.0] * 7, rates
