@@ -168,7 +168,7 @@ async def test_one_patients_thousands_of_files_are_all_validated_with_the_loop_f
     # Records without a name (the sandbox's default): every name is read through
     # presign_url, every record's checksum read (verify "ambiguous"), then claimed.
     seen: list[str] = []
-    watch_off_loop(monkeypatch, records, "match", seen)
+    watch_off_loop(monkeypatch, poll, "match", seen)
     watch_off_loop(monkeypatch, poll, "decide_claims", seen)
     async with Sandbox(SandboxOptions(validation_delay_s=0.0, clients=("1",))) as sb:
         items = await run_one_patient(sb, tmp_path, FILES)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pracsuite_ingest.api import record_links
 from pracsuite_ingest.reconcile.match import (
@@ -32,6 +32,9 @@ from pracsuite_ingest.reconcile.match import (
     nfc,
     uuids_in,
 )
+
+if TYPE_CHECKING:
+    from pracsuite_ingest.reconcile.groups import UploadIndex
 
 # Uploads whose key holds no uuid, or whose name holds a "/", are compared string by
 # string (outside what the indexes model, and never PracSuite's own keys); past this many
@@ -75,13 +78,23 @@ def view(record: Mapping[str, Any]) -> RecordView | None:
     return RecordView(rid, tuple(_strings(record)), _size(record), link)
 
 
+class Members(Protocol):
+    """A set of strings as `Relevant` asks it (a frozenset, or `groups.HashedSet`)."""
+
+    def __contains__(self, text: object, /) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+    def isdisjoint(self, strings: Iterable[str], /) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Relevant:
     """What of a record one poll's uploads can use (`Relevant.of(uploads, excluded)`)."""
 
     hidden: frozenset[str]  # claimable by none of the uploads
-    uuids: frozenset[str]  # the uploads' uuids, lower case
-    names: frozenset[str]  # the uploads' file names in NFC (those without a "/")
+    uuids: Members  # the uploads' uuids, lower case
+    names: Members  # the uploads' file names in NFC (those without a "/")
     raw_keys: tuple[str, ...]  # keys without a uuid
     slash_names: tuple[str, ...]  # file names holding a "/"
     keep_all: bool  # too many of the two above: every string is kept
@@ -105,6 +118,15 @@ class Relevant:
         return cls(in_every_snapshot(ups) | frozenset(excluded), frozenset(uuids),
                    frozenset(names), tuple(raw), tuple(slash), len(raw) + len(slash) > FEW,
                    plain_link)
+
+    @classmethod
+    def indexed(cls, index: UploadIndex, hidden: Set[str],
+                plain_link: Callable[[str], str] | None = None) -> Relevant:
+        """`of` the uploads `index` holds (by their hashes: a collision keeps a string
+        that needed not be): `hidden`, the records none of them may claim."""
+        raw, slash = tuple(index.raw_keys), tuple(index.slash_names)
+        return cls(frozenset(hidden), index.uuids, index.names, raw, slash,
+                   len(raw) + len(slash) > FEW, plain_link)
 
     def _kept(self, text: str) -> bool:
         if self.keep_all:
