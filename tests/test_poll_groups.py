@@ -52,7 +52,7 @@ def test_every_name_is_in_one_group_and_a_record_linking_two_joins_them(
                RecordView("r3", (f"s3://b/temp/{uuid.UUID(int=6)}/zz",), 10),
                RecordView("r4", ("nobody.pdf",), 10), RecordView("r5", (), 10)]
     found = record_groups(records, {"r5": "b.pdf"}, index)
-    assert [(g.members, g.records) for g in found] == [([0], [0]), ([1, 2], [1, 2, 4])]
+    assert [(g.members, list(g.records)) for g in found] == [([0], [0]), ([1, 2], [1, 2, 4])]
 
 
 def scenario(seed: int) -> tuple[list[Upload], list[RecordView], dict[str, str]]:
