@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pracsuite_ingest import MAX_FILE_BYTES
@@ -38,6 +38,15 @@ Found = dict[int, tuple[str, bool]]  # item -> (record, whether its bytes were c
 def _size_limit(uploads: list[Upload]) -> int:
     """The most bytes a record may hold to be one of `uploads`."""
     return max((u.size for u in uploads if u.size is not None), default=MAX_FILE_BYTES)
+
+
+def _unnamed(records: list[RecordView], skip: bytearray, names: Mapping[str, str],
+             index: UploadIndex) -> list[RecordView]:
+    """The records whose `presign_url` name is still to be read: not `skip`ped (proven,
+    or named by their own strings), not named yet, of a size an upload has (pure; `names`
+    is only asked, never walked: another poll may add to it meanwhile)."""
+    return [r for i, r in enumerate(records) if not skip[i] and r.record_id not in names
+            and index.size_wanted(r.file_size)]
 
 
 class Polls:
@@ -140,7 +149,7 @@ class Polls:
                 else:
                     index.add(up, nfc(up.file_name))
                 await slices.tick()
-        return index.done(), own
+        return await compute(index.count, index.done), own  # sorts of every upload's hashes
 
     async def _group_uploads(self, source: UploadSource, index: UploadIndex,
                              members: list[int]) -> list[Upload]:
@@ -166,8 +175,7 @@ class Polls:
             for i in group.records:
                 if records[i].record_id in done:
                     skip[i] = 1
-        wanted = [r for i, r in enumerate(records) if not skip[i] and r.record_id not in names
-                  and index.size_wanted(r.file_size)]
+        wanted = await compute(len(records), _unnamed, records, skip, names, index)
         if wanted:
             await self.reader.read_names([r.record_id for r in wanted],
                                          self._early_reader(source, index),
