@@ -226,7 +226,7 @@ class Polls:
     def upload_of(self, item: ItemRecord | Waiting) -> Upload:
         """What a poll needs of an item awaiting its record (not the row: its path is read
         again only where the file's MD5 is needed, `_know_paths`)."""
-        return Upload(item.id, sys.intern(item.client_id), sys.intern(item.file_name), item.size,
+        return Upload(item.id, sys.intern(item.client_id), item.file_name, item.size,
                       item.key or "", self._before(item), item.sha256, seq=item.seq)
 
     async def uploads_of(self, items: list[ItemRecord]) -> list[Upload]:

@@ -9,7 +9,6 @@ name is asked twice in a run.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass, replace
@@ -172,9 +171,9 @@ class RecordReader:
         async def one(rid: str) -> None:
             try:
                 answer = await self.presign(rid, links.get(rid, ""))
-                # Interned, as the uploads' names are (`poll.Polls.upload_of`): a record
-                # named as an upload holds that upload's string, not a copy of it.
-                self.names[rid] = sys.intern(answer.file_name)
+                # Not interned: the uploads it could share a string with are not held
+                # (`groups.py`), and 100,000 distinct names would only grow the table.
+                self.names[rid] = answer.file_name
                 self.answers[rid] = answer
                 if on_answer is not None:
                     await on_answer(rid, answer)
