@@ -20,6 +20,7 @@ from pracsuite_ingest.models import Stage
 from pracsuite_ingest.pipeline import Run
 from pracsuite_ingest.reconcile import groups
 from pracsuite_ingest.reconcile.claims import VerifyMode, decide_claims
+from pracsuite_ingest.reconcile.facts import RecordFacts
 from pracsuite_ingest.reconcile.groups import UploadIndex, in_item_order, record_groups
 from pracsuite_ingest.reconcile.match import RecordView, Upload, match, nfc
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
@@ -53,6 +54,19 @@ def test_every_name_is_in_one_group_and_a_record_linking_two_joins_them(
                RecordView("r4", ("nobody.pdf",), 10), RecordView("r5", (), 10)]
     found = record_groups(records, {"r5": "b.pdf"}, index)
     assert [(g.members, list(g.records)) for g in found] == [([0], [0]), ([1, 2], [1, 2, 4])]
+
+
+def test_a_walks_records_kept_plain_or_whole_read_back_as_they_were() -> None:
+    records = [RecordView("1", (), 10), RecordView("2", ("a.pdf",), 10),
+               RecordView("3", (), None), RecordView("4", (), 7, "/own/link"),
+               RecordView("5", (), -3), RecordView("x", (), 0)]
+    facts = RecordFacts()
+    for rec in records:
+        facts.append(rec)
+    assert list(facts) == records
+    assert facts[-1] == records[-1] and facts[-3] == records[-3] and facts[1:3] == records[1:3]
+    with pytest.raises(IndexError):
+        facts[len(records)]
 
 
 def scenario(seed: int) -> tuple[list[Upload], list[RecordView], dict[str, str]]:

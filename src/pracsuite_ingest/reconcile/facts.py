@@ -19,9 +19,10 @@ some 640 bytes a record) while it matched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Set
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from pracsuite_ingest.api import record_links
 from pracsuite_ingest.reconcile.match import (
@@ -150,3 +151,44 @@ class Relevant:
             link = ""  # some 110 bytes a record, for the URL asked anyway
         strings = tuple(s for s in _strings(record) if self._kept(s))
         return RecordView(rid, strings, _size(record), link)
+
+
+class RecordFacts(Sequence[RecordView]):
+    """A poll's walk, kept: a plain record (no string kept, no link of its own, the
+    common case where the name is read through `presign_url`) as its id and size only,
+    some 70 bytes less than its `RecordView`, which is made again when asked for; the
+    others as their `RecordView`."""
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._sizes = array("q")  # -1: no size (a kept record's slot: 0)
+        self._kept: dict[int, RecordView] = {}
+
+    def append(self, rec: RecordView) -> None:
+        size = rec.file_size
+        if not rec.strings and not rec.presign_link and (size is None or size >= 0):
+            self._sizes.append(-1 if size is None else size)
+        else:
+            self._kept[len(self._ids)] = rec
+            self._sizes.append(0)
+        self._ids.append(rec.record_id)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, i: int) -> RecordView: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[RecordView]: ...
+
+    def __getitem__(self, i: int | slice) -> RecordView | list[RecordView]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        kept = self._kept.get(i)
+        if kept is not None:
+            return kept
+        size = self._sizes[i]
+        return RecordView(self._ids[i], (), None if size < 0 else size)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pracsuite_ingest import MAX_FILE_BYTES
@@ -40,7 +40,7 @@ def _size_limit(uploads: list[Upload]) -> int:
     return max((u.size for u in uploads if u.size is not None), default=MAX_FILE_BYTES)
 
 
-def _unnamed(records: list[RecordView], skip: bytearray, names: Mapping[str, str],
+def _unnamed(records: Sequence[RecordView], skip: bytearray, names: Mapping[str, str],
              index: UploadIndex) -> list[RecordView]:
     """The records whose `presign_url` name is still to be read: not `skip`ped (proven,
     or named by their own strings), not named yet, of a size an upload has (pure; `names`
@@ -99,7 +99,7 @@ class Polls:
         excluded = frozenset(claims)
         del claims
         until = asyncio.get_running_loop().time() + limit_s
-        records: list[RecordView] | None = None
+        records: Sequence[RecordView] | None = None
         complete, validated = True, 0
         try:
             if index.count:
@@ -159,7 +159,7 @@ class Polls:
         return await sliced(in_item_order(ups, index), self.md5s.of)
 
     async def _names(self, source: UploadSource, index: UploadIndex,
-                     records: list[RecordView], excluded: frozenset[str]) -> None:
+                     records: Sequence[RecordView], excluded: frozenset[str]) -> None:
         """Read the `presign_url` names of the records that could be an upload's and are
         not named or proven by their own strings (so that every lookalike is seen):
         `match.names_to_read`, group by group."""
@@ -183,7 +183,7 @@ class Polls:
                                           if r.presign_link})
 
     async def _groups(self, client_id: str, source: UploadSource, index: UploadIndex,
-                      records: list[RecordView], excluded: frozenset[str], generation: int,
+                      records: Sequence[RecordView], excluded: frozenset[str], generation: int,
                       until: float) -> tuple[int, bool]:
         """Match, read what the bytes must decide, claim: one group at a time. How many
         were validated, and whether the poll stayed complete."""

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 from pracsuite_ingest.api import PageRef, RecordRef
 from pracsuite_ingest.errors import IngestError
-from pracsuite_ingest.reconcile.facts import Relevant, view
+from pracsuite_ingest.reconcile.facts import RecordFacts, Relevant, view
 from pracsuite_ingest.reconcile.groups import UploadIndex
 from pracsuite_ingest.reconcile.match import RecordView
 
@@ -144,10 +144,18 @@ class RecordReader:
         return Relevant.indexed(index, hidden, _plain_link(self.api))
 
     async def walk(self, client_id: str, relevant: Relevant, expected: int
-                   ) -> list[RecordView]:
+                   ) -> RecordFacts:
         """The client's records that one of the poll's uploads may claim, each reduced to
         what `relevant` keeps (matched in groups: `groups.py`, `poll.py`)."""
-        return await list_records(self.api, client_id, self.call, relevant.view, expected)
+        facts = RecordFacts()
+
+        def keep(record: Mapping[str, Any]) -> None:
+            rec = relevant.view(record)
+            if rec is not None:
+                facts.append(rec)
+
+        await list_records(self.api, client_id, self.call, keep, expected)
+        return facts
 
     def forget(self, record_id: str) -> None:
         """A claimed record: what was read of it is not needed again."""
