@@ -107,8 +107,8 @@ class Polls:
                     walked = await self.reader.walk(
                         client_id, self.reader.relevant(index, index.hidden | excluded),
                         index.largest_before + len(excluded) + index.count)
-                    self.listed.add(client_id)
                     await self._names(source, index, walked, excluded)
+                    self.listed.add(client_id)  # as before: once the names are read too
                     records = walked
         except QuotaSpent as exc:
             if self.on_quota is None:
