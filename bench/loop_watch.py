@@ -127,9 +127,12 @@ def mark_big_poll(threshold: int, mark: Path) -> None:
     original = reconciler.Reconciler.poll
     marked: list[float] = []
 
-    async def poll(self: Any, client_id: str, items: list[Any], *args: Any,
+    async def poll(self: Any, client_id: str, items: Any, *args: Any,
                    **kwargs: Any) -> tuple[bool, int]:
-        if len(items) >= threshold and not marked:
+        # A list of uploads, or where a poll reads them (`reconcile.sources`: count them).
+        count = (len(items) if isinstance(items, list)
+                 else self.state.awaiting_count(self.run_id, client_id)[0])
+        if count >= threshold and not marked:
             marked.append(time.time())
             mark.write_text(f"{marked[0]}\n")  # noqa: ASYNC240 - once, a few bytes
         return await original(self, client_id, items, *args, **kwargs)

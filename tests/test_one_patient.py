@@ -81,22 +81,30 @@ def test_the_uploads_each_record_may_decide_are_found_in_one_pass(n: int) -> Non
     assert Counting.asked <= 3 * n  # decide_claims' own look-ups and one per upload here
 
 
-def test_a_patients_waiting_uploads_read_in_pages_are_those_read_at_once(
+def test_a_patients_waiting_uploads_read_in_pages_of_names_are_those_read_at_once(
         tmp_path: Path) -> None:
+    # A poll reads its uploads twice: in pages in name order (its index), then a group
+    # of names at a time (`reconcile/sources.py`); both are every upload still waiting.
     from pracsuite_ingest.models import LocalFile, Row
     from pracsuite_ingest.reconcile import big_polls
-    from pracsuite_ingest.reconcile.match import Upload
+    from pracsuite_ingest.reconcile.match import Upload, nfc
+    from pracsuite_ingest.reconcile.sources import StateUploads
     from pracsuite_ingest.state_reads import Waiting
 
     def upload_of(item: ItemRecord | Waiting) -> Upload:
         return Upload(item.id, item.client_id, item.file_name, item.size, item.key or "",
                       sha256=item.sha256, seq=item.seq)
 
+    async def read(source: StateUploads) -> tuple[list[Upload], list[Upload]]:
+        paged = [u async for page in source.by_name() for u in page]
+        return paged, await source.named("", None)
+
     state = State.open(tmp_path / "state.db")
     try:
         state.new_run("r", "t")
         for seq in range(1, 2 * big_polls.PAGE + 7):
-            row = Row(seq, "1" if seq % 5 else "2", f"f/{seq}.pdf", f"{seq}.pdf")
+            name = f"{seq % 50}.pdf" if seq % 3 else f"Cafe\u0301 {seq % 7}.pdf"  # names shared
+            row = Row(seq, "1" if seq % 5 else "2", f"f/{seq}.pdf", name)
             item = state.add_item("r", seq, row, LocalFile(row, Path(row.path), 9, "ab" * 32),
                                   Stage.SEEN)
             if seq % 7:
@@ -104,11 +112,13 @@ def test_a_patients_waiting_uploads_read_in_pages_are_those_read_at_once(
                 state.set_stage(item, Stage.UPLOADING)
                 state.set_stage(item, Stage.UPLOADED, uploaded_at=1000.0 + seq % 97)
         state.commit()
-        paged, latest = asyncio.run(big_polls.awaiting_uploads(state, "r", "1", upload_of))
-        at_once = state.awaiting("r", "1")
-        assert paged == [upload_of(i) for i in at_once]
-        assert latest == max(i.uploaded_at or 0.0 for i in at_once) == 1096.0
+        paged, grouped = asyncio.run(read(StateUploads(state, "r", "1", upload_of)))
+        at_once = [upload_of(i) for i in state.awaiting("r", "1")]
+        assert paged == sorted(at_once, key=lambda u: (nfc(u.file_name), u.item_id))
+        assert grouped == at_once  # item order
         assert len(paged) > big_polls.PAGE
+        assert state.awaiting_count("r", "1") == (
+            len(at_once), max(i.uploaded_at or 0.0 for i in state.awaiting("r", "1")))
     finally:
         state.close()
 
@@ -168,7 +178,7 @@ async def test_one_patients_thousands_of_files_are_all_validated_with_the_loop_f
     # Records without a name (the sandbox's default): every name is read through
     # presign_url, every record's checksum read (verify "ambiguous"), then claimed.
     seen: list[str] = []
-    watch_off_loop(monkeypatch, records, "match", seen)
+    watch_off_loop(monkeypatch, poll, "match", seen)
     watch_off_loop(monkeypatch, poll, "decide_claims", seen)
     async with Sandbox(SandboxOptions(validation_delay_s=0.0, clients=("1",))) as sb:
         items = await run_one_patient(sb, tmp_path, FILES)

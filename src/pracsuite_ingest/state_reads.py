@@ -237,6 +237,40 @@ class StateReads:
             "ORDER BY seq LIMIT ?", (run_id, client_id, after_seq, limit)).fetchall()
         return [Waiting._make(r) for r in rows]
 
+    def awaiting_by_name(self, run_id: str, client_id: str, after: tuple[str, int] | None,
+                         limit: int) -> list[Waiting]:
+        """`awaiting(run_id, client_id)` in the order of their NFC names (then item id),
+        at most `limit` after `after` (name, id): a poll cuts its uploads into groups of
+        whole names (`reconcile/groups.py`). Walks the client's names (the identity
+        index), not the run."""
+        name, item_id = after if after is not None else ("", -1)
+        rows = self._db.execute(
+            f"SELECT {_WAITING} FROM items INDEXED BY items_identity_nfc "  # noqa: S608
+            "WHERE client_id = ? AND name_nfc >= ? AND (name_nfc > ? OR id > ?) "
+            f"AND run_id = ? AND {_AWAITING} ORDER BY name_nfc, id LIMIT ?",
+            (client_id, name, name, item_id, run_id, limit)).fetchall()
+        return [Waiting._make(r) for r in rows]
+
+    def awaiting_named(self, run_id: str, client_id: str, low: str, high: str | None
+                       ) -> list[Waiting]:
+        """`awaiting(run_id, client_id)` whose NFC name is from `low` (included) to
+        `high` (excluded; None: no end), in item order."""
+        bound, args = ("AND name_nfc < ? ", (high,)) if high is not None else ("", ())
+        rows = self._db.execute(
+            f"SELECT {_WAITING} FROM items INDEXED BY items_identity_nfc "  # noqa: S608
+            f"WHERE client_id = ? AND name_nfc >= ? {bound}AND run_id = ? AND {_AWAITING} "
+            "ORDER BY id", (client_id, low, *args, run_id)).fetchall()
+        return [Waiting._make(r) for r in rows]
+
+    def awaiting_count(self, run_id: str, client_id: str) -> tuple[int, float | None]:
+        """How many of the client's uploads await a record, and when the latest of
+        them ended (`uploaded_at`)."""
+        row = self._db.execute(
+            f"SELECT COUNT(*), MAX(uploaded_at) FROM items {_BY_AWAITING} "  # noqa: S608
+            f"WHERE run_id = ? AND client_id = ? AND {_AWAITING}",
+            (run_id, client_id)).fetchone()
+        return int(row[0]), (None if row[1] is None else float(row[1]))
+
     def awaiting_since(self, run_id: str) -> tuple[dict[str, float], int]:
         """Per client with awaiting items, when the latest of their uploads ended (for a
         lost one, when its outcome was recorded); and how many items await."""

@@ -8,6 +8,8 @@ Read in this order:
 - `verdict.py` (pure): at the deadline, what is missing and why, and which lost
   uploads may be sent again;
 - `records.py` (I/O): reading a client's records and their `presign_url` answers;
+- `groups.py` (pure): a big poll's uploads as an index, cut into groups of whole names
+  that records' links join; `sources.py` (I/O): where a poll reads its uploads;
 - `poll.py` (I/O): one poll of one patient: its records, the downloads that let the
   bytes decide (`verification.py`), the claims written; what the round's polls learned;
 - `reconciler.py` (I/O): the round: when to poll whom (with `scheduling.py`), the

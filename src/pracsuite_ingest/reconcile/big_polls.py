@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Set
 from typing import ParamSpec, TypeVar
 
 from pracsuite_ingest.reconcile.claims import Claims, Digest, VerifyMode, decide_claims
-from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc
-from pracsuite_ingest.state import State
-from pracsuite_ingest.state_reads import Waiting
+from pracsuite_ingest.reconcile.match import Evidence, Upload
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -65,38 +63,6 @@ async def sliced(items: Iterable[T], fn: Callable[[T], R]) -> list[R]:
     for item in items:
         out.append(fn(item))
         await slices.tick()
-    return out
-
-
-async def awaiting_uploads(state: State, run_id: str, client_id: str,
-                           upload_of: Callable[[Waiting], Upload]
-                           ) -> tuple[list[Upload], float | None]:
-    """The client's uploads awaiting a record, each page of the state's rows turned into
-    `Upload`s as it is read (a row holds far more than a poll needs: 100,000 rows were
-    some 100 MB), and the latest `uploaded_at` among them."""
-    out: list[Upload] = []
-    latest: float | None = None
-    after = -1
-    while True:
-        page = state.awaiting_after(run_id, client_id, after, PAGE)
-        slices = Slices()
-        for item in page:
-            out.append(upload_of(item))
-            if item.uploaded_at is not None and (latest is None or item.uploaded_at > latest):
-                latest = item.uploaded_at
-            await slices.tick()
-        if len(page) < PAGE:
-            return out, latest
-        after = page[-1].seq
-        del page
-        await asyncio.sleep(0)
-
-
-def by_name(uploads: Iterable[Upload]) -> dict[str, list[Upload]]:
-    """Uploads by their file name in NFC (pure)."""
-    out: dict[str, list[Upload]] = {}
-    for up in uploads:
-        out.setdefault(nfc(up.file_name), []).append(up)
     return out
 
 

@@ -19,9 +19,10 @@ some 640 bytes a record) while it matched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Set
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, overload
 
 from pracsuite_ingest.api import record_links
 from pracsuite_ingest.reconcile.match import (
@@ -32,6 +33,9 @@ from pracsuite_ingest.reconcile.match import (
     nfc,
     uuids_in,
 )
+
+if TYPE_CHECKING:
+    from pracsuite_ingest.reconcile.groups import UploadIndex
 
 # Uploads whose key holds no uuid, or whose name holds a "/", are compared string by
 # string (outside what the indexes model, and never PracSuite's own keys); past this many
@@ -75,13 +79,23 @@ def view(record: Mapping[str, Any]) -> RecordView | None:
     return RecordView(rid, tuple(_strings(record)), _size(record), link)
 
 
+class Members(Protocol):
+    """A set of strings as `Relevant` asks it (a frozenset, or `groups.HashedSet`)."""
+
+    def __contains__(self, text: object, /) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+    def isdisjoint(self, strings: Iterable[str], /) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Relevant:
     """What of a record one poll's uploads can use (`Relevant.of(uploads, excluded)`)."""
 
     hidden: frozenset[str]  # claimable by none of the uploads
-    uuids: frozenset[str]  # the uploads' uuids, lower case
-    names: frozenset[str]  # the uploads' file names in NFC (those without a "/")
+    uuids: Members  # the uploads' uuids, lower case
+    names: Members  # the uploads' file names in NFC (those without a "/")
     raw_keys: tuple[str, ...]  # keys without a uuid
     slash_names: tuple[str, ...]  # file names holding a "/"
     keep_all: bool  # too many of the two above: every string is kept
@@ -106,6 +120,15 @@ class Relevant:
                    frozenset(names), tuple(raw), tuple(slash), len(raw) + len(slash) > FEW,
                    plain_link)
 
+    @classmethod
+    def indexed(cls, index: UploadIndex, hidden: Set[str],
+                plain_link: Callable[[str], str] | None = None) -> Relevant:
+        """`of` the uploads `index` holds (by their hashes: a collision keeps a string
+        that needed not be): `hidden`, the records none of them may claim."""
+        raw, slash = tuple(index.raw_keys), tuple(index.slash_names)
+        return cls(frozenset(hidden), index.uuids, index.names, raw, slash,
+                   len(raw) + len(slash) > FEW, plain_link)
+
     def _kept(self, text: str) -> bool:
         if self.keep_all:
             return True
@@ -128,3 +151,44 @@ class Relevant:
             link = ""  # some 110 bytes a record, for the URL asked anyway
         strings = tuple(s for s in _strings(record) if self._kept(s))
         return RecordView(rid, strings, _size(record), link)
+
+
+class RecordFacts(Sequence[RecordView]):
+    """A poll's walk, kept: a plain record (no string kept, no link of its own, the
+    common case where the name is read through `presign_url`) as its id and size only,
+    some 70 bytes less than its `RecordView`, which is made again when asked for; the
+    others as their `RecordView`."""
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._sizes = array("q")  # -1: no size (a kept record's slot: 0)
+        self._kept: dict[int, RecordView] = {}
+
+    def append(self, rec: RecordView) -> None:
+        size = rec.file_size
+        if not rec.strings and not rec.presign_link and (size is None or size >= 0):
+            self._sizes.append(-1 if size is None else size)
+        else:
+            self._kept[len(self._ids)] = rec
+            self._sizes.append(0)
+        self._ids.append(rec.record_id)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, i: int) -> RecordView: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[RecordView]: ...
+
+    def __getitem__(self, i: int | slice) -> RecordView | list[RecordView]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        kept = self._kept.get(i)
+        if kept is not None:
+            return kept
+        size = self._sizes[i]
+        return RecordView(self._ids[i], (), None if size < 0 else size)

@@ -296,8 +296,18 @@ def names_to_read(records: list[RecordView], uploads: list[Upload], excluded: Se
     that every lookalike is seen (not proven, not named by one of their own strings,
     claimable for one of `uploads`, not known yet, of a size an upload could have)."""
     unclaimable = in_every_snapshot(uploads).union(excluded)
-    skip = set(first.proven.values())
-    index = _Candidates([r for r in records if r.record_id not in unclaimable])
-    for up in uploads:  # records already named by their own strings need no look-up
-        skip.update(index.records[i].record_id for i in index.named(up))
+    skip = named_already([r for r in records if r.record_id not in unclaimable], uploads,
+                         first)
     return needs_name(records, unclaimable, skip, known, uploads)
+
+
+def named_already(records: list[RecordView], uploads: Iterable[Upload], first: Evidence
+                  ) -> set[str]:
+    """Of claimable `records`, those a first `match` proved, or that name one of
+    `uploads` by their own strings, sizes agreeing: their `presign_url` name is not
+    needed (`names_to_read`)."""
+    skip = set(first.proven.values())
+    index = _Candidates(records)
+    for up in uploads:
+        skip.update(index.records[i].record_id for i in index.named(up))
+    return skip

@@ -14,17 +14,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pracsuite_ingest import MAX_FILE_BYTES
 from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.errors import Permanent, QuotaSpent, Retryable
 from pracsuite_ingest.models import Stage
-from pracsuite_ingest.reconcile.big_polls import Slices, by_name, compute, plan_reads, sliced
+from pracsuite_ingest.reconcile.big_polls import Slices, compute, plan_reads, sliced
 from pracsuite_ingest.reconcile.claims import Digest, VerifyMode, decide_claims
-from pracsuite_ingest.reconcile.match import Evidence, Upload, nfc, proven_by_own_key
+from pracsuite_ingest.reconcile.groups import UploadIndex, in_item_order, record_groups
+from pracsuite_ingest.reconcile.match import Evidence, RecordView, Upload, match, named_already, nfc
 from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordReader
+from pracsuite_ingest.reconcile.sources import ListUploads, UploadSource
 from pracsuite_ingest.reconcile.twins import twins, twins_text
 from pracsuite_ingest.state import ItemRecord, State
 from pracsuite_ingest.state_reads import Waiting
@@ -36,6 +38,15 @@ Found = dict[int, tuple[str, bool]]  # item -> (record, whether its bytes were c
 def _size_limit(uploads: list[Upload]) -> int:
     """The most bytes a record may hold to be one of `uploads`."""
     return max((u.size for u in uploads if u.size is not None), default=MAX_FILE_BYTES)
+
+
+def _unnamed(records: Sequence[RecordView], skip: bytearray, names: Mapping[str, str],
+             index: UploadIndex) -> list[RecordView]:
+    """The records whose `presign_url` name is still to be read: not `skip`ped (proven,
+    or named by their own strings), not named yet, of a size an upload has (pure; `names`
+    is only asked, never walked: another poll may add to it meanwhile)."""
+    return [r for i, r in enumerate(records) if not skip[i] and r.record_id not in names
+            and index.size_wanted(r.file_size)]
 
 
 class Polls:
@@ -65,36 +76,40 @@ class Polls:
         self._snapshots: dict[tuple[str, str], frozenset[str]] = {}  # once taken, fixed
         self._pathed: set[int] = set()  # items whose path `md5s` was told
 
-    async def poll(self, client_id: str, uploads: list[Upload], limit_s: float,
-                   generation: int | None = None) -> tuple[bool, int]:
+    async def poll(self, client_id: str, uploads: list[Upload] | UploadSource,
+                   limit_s: float, generation: int | None = None) -> tuple[bool, int]:
         """One look at the client's records: whether it was complete (False if
         PracSuite could not be asked, or not fully), and how many uploads it validated.
 
-        Only uploads that finished are asked about (`uploads`, from `upload_of` of the
-        items at stage uploaded, missing, or outcome unknown). When an upload of the
-        client started during the poll, its record may be in the list without its item
-        among `uploads`: then only claims that a key or the bytes prove are kept; name
-        and size alone wait for the next. `generation`: the patient's uploads started
-        when it was chosen (default: now).
+        Only uploads that finished are asked about (`uploads`: a list, or where to read
+        them, `sources.StateUploads`: items at stage uploaded, missing, or outcome
+        unknown). When an upload of the client started during the poll, its record may
+        be in the list without its item among `uploads`: then only claims that a key or
+        the bytes prove are kept; name and size alone wait for the next. `generation`:
+        the patient's uploads started when it was chosen (default: now).
+
+        The uploads are read twice (an index, then a group of names at a time,
+        `groups.py`): a poll holds a few tens of bytes per upload, and one group.
         """
         if generation is None:
             generation = self.uploads_started(client_id)
+        source = ListUploads(uploads) if isinstance(uploads, list) else uploads
         claims = self.state.claims(client_id)
-        uploads = await sliced(uploads, self.md5s.of)
-        # Another row of the same upload (same key) claimed its record: that is proof.
-        found: Found = {i: (r, False) for i, r in proven_by_own_key(uploads, claims).items()}
-        waiting = [u for u in uploads if u.item_id not in found]
-        evidence: Evidence | None = None
-        complete = True
+        index, own = await self._index(source, claims)
+        excluded = frozenset(claims)
+        del claims
+        until = asyncio.get_running_loop().time() + limit_s
+        records: Sequence[RecordView] | None = None
+        complete, validated = True, 0
         try:
-            if waiting:
-                async with asyncio.timeout(limit_s):
-                    look = await self.reader.look(client_id, waiting, claims.keys(),
-                                                  await self._early_reader(waiting))
-                    evidence = look.evidence
-                    self.listed.add(client_id)
-                    await self._read_bytes(client_id, waiting, evidence, look.links)
-                    del look
+            if index.count:
+                async with asyncio.timeout_at(until):
+                    walked = await self.reader.walk(
+                        client_id, self.reader.relevant(index, index.hidden | excluded),
+                        index.largest_before + len(excluded) + index.count)
+                    await self._names(source, index, walked, excluded)
+                    self.listed.add(client_id)  # as before: once the names are read too
+                    records = walked
         except QuotaSpent as exc:
             if self.on_quota is None:
                 raise
@@ -104,27 +119,114 @@ class Polls:
             error = str(exc) or type(exc).__name__
             self.log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
                              error=error)
-            if evidence is None:
-                self.list_errors[client_id] = error
+            self.list_errors[client_id] = error
+            return False, 0
+        if records is not None:
+            try:
+                validated, complete = await self._groups(client_id, source, index, records,
+                                                         excluded, generation, until)
+            except QuotaSpent as exc:
+                if self.on_quota is None:
+                    raise
+                self.on_quota(exc)  # the rest is not decided (claims made are kept)
                 return False, 0
-            complete = False  # the list was read: claim what the bytes read so far prove
-        del claims
-        notes: dict[int, str] = {}
-        if evidence is not None:
-            waiting = await sliced(waiting, self.md5s.of)
-            claimed, complete = await self._claims(client_id, uploads, waiting, evidence,
-                                                   generation, complete)
-            found |= claimed
-            doubles = await compute(len(claimed), twins, claimed, waiting, evidence,
+        found: Found = {u.item_id: (rid, False) for u, rid in own}
+        await self._validate(client_id, [u for u, _ in own], found, {})
+        return complete, validated + len(found)
+
+    async def _index(self, source: UploadSource, claims: dict[str, str | None]
+                     ) -> tuple[UploadIndex, list[tuple[Upload, str]]]:
+        """The poll's uploads, read once: those whose own key already has a record
+        (another row of the same upload claimed it: proof), and an index of the others."""
+        by_key = {key: rid for rid, key in claims.items() if key}
+        index, own = UploadIndex(), []
+        async for page in source.by_name():
+            slices = Slices()
+            for up in page:
+                rid = by_key.get(up.key) if up.key else None
+                if rid is not None:
+                    own.append((up, rid))
+                else:
+                    index.add(up, nfc(up.file_name))
+                await slices.tick()
+        return await compute(index.count, index.done), own  # sorts of every upload's hashes
+
+    async def _group_uploads(self, source: UploadSource, index: UploadIndex,
+                             members: list[int]) -> list[Upload]:
+        ups: list[Upload] = []
+        for g in members:
+            ups += await source.named(*index.range_of(g))
+        return await sliced(in_item_order(ups, index), self.md5s.of)
+
+    async def _names(self, source: UploadSource, index: UploadIndex,
+                     records: Sequence[RecordView], excluded: frozenset[str]) -> None:
+        """Read the `presign_url` names of the records that could be an upload's and are
+        not named or proven by their own strings (so that every lookalike is seen):
+        `match.names_to_read`, group by group."""
+        names = self.reader.names
+        skip = bytearray(len(records))
+        for group in await compute(len(records), record_groups, records, names, index):
+            ups = await self._group_uploads(source, index, group.members)
+            recs = [records[i] for i in group.records]
+            known = {r.record_id: names[r.record_id] for r in recs if r.record_id in names}
+            size = max(len(ups), len(recs))
+            first = await compute(size, match, ups, recs, excluded, known)
+            done = await compute(size, named_already, recs, ups, first)
+            for i in group.records:
+                if records[i].record_id in done:
+                    skip[i] = 1
+        wanted = await compute(len(records), _unnamed, records, skip, names, index)
+        if wanted:
+            await self.reader.read_names([r.record_id for r in wanted],
+                                         self._early_reader(source, index),
+                                         {r.record_id: r.presign_link for r in wanted
+                                          if r.presign_link})
+
+    async def _groups(self, client_id: str, source: UploadSource, index: UploadIndex,
+                      records: Sequence[RecordView], excluded: frozenset[str], generation: int,
+                      until: float) -> tuple[int, bool]:
+        """Match, read what the bytes must decide, claim: one group at a time. How many
+        were validated, and whether the poll stayed complete."""
+        names = self.reader.names
+        stale = {i for i in self.unread if index.has(i)}  # no candidate left: not unread
+        validated, complete = 0, True
+        for group in await compute(len(records), record_groups, records, names, index):
+            ups = await self._group_uploads(source, index, group.members)
+            recs = [records[i] for i in group.records]
+            known = {r.record_id: names[r.record_id] for r in recs if r.record_id in names}
+            evidence = await compute(max(len(ups), len(recs)), match, ups, recs, excluded,
+                                     known)
+            if complete:  # a poll cut short reads no more bytes, and decides on those read
+                complete = await self._bytes_in_time(client_id, ups, evidence, recs, until)
+            claimed, complete = await self._claims(client_id, ups, evidence, generation,
+                                                   complete)
+            stale.difference_update(u.item_id for u in ups)
+            doubles = await compute(len(claimed), twins, claimed, ups, evidence,
                                     dict(self.digests))
-            notes = {i: twins_text(r) for i, r in doubles.items()}
-        await self._validate(client_id, uploads, found, notes)
-        return complete, len(found)
+            await self._validate(client_id, ups, claimed,
+                                 {i: twins_text(r) for i, r in doubles.items()})
+            validated += len(claimed)
+        for item_id in stale:
+            self.unread.pop(item_id, None)
+        return validated, complete
+
+    async def _bytes_in_time(self, client_id: str, ups: list[Upload], evidence: Evidence,
+                             recs: list[RecordView], until: float) -> bool:
+        """`_read_bytes` before `until`; False when it could not read them all."""
+        links = {r.record_id: r.presign_link for r in recs if r.presign_link}
+        try:
+            async with asyncio.timeout_at(until):
+                await self._read_bytes(client_id, ups, evidence, links)
+        except (Permanent, Retryable, TimeoutError) as exc:
+            self.log.warning("reconcile poll failed", stage="reconcile", client_id=client_id,
+                             error=str(exc) or type(exc).__name__)
+            return False
+        return True
 
     def upload_of(self, item: ItemRecord | Waiting) -> Upload:
         """What a poll needs of an item awaiting its record (not the row: its path is read
         again only where the file's MD5 is needed, `_know_paths`)."""
-        return Upload(item.id, sys.intern(item.client_id), sys.intern(item.file_name), item.size,
+        return Upload(item.id, sys.intern(item.client_id), item.file_name, item.size,
                       item.key or "", self._before(item), item.sha256, seq=item.seq)
 
     async def uploads_of(self, items: list[ItemRecord]) -> list[Upload]:
@@ -151,24 +253,32 @@ class Polls:
             self._snapshots[at] = frozenset(taken)
         return self._snapshots[at]
 
-    async def _early_reader(self, waiting: list[Upload]) -> OnAnswer:
-        """What to do with each `presign_url` answer read during the poll: a record whose
-        name is an upload's has its bytes read now, while the URL is fresh."""
-        wanted: dict[str, list[Upload]] = {}
-        if self.mode.bytes_decide_names:
-            wanted = await compute(len(waiting), by_name, waiting)
-        limit = _size_limit(waiting)
+    def _early_reader(self, source: UploadSource, index: UploadIndex) -> OnAnswer | None:
+        """What to do with each `presign_url` answer read during the poll (verify
+        `all`): a record whose name is an upload's has its bytes read now, while the URL
+        is fresh."""
+        if not self.mode.bytes_decide_names:
+            return None
 
         async def read_early(rid: str, answer: PresignAnswer) -> None:
-            named = wanted.get(nfc(answer.file_name))
-            if rid not in self.digests and named:
+            name = nfc(answer.file_name)
+            if rid in self.digests or index.group_of_name(name) < 0:
+                return
+            named = await self._group_uploads_named(source, index, name)
+            if named:
                 self._know_paths(named)
                 checksum = await self.md5s.all_known(named)
                 with contextlib.suppress(VerifyFailed):
                     self.digests[rid] = await self.verifier.digest_bounded(
-                        answer.url, limit, checksum=checksum)
+                        answer.url, index.size_limit, checksum=checksum)
 
         return read_early
+
+    async def _group_uploads_named(self, source: UploadSource, index: UploadIndex,
+                                   name: str) -> list[Upload]:
+        """The poll's uploads of one NFC name."""
+        return await sliced(in_item_order(await source.named(name, name + "\x00"), index),
+                            self.md5s.of)
 
     async def _read_bytes(self, client_id: str, uploads: list[Upload], evidence: Evidence,
                           links: dict[str, str]) -> None:
@@ -207,9 +317,8 @@ class Polls:
                        checksums_total=self.verifier.checksums,
                        bytes_total=self.verifier.bytes_read)
 
-    async def _claims(self, client_id: str, items: list[Upload], waiting: list[Upload],
-                      evidence: Evidence, generation: int, complete: bool
-                      ) -> tuple[Found, bool]:
+    async def _claims(self, client_id: str, waiting: list[Upload], evidence: Evidence,
+                      generation: int, complete: bool) -> tuple[Found, bool]:
         """The claims the evidence and the bytes read allow, and whether the poll stays
         complete; remembers what the verdict will need (ambiguous, other bytes)."""
         decision = await compute(len(waiting), decide_claims, waiting, evidence, self.mode,
@@ -219,7 +328,7 @@ class Polls:
             claimed = {i: (r, v) for i, (r, v) in claimed.items()
                        if v or evidence.proven.get(i) == r}
             complete = complete and len(claimed) == len(decision.claims)
-        for item in items:
+        for item in waiting:
             item_id = item.item_id
             # Once crowded, crowded for the round: its candidates only add up.
             for memory, found in ((self.crowded, decision.crowded),

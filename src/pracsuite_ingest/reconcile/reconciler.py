@@ -23,11 +23,12 @@ from pracsuite_ingest.api import PracSuiteClient
 from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.errors import QuotaSpent
 from pracsuite_ingest.models import Stage
-from pracsuite_ingest.reconcile.big_polls import Slices, awaiting_uploads, compute
+from pracsuite_ingest.reconcile.big_polls import Slices, compute
 from pracsuite_ingest.reconcile.claims import VerifyMode
 from pracsuite_ingest.reconcile.match import Upload
 from pracsuite_ingest.reconcile.poll import Polls
 from pracsuite_ingest.reconcile.records import RecordReader
+from pracsuite_ingest.reconcile.sources import StateUploads, UploadSource
 from pracsuite_ingest.reconcile.verdict import is_carried, is_lost, verdict
 from pracsuite_ingest.retry import PolicyRetrier
 from pracsuite_ingest.scheduling import Activity, Due, Schedule
@@ -250,9 +251,8 @@ class Reconciler:
     async def poll_patient(self, client_id: str, generation: int) -> None:
         """A scheduled poll of one patient (its slot taken by the loop, released here)."""
         try:
-            items, latest = await awaiting_uploads(self.state, self.run_id, client_id,
-                                                   self.polls.upload_of)
-            if not items:
+            count, latest = self.state.awaiting_count(self.run_id, client_id)
+            if not count:
                 self.schedule.done(client_id)
                 return
             if latest is not None and latest > self.schedule.since(client_id):
@@ -263,15 +263,16 @@ class Reconciler:
             # deadline (with a few seconds' grace so that a late poll can still finish).
             limit = (self._retry_bound_s if self.deadline is None
                      else max(self.deadline - time.monotonic(), 5.0))
-            complete, found = await self.poll(client_id, items, limit, generation)
-            self.schedule.polled(client_id, at, found_all=complete and found == len(items),
+            uploads = StateUploads(self.state, self.run_id, client_id, self.polls.upload_of)
+            complete, found = await self.poll(client_id, uploads, limit, generation)
+            self.schedule.polled(client_id, at, found_all=complete and found == count,
                                  found_none=complete and found == 0)
         finally:
             self._polling.discard(client_id)
             self._slots.release()
             self.uploads.wake.set()
 
-    async def poll(self, client_id: str, items: list[Upload], limit_s: float,
+    async def poll(self, client_id: str, items: list[Upload] | UploadSource, limit_s: float,
                    generation: int | None = None) -> tuple[bool, int]:
         """One look at the client's records (`Polls.poll`): whether it was complete, and
         how many uploads it validated."""

@@ -1,7 +1,7 @@
 """Reading PracSuite's records (I/O): a client's list, and the `presign_url` answers of
 new records (their file name, and a short-lived GET of their bytes).
 
-`view` turns a record as PracSuite sends it into what matching sees (`match.py`);
+`Relevant.view` turns a record as PracSuite sends it into what matching sees (`match.py`);
 `RecordReader` keeps what it learned across polls (names, answers), so that no record's
 name is asked twice in a run.
 """
@@ -9,7 +9,6 @@ name is asked twice in a run.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass, replace
@@ -18,15 +17,9 @@ from typing import Any, Protocol, TypeVar, overload
 
 from pracsuite_ingest.api import PageRef, RecordRef
 from pracsuite_ingest.errors import IngestError
-from pracsuite_ingest.reconcile.big_polls import compute
-from pracsuite_ingest.reconcile.facts import Relevant, view
-from pracsuite_ingest.reconcile.match import (
-    Evidence,
-    RecordView,
-    Upload,
-    match,
-    names_to_read,
-)
+from pracsuite_ingest.reconcile.facts import RecordFacts, Relevant, view
+from pracsuite_ingest.reconcile.groups import UploadIndex
+from pracsuite_ingest.reconcile.match import RecordView
 
 T = TypeVar("T")
 
@@ -129,22 +122,6 @@ def _plain_link(api: RecordSource) -> Callable[[str], str] | None:
     return plain
 
 
-def expected(uploads: list[Upload], excluded: Set[str]) -> int:
-    """The records a client legitimately has, as a poll knows it: those of the largest
-    snapshot of its uploads, those claimed already, and one for each upload awaited."""
-    before = max((len(u.before) for u in uploads), default=0)
-    return before + len(excluded) + len(uploads)
-
-
-@dataclass(frozen=True, slots=True)
-class Look:
-    """One poll's reading of a client's records: the evidence for the uploads, and the
-    records' own `links.presign_url` (followed when their bytes are read)."""
-
-    evidence: Evidence
-    links: dict[str, str]
-
-
 class RecordReader:
     """A client's records, matched against its uploads; the `presign_url` names and
     answers learned are kept for later polls (`names`, `answers`: verification reads and
@@ -161,30 +138,24 @@ class RecordReader:
         data = await self.call(partial(self.api.record_presign, RecordRef(rid, link)))
         return presign_answer(data, time.monotonic())
 
-    async def look(self, client_id: str, uploads: list[Upload], excluded: Set[str],
-                   on_answer: OnAnswer | None = None) -> Look:
-        """One poll for one client: list, match, read back the names of new records that
-        could be an upload's (so that every lookalike is seen), match again.
+    def relevant(self, index: UploadIndex, hidden: Set[str]) -> Relevant:
+        """What a walk keeps of each record for the uploads `index` holds; `hidden`:
+        records none of them may claim."""
+        return Relevant.indexed(index, hidden, _plain_link(self.api))
 
-        `excluded`: records already claimed; each upload carries its own snapshot."""
-        excluded = frozenset(excluded)
-        relevant = await compute(len(uploads), Relevant.of, uploads, excluded,
-                                 _plain_link(self.api))
-        records = await list_records(self.api, client_id, self.call, relevant.view,
-                                     expected(uploads, excluded))
-        del relevant  # its sets of every upload's uuid and name: not needed from here on
-        own = {r.record_id: r.presign_link for r in records if r.presign_link}
-        # Big polls match in a thread (`big_polls.compute`): on copies of what other
-        # polls may change meanwhile.
-        size = max(len(uploads), len(records))
-        first = await compute(size, match, uploads, records, excluded, dict(self.names))
-        wanted = await compute(size, names_to_read, records, uploads, excluded, first,
-                               dict(self.names))
-        if not wanted:
-            return Look(first, own)
-        await self.read_names(wanted, on_answer, own)
-        return Look(await compute(size, match, uploads, records, excluded, dict(self.names)),
-                    own)
+    async def walk(self, client_id: str, relevant: Relevant, expected: int
+                   ) -> RecordFacts:
+        """The client's records that one of the poll's uploads may claim, each reduced to
+        what `relevant` keeps (matched in groups: `groups.py`, `poll.py`)."""
+        facts = RecordFacts()
+
+        def keep(record: Mapping[str, Any]) -> None:
+            rec = relevant.view(record)
+            if rec is not None:
+                facts.append(rec)
+
+        await list_records(self.api, client_id, self.call, keep, expected)
+        return facts
 
     def forget(self, record_id: str) -> None:
         """A claimed record: what was read of it is not needed again."""
@@ -208,9 +179,9 @@ class RecordReader:
         async def one(rid: str) -> None:
             try:
                 answer = await self.presign(rid, links.get(rid, ""))
-                # Interned, as the uploads' names are (`poll.Polls.upload_of`): a record
-                # named as an upload holds that upload's string, not a copy of it.
-                self.names[rid] = sys.intern(answer.file_name)
+                # Not interned: the uploads it could share a string with are not held
+                # (`groups.py`), and 100,000 distinct names would only grow the table.
+                self.names[rid] = answer.file_name
                 self.answers[rid] = answer
                 if on_answer is not None:
                     await on_answer(rid, answer)
