@@ -18,7 +18,6 @@ not affected. A libc other than glibc (musl) has no `mallopt`: nothing is done.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 MMAP_THRESHOLD = 128 * 1024  # glibc's default, kept fixed
@@ -27,12 +26,8 @@ MMAP_THRESHOLD = 128 * 1024  # glibc's default, kept fixed
 def keep_big_blocks_mapped(threshold: int = MMAP_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold at `threshold` bytes for this process; False where
     this libc has no `mallopt` or refuses (then nothing changed)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+    try:  # the process's own symbols, libc's among them (find_library would spawn ldconfig)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
