@@ -9,10 +9,13 @@ instead, and a freed one stays there as a hole the process keeps (the heap is on
 given back from its top). Measured with `bench/run_phases_memory.py` (30,000 files of
 one patient, same machine): glibc kept 14.4 MB free at the end against 10.1 MB at
 10,000 files; with the threshold fixed at 128 KiB, 7.4 MB, and the run's peak RSS
-87.2 -> 82.1 MB. Fixing the threshold (any `mallopt` of it) turns that raising off.
+87.2 -> 82.1 MB; 100,000 files, the worker's peak 108.4 -> 96.6 MB
+(bench/results/2026-12-05-one-patient-memory.md). Fixing the threshold (any
+`mallopt` of it) turns that raising off.
 
 Python's own allocator (pymalloc) serves blocks up to 512 bytes from its arenas and is
-not affected. A libc other than glibc (musl) has no `mallopt`: nothing is done.
+not affected. A libc without `mallopt`, or whose `mallopt` refuses it (musl's answers
+0): nothing is done.
 """
 
 from __future__ import annotations
