@@ -167,6 +167,7 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
                         watch: Watch | None = None) -> int:
     import asyncio
 
+    from pracsuite_ingest.allocator import keep_big_blocks_mapped
     from pracsuite_ingest.connection import make_client, make_session
     from pracsuite_ingest.logs import bind_context, get_logger
     from pracsuite_ingest.reconcile.reconciler import reconcile_run
@@ -194,6 +195,7 @@ async def cmd_reconcile(settings: Settings, run_id: str | None,
                 counters.pace = api.gate.pace
                 commits = GroupCommits(state)  # claims committed as they come, every 5 s
                 commits.start()
+                keep_big_blocks_mapped()  # as a run does: a big poll's peak (allocator.py)
                 try:
                     await reconcile_run(state, api, settings, run_id,
                                         settings.reconcile.deadline_s, shutdown, log, counters)
