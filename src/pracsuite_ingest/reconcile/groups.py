@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from pracsuite_ingest import MAX_FILE_BYTES
-from pracsuite_ingest.reconcile.match import RecordView, Upload, nfc, uuids_in
+from pracsuite_ingest.reconcile.match import RecordView, Upload, in_all, nfc, uuids_in
 
 GROUP = 2000  # uploads in a group (more where one name has more)
 
@@ -146,14 +146,7 @@ class UploadIndex:
     @property
     def hidden(self) -> frozenset[str]:
         """Records in the snapshot of every upload: a candidate for none of them."""
-        distinct = list(self.befores.values())
-        if not distinct:
-            return frozenset()
-        common = min(distinct, key=len)
-        for before in distinct:
-            if before is not common:
-                common = common & before
-        return common
+        return in_all(self.befores.values())
 
     @property
     def largest_before(self) -> int:

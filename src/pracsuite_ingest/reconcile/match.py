@@ -109,7 +109,12 @@ def candidate(upload: Upload, record_id: str, claimed: Set[str]) -> bool:
 def in_every_snapshot(uploads: Iterable[Upload]) -> frozenset[str]:
     """Record ids that are in the snapshot of every one of `uploads`: a candidate for
     none of them (the rest may be a candidate for some)."""
-    distinct = list({id(u.before): u.before for u in uploads}.values())
+    return in_all({id(u.before): u.before for u in uploads}.values())
+
+
+def in_all(snapshots: Iterable[frozenset[str]]) -> frozenset[str]:
+    """The record ids in every one of these distinct snapshots (none if there are none)."""
+    distinct = list(snapshots)
     if not distinct:
         return frozenset()
     common = min(distinct, key=len)
