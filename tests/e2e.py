@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pracsuite_ingest.connection import make_client, make_session
+from pracsuite_ingest.pipeline import Run
 from pracsuite_ingest.sandbox import Sandbox
+from pracsuite_ingest.settings import Settings
+from pracsuite_ingest.state import ItemRecord, State
 
 
 @dataclass
@@ -91,3 +95,19 @@ async def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
 def api_keys(sb: Sandbox) -> dict[str, str]:
     """Both PracSuite key headers for the sandbox `sb`."""
     return {"x-api-key": sb.vendor_key, "a-api-key": sb.practice_key}
+
+
+async def run_in_process(settings: Settings, state_path: Path, started_at: str,
+                         shutdown: asyncio.Event | None = None) -> list[ItemRecord]:
+    """One run of `settings` in this process (the pipeline itself, not the CLI), to its
+    end, on the state file at `state_path`; its items."""
+    state = State.open(state_path)
+    try:
+        async with make_session(settings) as session:
+            run = Run(settings, state, make_client(settings, session), session,
+                      dry_run=False, shutdown=shutdown or asyncio.Event(), run_id="run-1")
+            state.new_run("run-1", started_at)
+            await run.execute()
+        return list(state.items("run-1"))
+    finally:
+        state.close()

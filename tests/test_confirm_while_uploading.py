@@ -4,20 +4,17 @@ while another patient's are still being sent. In process, on the sandbox."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from e2e import write_manifest
-from pracsuite_ingest.connection import make_client, make_session
+from e2e import run_in_process, write_manifest
 from pracsuite_ingest.models import Stage
-from pracsuite_ingest.pipeline import Run
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.settings import load_settings
-from pracsuite_ingest.state import ItemRecord, State
+from pracsuite_ingest.state import ItemRecord
 
 
 async def run_once(sb: Sandbox, root: Path, manifest: Path, **sections: dict[str, Any]
@@ -33,16 +30,7 @@ async def run_once(sb: Sandbox, root: Path, manifest: Path, **sections: dict[str
     for name, more in sections.items():
         values[name].update(more) if name in values else values.setdefault(name, more)
     settings = load_settings(None, values)
-    state = State.open(root / "state.db")
-    try:
-        async with make_session(settings) as session:
-            run = Run(settings, state, make_client(settings, session), session,
-                      dry_run=False, shutdown=asyncio.Event(), run_id="run-1")
-            state.new_run("run-1", "2026-11-30T00:00:00Z")
-            await run.execute()
-        return list(state.items("run-1"))
-    finally:
-        state.close()
+    return await run_in_process(settings, root / "state.db", "2026-11-30T00:00:00Z")
 
 
 def files(root: Path, spec: dict[str, list[int]]) -> list[dict[str, str]]:

@@ -14,10 +14,8 @@ from typing import Any
 
 import pytest
 
-from e2e import write_manifest
-from pracsuite_ingest.connection import make_client, make_session
+from e2e import run_in_process, write_manifest
 from pracsuite_ingest.models import Stage
-from pracsuite_ingest.pipeline import Run
 from pracsuite_ingest.reconcile import poll, records
 from pracsuite_ingest.reconcile.claims import VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.match import Evidence, Upload
@@ -139,16 +137,7 @@ async def run_one_patient(sb: Sandbox, root: Path, count: int,
         "reconcile": {"deadline_s": 300.0, "poll_interval_s": 0.5},
         "state": {"path": str(root / "state.db")}, "report": {"dir": str(root / "reports")},
         "log": {"level": "warning"}})
-    state = State.open(root / "state.db")
-    try:
-        async with make_session(settings) as session:
-            run = Run(settings, state, make_client(settings, session), session,
-                      dry_run=False, shutdown=shutdown or asyncio.Event(), run_id="run-1")
-            state.new_run("run-1", "2026-12-04T00:00:00Z")
-            await run.execute()
-        return list(state.items("run-1"))
-    finally:
-        state.close()
+    return await run_in_process(settings, root / "state.db", "2026-12-04T00:00:00Z", shutdown)
 
 
 def watch_off_loop(monkeypatch: pytest.MonkeyPatch, module: Any, name: str,

@@ -5,7 +5,6 @@ runs whose every name is a group of its own still never claim a lookalike."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
 from collections import Counter
@@ -14,10 +13,8 @@ from typing import Any
 
 import pytest
 
-from e2e import make_files, write_manifest
-from pracsuite_ingest.connection import make_client, make_session
+from e2e import make_files, run_in_process, write_manifest
 from pracsuite_ingest.models import Stage
-from pracsuite_ingest.pipeline import Run
 from pracsuite_ingest.reconcile import groups
 from pracsuite_ingest.reconcile.claims import VerifyMode, decide_claims
 from pracsuite_ingest.reconcile.facts import RecordFacts
@@ -26,7 +23,6 @@ from pracsuite_ingest.reconcile.match import RecordView, Upload, match, nfc
 from pracsuite_ingest.sandbox import Sandbox, SandboxOptions
 from pracsuite_ingest.sandbox.ledger import DescriptionMode
 from pracsuite_ingest.settings import load_settings
-from pracsuite_ingest.state import State
 
 
 def index_of(uploads: list[Upload]) -> UploadIndex:
@@ -135,16 +131,7 @@ async def _run(root: Path, sb: Sandbox, verify: str, rows: list[dict[str, str]])
         "reconcile": {"deadline_s": 20.0, "poll_interval_s": 0.3, "verify": verify},
         "state": {"path": str(root / "state.db")}, "report": {"dir": str(root / "reports")},
         "log": {"level": "warning"}})
-    state = State.open(root / "state.db")
-    try:
-        async with make_session(settings) as session:
-            run = Run(settings, state, make_client(settings, session), session,
-                      dry_run=False, shutdown=asyncio.Event(), run_id="run-1")
-            state.new_run("run-1", "2026-12-05T00:00:00Z")
-            await run.execute()
-        return list(state.items("run-1"))
-    finally:
-        state.close()
+    return await run_in_process(settings, root / "state.db", "2026-12-05T00:00:00Z")
 
 
 @pytest.mark.parametrize("description", [DescriptionMode.EMPTY, DescriptionMode.FILE_NAME])
