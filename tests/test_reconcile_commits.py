@@ -30,8 +30,7 @@ def validated(path: Path) -> int:
 async def test_reconcile_commits_its_claims_while_it_still_waits(tmp_path: Path) -> None:
     options = SandboxOptions(validation_delay_s=2.0, reject_names="never")
     async with Sandbox(options) as sb:
-        rows = make_files(tmp_path, 2, ["1"]) + make_files(
-            tmp_path / "n", 1, ["1"], names=["never.pdf"])
+        rows = make_files(tmp_path, 3, ["1"], names=["letter.pdf", "scan.pdf", "never.pdf"])
         manifest = write_manifest(tmp_path, rows)
         # the run stops waiting before any record appears: every upload is left awaiting
         cfg = config(tmp_path, sb, reconcile={"deadline_s": 0.2, "poll_interval_s": 0.1,
@@ -41,6 +40,9 @@ async def test_reconcile_commits_its_claims_while_it_still_waits(tmp_path: Path)
         assert first.code == 1, first.stderr[-2000:]
         state = tmp_path / "state.db"
         assert validated(state) == 0
+        # all three were sent: `never.pdf` is refused only by PracSuite's validation
+        statuses = [item["status"] for item in first.report(tmp_path / "reports")["items"]]
+        assert statuses == ["missing"] * 3, statuses
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("PRACSUITE")}
         env.update({"PRACSUITE_INGEST_RECONCILE__DEADLINE_S": "60",
@@ -54,7 +56,10 @@ async def test_reconcile_commits_its_claims_while_it_still_waits(tmp_path: Path)
             # command waits out its 60 s deadline: its claims must be committed before
             while proc.returncode is None and validated(state) < 2:
                 await asyncio.wait([asyncio.ensure_future(proc.wait())], timeout=0.2)
-            assert proc.returncode is None, "reconcile ended before its claims were seen"
+            if proc.returncode is not None:
+                _, err = await proc.communicate()
+                raise AssertionError("reconcile ended before its claims were seen: "
+                                     + err.decode()[-3000:])
             assert validated(state) == 2
         finally:
             if proc.returncode is None:
