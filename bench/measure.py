@@ -24,6 +24,11 @@ class Measured:
     peak_rss_mb: float
     stdout: str
     written_mb: float = 0.0  # bytes the process (and its reaped children) sent to disk
+    cancelled_mb: float = 0.0  # of written_mb, dirty pages dropped before they reached
+    #                            the disk (a file truncated or deleted first)
+    syscall_written_mb: float = 0.0  # bytes it passed to write calls (sockets, tmpfs too)
+    syscall_read_mb: float = 0.0  # bytes it read through read calls (page cache too)
+    read_calls: int = 0  # its read calls (each a syscall: CPU, whatever the cache holds)
 
 
     def as_dict(self) -> dict[str, Any]:
@@ -34,6 +39,9 @@ class Measured:
 
 # `written_mb` is ru_oublock (512-byte blocks), i.e. /proc/PID/io write_bytes: bytes
 # whose page-cache pages the process dirtied on a disk file system (tmpfs counts none).
+# cancelled_mb and syscall_*: /proc/PID/io cancelled_write_bytes, wchar, rchar, syscr,
+# read from the exited child before it is reaped (waitid with WNOWAIT): what the process
+# asked to write and read, before the page cache (sockets and tmpfs included).
 # Started through this small launcher: a child's ru_maxrss counts the memory of the
 # process it was forked from (until exec), and the benchmark itself holds hundreds of MB
 # at times. Forked from an 8 MB interpreter instead, the floor is 8 MB.
@@ -42,12 +50,22 @@ import json, os, sys, time
 out, argv = sys.argv[1], sys.argv[2:]
 started = time.perf_counter()
 pid = os.posix_spawn(argv[0], argv, os.environ)
+os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+try:
+    with open(f"/proc/{pid}/io") as fh:
+        io = dict((k, int(v)) for k, v in (line.split(":") for line in fh))
+except OSError:  # no /proc/PID/io (a kernel without task I/O accounting)
+    io = {}
 _, status, ru = os.wait4(pid, 0)
 wall = time.perf_counter() - started
 with open(out, "w") as fh:
     json.dump({"code": os.waitstatus_to_exitcode(status), "wall_s": wall,
                "cpu_s": ru.ru_utime + ru.ru_stime, "peak_rss_mb": ru.ru_maxrss / 1024,
-               "written_mb": ru.ru_oublock * 512 / 1e6}, fh)
+               "written_mb": ru.ru_oublock * 512 / 1e6,
+               "cancelled_mb": io.get("cancelled_write_bytes", 0) / 1e6,
+               "syscall_written_mb": io.get("wchar", 0) / 1e6,
+               "syscall_read_mb": io.get("rchar", 0) / 1e6,
+               "read_calls": io.get("syscr", 0)}, fh)
 """
 
 

@@ -10,8 +10,11 @@ and real runs of 10^3 and 10^4 1 KB files against the sandbox (its own S3 stand-
 separate process, validation delay 0). Each is the CLI as a child process: wall, CPU ms
 per row, peak RSS and bytes written to disk (ru_oublock). The state file lives on disk;
 reports and logs go to /dev/shm (tmpfs writes count nothing), so a run's `written` is
-its state file and WAL. `--before REV` also runs every case on the code of REV (`git
-archive` into the work folder, put first on PYTHONPATH), side by side in one table.
+its state file and WAL; `net` is what of it reached the disk (less the pages dropped
+while still dirty: the send log emptied at each commit, the WAL deleted at the end), and
+`reads` the read calls a row (each a syscall, whether the page cache held the page or
+not). `--before REV` also runs every case on the code of REV (`git archive` into the
+work folder, put first on PYTHONPATH), side by side in one table.
 Writes bench/results/<time>-scale.json. Not part of the test suite.
 """
 
@@ -107,6 +110,10 @@ def figures(m: Any, rows: int) -> dict[str, Any]:
     d: dict[str, Any] = m.as_dict()
     d["cpu_ms_per_row"] = round(m.cpu_s / rows * 1e3, 3)
     d["written_kb_per_row"] = round(m.written_mb * 1e3 / rows, 2)
+    # of it, what reached the disk: less the pages dropped dirty (the send log emptied
+    # at each commit, the WAL deleted at the end); its read calls
+    d["net_written_kb_per_row"] = round((m.written_mb - m.cancelled_mb) * 1e3 / rows, 2)
+    d["read_calls_per_row"] = round(m.read_calls / rows, 1)
     return d
 
 
@@ -248,7 +255,8 @@ def main() -> None:
                 print(f"{case:5} {rows:>9,} {label:<22} exit {r['code']}  "
                       f"wall {r['wall_s']:8.1f} s  cpu {r['cpu_ms_per_row']:7.3f} ms/row  "
                       f"peak {r['peak_rss_mb']:7.1f} MB  written "
-                      f"{r['written_kb_per_row']:7.2f} KB/row"
+                      f"{r['written_kb_per_row']:7.2f} KB/row  (net "
+                      f"{r['net_written_kb_per_row']:.2f})  reads {r['read_calls_per_row']}/row"
                       + (f"  poll look-ups {r['ms_per_poll_look_ups']} ms"
                          if "ms_per_poll_look_ups" in r else ""), flush=True)
                 r["load_after"] = [round(x, 1) for x in os.getloadavg()]

@@ -52,8 +52,13 @@ DURABLE_AT_ONCE = frozenset({Stage.FAILED})
 # end), and each checkpoint the pages the WAL holds: fewer of both, fewer bytes. At
 # 2,000 writes and an 8 MB WAL a 1 KB-file run wrote 5.2 KB a file at 10^4 files and
 # 8.7 at 10^5; at 10,000 and 32 MB, 3.3 and 6.3 (bench/results/2026-12-05-state-bytes.md).
+# A run's WAL frames come to ~2 KB a file: a 32 MB WAL was checkpointed every ~15,000
+# files, and each checkpoint wrote again, scattered, the pages the polls had changed
+# since (a 1 KB page costs the disk a 4 KB one): 10^5 files, 5.27 KB a file written;
+# with 256 MB, 4.03 (same machine, one after the other). A 10^4-file run never gets
+# there: its WAL is checkpointed once, at its end. The WAL file is deleted at the end.
 MAX_PENDING_WRITES = 10000
-WAL_CHECKPOINT_PAGES = 32768  # 1 KB pages (state_schema.PAGE_SIZE): a 32 MB WAL
+WAL_CHECKPOINT_PAGES = 262144  # 1 KB pages (state_schema.PAGE_SIZE): a 256 MB WAL
 CACHE_KB = 8192  # what 5 s of changes fit in: a smaller cache spills them to the WAL twice
 
 LOCK_TRIES, LOCK_PAUSE_S = 5, 0.02  # a lock held longer than ~0.1 s is a live process
@@ -125,7 +130,7 @@ class State(StateReads):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             # A checkpoint copies each page the WAL holds into the file: fewer, larger
-            # checkpoints copy a page changed by many commits once (a WAL of <= 32 MB).
+            # checkpoints copy a page changed by many commits once (a WAL of <= 256 MB).
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             conn.execute(f"PRAGMA cache_size=-{CACHE_KB}")
             conn.execute("PRAGMA busy_timeout=5000")
