@@ -18,6 +18,7 @@ from pracsuite_ingest.state_schema import AWAITING_STAGES, nfc
 _AWAITING = f"({AWAITING_STAGES} AND settled = 0)"
 
 _BY_AWAITING = "INDEXED BY items_awaiting"
+_BY_AWAITING_NAME = "INDEXED BY items_awaiting_names"  # (run, client, name_nfc, id)
 
 @dataclass(frozen=True, slots=True)
 class ItemRecord:
@@ -241,14 +242,14 @@ class StateReads:
                          limit: int) -> list[Waiting]:
         """`awaiting(run_id, client_id)` in the order of their NFC names (then item id),
         at most `limit` after `after` (name, id): a poll cuts its uploads into groups of
-        whole names (`reconcile/groups.py`). Walks the client's names (the identity
-        index), not the run."""
+        whole names (`reconcile/groups.py`). Walks the awaiting uploads' names (their
+        own index), neither the run nor the patient's other rows."""
         name, item_id = after if after is not None else ("", -1)
         rows = self._db.execute(
-            f"SELECT {_WAITING} FROM items INDEXED BY items_identity_nfc "  # noqa: S608
-            "WHERE client_id = ? AND name_nfc >= ? AND (name_nfc > ? OR id > ?) "
-            f"AND run_id = ? AND {_AWAITING} ORDER BY name_nfc, id LIMIT ?",
-            (client_id, name, name, item_id, run_id, limit)).fetchall()
+            f"SELECT {_WAITING} FROM items {_BY_AWAITING_NAME} "  # noqa: S608
+            "WHERE run_id = ? AND client_id = ? AND name_nfc >= ? AND (name_nfc > ? OR id > ?) "
+            f"AND {_AWAITING} ORDER BY name_nfc, id LIMIT ?",
+            (run_id, client_id, name, name, item_id, limit)).fetchall()
         return [Waiting._make(r) for r in rows]
 
     def awaiting_named(self, run_id: str, client_id: str, low: str, high: str | None
@@ -257,9 +258,9 @@ class StateReads:
         `high` (excluded; None: no end), in item order."""
         bound, args = ("AND name_nfc < ? ", (high,)) if high is not None else ("", ())
         rows = self._db.execute(
-            f"SELECT {_WAITING} FROM items INDEXED BY items_identity_nfc "  # noqa: S608
-            f"WHERE client_id = ? AND name_nfc >= ? {bound}AND run_id = ? AND {_AWAITING} "
-            "ORDER BY id", (client_id, low, *args, run_id)).fetchall()
+            f"SELECT {_WAITING} FROM items {_BY_AWAITING_NAME} "  # noqa: S608
+            f"WHERE run_id = ? AND client_id = ? AND name_nfc >= ? {bound}AND {_AWAITING} "
+            "ORDER BY id", (run_id, client_id, low, *args)).fetchall()
         return [Waiting._make(r) for r in rows]
 
     def awaiting_count(self, run_id: str, client_id: str) -> tuple[int, float | None]:
@@ -304,8 +305,19 @@ class StateReads:
 
     def claims(self, client_id: str) -> dict[str, str | None]:
         """Record ids already matched to some upload of this client, by any run, each
-        with the presigned key of the upload that claimed it."""
+        with the presigned key of the upload that claimed it. Every claimed row of the
+        patient: a poll asks `State.patient_claims`, read once."""
         rows = self._db.execute(
             "SELECT attachment_id, key FROM items WHERE client_id = ? AND stage = 'validated' "
             "AND attachment_id IS NOT NULL", (client_id,)).fetchall()
         return {r[0]: r[1] for r in rows}
+
+    def claim_of_key(self, client_id: str, file_name: str, key: str) -> str | None:
+        """The record an upload with this key (of this client and file name) claimed,
+        if one did: the rows of one upload share its file name (its identity)."""
+        row = self._db.execute(
+            "SELECT attachment_id FROM items INDEXED BY items_identity_nfc "
+            "WHERE client_id = ? AND name_nfc = ? AND key = ? AND stage = 'validated' "
+            "AND attachment_id IS NOT NULL LIMIT 1",
+            (client_id, nfc(file_name), key)).fetchone()
+        return None if row is None else str(row[0])

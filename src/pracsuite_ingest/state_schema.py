@@ -91,6 +91,13 @@ ROW_INDEX = "CREATE INDEX IF NOT EXISTS items_row ON items (client_id, path, fil
 # created it); the queries' `settled = 0` filters the few settled items it holds.
 AWAITING_INDEX = ("CREATE INDEX IF NOT EXISTS items_awaiting "
                   f"ON items (run_id, client_id, seq) WHERE {AWAITING_STAGES}")
+# The same uploads in the order of their names: a poll reads its patient's uploads a
+# group of names at a time (reconcile/groups.py). Through the identity index, that
+# walked every row the patient ever had, in every run (a nightly practice's history);
+# this one holds only the uploads awaiting a record, so it stays a few pages, whose
+# writes ride along with the commits that write the rows.
+AWAITING_NAMES_INDEX = ("CREATE INDEX IF NOT EXISTS items_awaiting_names "
+                        f"ON items (run_id, client_id, name_nfc, id) WHERE {AWAITING_STAGES}")
 
 
 def nfc(name: str) -> str:
@@ -116,6 +123,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.execute(NFC_INDEX)
     conn.execute(ROW_INDEX)
     conn.execute(AWAITING_INDEX)  # state files of earlier versions gain it at open
+    conn.execute(AWAITING_NAMES_INDEX)
     conn.execute("DROP INDEX IF EXISTS items_run_stage")  # see AWAITING_INDEX
     # (client_id, file_name, sha256): every look-up by identity uses name_nfc
     # (NFC_INDEX); kept, it cost a page written per new item (bench/state_writes.py).
