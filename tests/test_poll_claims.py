@@ -10,13 +10,12 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from test_poll_memory import Quiet, Records
-
 from pracsuite_ingest.counters import Counters
 from pracsuite_ingest.models import LocalFile, Row, Stage
 from pracsuite_ingest.reconcile.reconciler import Reconciler, UploadPhase
 from pracsuite_ingest.settings import load_settings
 from pracsuite_ingest.state import State
+from test_poll_memory import Quiet, Records
 
 WAITING = 20  # uploads each poll finds waiting
 
@@ -116,7 +115,7 @@ def test_the_claims_kept_in_memory_are_the_state_files_after_every_kind_of_claim
     state.set_stage(waiting[1].id, Stage.VALIDATED, attachment_id="200001")
     assert kept.ids == set(state.claims("1")) and len(kept.ids) == 8
     assert state.patient_claims("1") is kept
-    for rid, key in state.claims("1").items():
+    for key in state.claims("1").values():
         assert key is not None and kept.may_have_claimed(key)
     first = waiting[0]
     assert first.key is not None

@@ -56,6 +56,22 @@ def test_a_poll_searches_the_awaiting_index_never_the_run(tmp_path: Path) -> Non
         state.close()
 
 
+def test_a_poll_reads_its_awaiting_uploads_by_name_never_the_patients_other_rows(
+        tmp_path: Path) -> None:
+    """Before, these walked the identity index: every row the patient ever had, in every
+    run, to find the few awaiting (a nightly practice's whole history at each poll)."""
+    state = State.open(tmp_path / "state.db")
+    try:
+        for call, args in (("awaiting_by_name", ("run-1", "7", None, 100)),
+                           ("awaiting_named", ("run-1", "7", "a.pdf", "b.pdf"))):
+            plan = plan_of(state, call, *args)
+            assert re.search(r"SEARCH items USING INDEX items_awaiting_names "
+                             r"\(run_id=\? AND client_id=\? AND name_nfc>\?", plan), (call, plan)
+            assert "SCAN items" not in plan and "items_identity" not in plan, (call, plan)
+    finally:
+        state.close()
+
+
 def test_a_state_file_of_an_earlier_version_gains_the_index_at_open(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     State.open(path).close()
