@@ -17,10 +17,26 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pracsuite_ingest.rate_gate import AutoRate
 from pracsuite_ingest.sandbox.faults import FaultPlan, Faults
+
+
+class Policy(Protocol):
+    """What the simulation drives: `AutoRate` or a variant (bench/fleet_sim_variants.py).
+    Times are the simulation's clock, which every process shares (as the wall clock)."""
+
+    @property
+    def rate(self) -> float: ...
+
+    def succeeded(self, now: float, *, busy: bool = True) -> None: ...
+
+    def throttled_at(self, now: float, sent_at_rate: float | None = None) -> float: ...
+
+    def next_send_at(self, sent_at: float) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -43,11 +59,13 @@ class Shares:
 
 def simulate(budget: float, spans: list[tuple[float, float]], *, seed: int,
              latency: tuple[float, float] = (0.01, 0.1), ceiling: float = 20.0,
+             policy: Callable[[float], Policy] = lambda ceiling: AutoRate(ceiling=ceiling),
              ) -> list[Call]:
-    """Every call of processes running over `spans` ((start, stop) seconds each)."""
+    """Every call of processes running over `spans` ((start, stop) seconds each), each
+    paced by `policy(ceiling)` (default: `AutoRate`)."""
     rng = random.Random(seed)
     bucket = Faults(FaultPlan(rate_budget=budget))
-    gates = [AutoRate(ceiling=ceiling) for _ in spans]
+    gates = [policy(ceiling) for _ in spans]
     next_at = [start for start, _ in spans]
     # (time, order, kind, process, rate sent at); kind 0: send, 1: granted, 2: refused
     events = [(start, k, 0, k, 0.0) for k, (start, _) in enumerate(spans)]
@@ -68,7 +86,7 @@ def simulate(budget: float, spans: list[tuple[float, float]], *, seed: int,
             granted = bucket.api_fault(at) is None
             calls.append(Call(at, k, granted))
             answer = at + rng.uniform(*latency) / 2
-            next_at[k] = t + 1.0 / rate
+            next_at[k] = gates[k].next_send_at(t)
             events.extend([(answer, order, 1 if granted else 2, k, rate),
                            (next_at[k], order + 1, 0, k, 0.0)])
             order += 2

@@ -109,6 +109,10 @@ class AutoRate:
     def interval_s(self) -> float:
         return 1.0 / self.rate
 
+    def next_send_at(self, sent_at: float) -> float:
+        """When the call after one sent at `sent_at` may go: one spacing at today's rate."""
+        return sent_at + self.interval_s
+
     def succeeded(self, now: float, *, busy: bool = True) -> None:
         """An answer that was not a 429: climb for the time since the last change.
 
