@@ -1,6 +1,6 @@
 """Fair shares without coordination: "auto" and variants synchronised by the wall clock.
 
-    .venv/bin/python bench/fleet_sim_variants.py [--seeds 30] [--only NAME ...]
+    .venv/bin/python bench/fleet_sim_variants.py [--seeds 30] [--only NAME ...] [--all]
 
 Issue 24 asks that processes pacing themselves (`requests_per_second = "auto"`, no Redis)
 share one budget: four processes within 1.3x of each other, <= 5 % throttled. Every
@@ -13,27 +13,43 @@ the wall clock is the simulated time; every case puts the processes' starts at a
 phase of the epochs (a real fleet does not start on a whole second).
 
 Variants (each a pure policy the simulator drives, as it drives `AutoRate`):
+- `control`: not synchronised: AutoRate stepping back to `beta` instead of 0.75, and/or
+  with the start's overshoot halving the rate of the moment without the second's pause
+  (`no first pause`: while the first ones refused paused, one process kept sending at
+  the top rate and was refused only seconds later: an "escapee" with twice the others'
+  rate). Says how much of a variant's gain comes from these, not from the clock.
 - `epoch climb`: the additive increase in steps at wall-clock epochs (every P s all
   processes raise together, at the same instant).
-- `+ probe k`: and at every epoch's start each process sends k calls at that instant
-  (its schedule bends to the boundary), so that when the budget is spent the refusals
-  land on every process at once.
-- `epoch AIMD`: the probe decides: a 429 on a call sent at an epoch's start cuts by
-  beta; a 429 elsewhere pauses one spacing and cuts only if `tolerate` of them came in
-  one epoch; the climb is a step at each epoch's start.
-- `+ lockstep start`: the start's climb (x1.5 a second) in steps at the epoch
-  boundaries instead of continuously, so processes that started within one epoch have
-  the same rate when the budget first refuses them.
+- `+ probe k`: and a call at every epoch's start: the send nearest a boundary (within
+  half a spacing) moves onto it, so every process calls at that instant and on average
+  no more often than its rate; k > 1 sends k - 1 more calls there. When the budget is
+  spent, the refusals were meant to land on every process at once.
+- `epoch AIMD`: the probe decides: a 429 answered within 0.15 s of a boundary cuts by
+  beta; a 429 elsewhere pauses one spacing and cuts only as the third in its epoch;
+  the climb is a fixed step at each boundary.
+- `epoch decide`: the rate holds still for an epoch; a 429 pauses one spacing but
+  leaves the rate (the overflow keeps landing, on every process in turn); at each
+  boundary a process refused in the epoch steps back to beta, one that was not climbs.
+- `sync AIMD`: AutoRate's own climbs (the start's, the slow band, the convex probe),
+  applied in steps at the boundaries, with epoch AIMD's probe and rule for 429s.
+- `+ lockstep start`: the start's climb (x1.5 a second) in steps at the boundaries
+  instead of continuously, so processes that started within one epoch have the same
+  rate when the budget first refuses them.
+The column "processes cut per event" measures what synchronising was for: the step
+backs of the four (after the first) grouped into events (within 0.3 s), how many
+processes each cut, and how many events cut all four.
 
 Cases (the docs' table): four processes on 32/s starting up to 1 s apart, the shares of
 what the budget granted in the 17 s after the last one started (30 seeds: median, 80th
-percentile, worst; how many runs within 1.3x; calls throttled); the same starting at
+percentile, worst; how many runs within 1.3x; calls throttled; the starts at a random
+phase of the epochs); the same starting at
 once; eight on 16/s over 60 s (10 seeds: throttled, shares median / worst); one alone
 on 16/s, the share of the budget it used in its first 20 s; a practice joining at 4-5 s
 and one leaving at 12 s (as tests/test_fleet.py: the three's shares in the 7 s after
 the leave, median / worst, and the fleet's use from the join to 19 s). Pure and
 repeatable: simulated time (tests/fleet_sim.py), no CPU in the way, so no load figure
-is needed; writes bench/results/<time>-fleet-sim-variants.txt.
+is needed; writes
+bench/results/<time>-fleet-sim-variants-<seeds>-seeds.txt.
 """
 
 from __future__ import annotations
@@ -53,7 +69,15 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from fleet_sim import Policy, Shares, shares, simulate  # noqa: E402
-from pracsuite_ingest.rate_gate import HOLD_S, START_GROWTH_PER_S, AutoRate  # noqa: E402
+from pracsuite_ingest.rate_gate import (  # noqa: E402
+    DECREASE,
+    FIRST_DECREASE,
+    HOLD_S,
+    OVERSHOT,
+    START_GROWTH_PER_S,
+    START_RPS,
+    AutoRate,
+)
 
 EPS = 1e-9
 
@@ -64,6 +88,39 @@ def epoch_of(t: float, period: float) -> int:
 
 def at_boundary(t: float, period: float) -> bool:
     return abs(t - round(t / period) * period) < EPS
+
+
+def snapped(nxt: float, interval: float, period: float) -> float:
+    """`nxt`, moved to the epoch boundary nearest it if that is within half a spacing:
+    a call at every boundary, and as many calls as the rate allows on average (the
+    spacing stretched or shrunk once an epoch, as the phase falls)."""
+    boundary = round(nxt / period) * period
+    return boundary if abs(nxt - boundary) < interval / 2 else nxt
+
+
+@dataclass
+class Tuned(AutoRate):
+    """A control, not synchronised: AutoRate with another step back (`beta`) and, with
+    `no_first_pause`, the start's overshoot halving the rate of the moment, no pause."""
+
+    beta: float = 0.75
+    no_first_pause: bool = False
+
+    def throttled_at(self, now: float, sent_at_rate: float | None = None) -> float:
+        if self.decreases == 0 and self.no_first_pause and self.rate >= OVERSHOT * START_RPS:
+            self.throttled += 1
+            self._last_change = now
+            self.last_429_rate = self.rate
+            self.rate = max(self.floor, self.rate * FIRST_DECREASE)
+            self._probe_s, self._decreased_at = 0.0, now
+            self.decreases += 1
+            return self.interval_s
+        before = self.decreases
+        pause = super().throttled_at(now, sent_at_rate)
+        if self.decreases > before > 0:  # an ordinary step back: to beta, not DECREASE
+            self.rate = max(self.floor, self.rate / DECREASE * self.beta)
+            return self.interval_s
+        return pause
 
 
 @dataclass
@@ -104,7 +161,7 @@ class EpochClimb(AutoRate):
             if self._probed < self.probe:
                 return sent_at
         self._probed = 0
-        return min(nxt, (epoch_of(sent_at, self.period) + 1) * self.period)
+        return snapped(nxt, self.interval_s, self.period)
 
 
 @dataclass
@@ -121,6 +178,7 @@ class EpochAimd(AutoRate):
     tolerate: int = 3
     probe_window: float = 0.15
     lockstep_start: bool = False
+    no_first_pause: bool = False
     _epoch: int = -1
     _stray: int = 0
     _climbed: int = -1
@@ -154,6 +212,8 @@ class EpochAimd(AutoRate):
     def throttled_at(self, now: float, sent_at_rate: float | None = None) -> float:
         if self.decreases == 0:
             self._climbed = epoch_of(now, self.period)
+            if self.no_first_pause and self.rate >= OVERSHOT * START_RPS:
+                return self._first_halving(now)
             return super().throttled_at(now, sent_at_rate)
         self.throttled += 1
         over = sent_at_rate if sent_at_rate is not None else self.rate
@@ -174,10 +234,145 @@ class EpochAimd(AutoRate):
         self._climbed = epoch  # no climb at this boundary
         return self.interval_s
 
+    def _first_halving(self, now: float) -> float:
+        """The start's overshoot: halve the rate of now (in lockstep, every process's),
+        no pause, so the processes still sending are refused too and halve as well."""
+        self.throttled += 1
+        self.last_429_rate = self.rate
+        self.rate = max(self.floor, self.rate * FIRST_DECREASE)
+        self._decreased_at = now
+        self.decreases += 1
+        return self.interval_s
+
     def next_send_at(self, sent_at: float) -> float:
         if self.decreases == 0 and not self.lockstep_start:
             return sent_at + self.interval_s
-        return min(sent_at + self.interval_s, (epoch_of(sent_at, self.period) + 1) * self.period)
+        return snapped(sent_at + self.interval_s, self.interval_s, self.period)
+
+
+@dataclass
+class SyncAimd(EpochClimb):
+    """AutoRate's climbs (the start's, the slow band, the convex probe), applied in steps
+    at epoch boundaries, and a call at every boundary (the probe). A 429 answered within
+    `probe_window` of a boundary steps back to `beta` of the rate it was sent at; one
+    elsewhere pauses one spacing and steps back only as the `tolerate`-th in its epoch.
+    With `no_first_pause` the start's overshoot halves the rate of the moment and does
+    not pause (the processes still sending are refused in the same second and halve
+    too, instead of one escaping at the top rate while the others pause)."""
+
+    probe: int = 1
+    beta: float = DECREASE
+    tolerate: int = 3
+    probe_window: float = 0.15
+    no_first_pause: bool = False
+    lockstep_start: bool = False
+    _stray_epoch: int = -1
+    _stray: int = 0
+    _start_epoch: int | None = None
+
+    def succeeded(self, now: float, *, busy: bool = True) -> None:
+        if not (self.lockstep_start and self.last_429_rate is None):
+            super().succeeded(now, busy=busy)
+            return
+        # the start's climb, x(1 + START_GROWTH) a second, at each boundary crossed
+        epoch = epoch_of(now, self.period)
+        if self._start_epoch is None:
+            self._start_epoch = epoch
+            return
+        steps, self._start_epoch = epoch - self._start_epoch, epoch
+        self._last_change = now
+        if busy and steps > 0:
+            growth = (1 + START_GROWTH_PER_S) ** (self.period * steps)
+            self.rate = min(self.ceiling, self.rate * growth)
+
+    def throttled_at(self, now: float, sent_at_rate: float | None = None) -> float:
+        self._pending = 0.0
+        if self.decreases == 0:
+            if self.no_first_pause and self.rate >= OVERSHOT * START_RPS:
+                self.throttled += 1
+                self._last_change = now
+                self.last_429_rate = self.rate
+                self.rate = max(self.floor, self.rate * FIRST_DECREASE)
+                self._probe_s, self._decreased_at = 0.0, now
+                self.decreases += 1
+                return self.interval_s
+            return super().throttled_at(now, sent_at_rate)
+        epoch = epoch_of(now, self.period)
+        if epoch != self._stray_epoch:
+            self._stray_epoch, self._stray = epoch, 0
+        probe = now - epoch * self.period < self.probe_window
+        over = sent_at_rate if sent_at_rate is not None else self.rate
+        held = over > self.rate or (self._decreased_at is not None
+                                    and now - self._decreased_at < HOLD_S)
+        if not probe:
+            self._stray += 1
+        if held or (not probe and self._stray < self.tolerate):
+            self.throttled += 1
+            self._last_change = now
+            return self.interval_s
+        self.throttled += 1
+        self._last_change = now
+        self.last_429_rate = over
+        self.rate = max(self.floor, over * self.beta)
+        self._probe_s, self._decreased_at = 0.0, now
+        self.decreases += 1
+        return self.interval_s
+
+
+@dataclass
+class EpochDecide(AutoRate):
+    """Decisions at the epochs only: after the start's overshoot the rate holds still for
+    a whole epoch; a 429 in it pauses one spacing but leaves the rate (so the overflow
+    keeps landing, on every process in turn); at each boundary a process refused in
+    the epoch before steps back to `beta` of the highest rate refused, one that was not
+    (and was busy) climbs `step` x P. The start is AutoRate's; its overshoot halves the
+    rate of the moment without a pause (`no_first_pause`); a first 429 below OVERSHOT x
+    the start rate steps back to 0.75 and the start's climb goes on (a joiner)."""
+
+    period: float = 1.0
+    beta: float = 0.75
+    step: float = 0.2
+    _epoch: int | None = None
+    _refused_over: float = 0.0
+    _busy: bool = False
+
+    def _settle(self, now: float) -> None:
+        epoch = epoch_of(now, self.period)
+        if self._epoch is None:
+            self._epoch = epoch
+        if epoch == self._epoch:
+            return
+        if self._refused_over > 0:
+            self.last_429_rate = self._refused_over
+            self.rate = max(self.floor, self._refused_over * self.beta)
+            self.decreases += 1
+        elif self._busy:
+            self.rate = min(self.ceiling, self.rate + self.step * self.period)
+        self._epoch, self._refused_over, self._busy = epoch, 0.0, False
+
+    def succeeded(self, now: float, *, busy: bool = True) -> None:
+        if self.last_429_rate is None:
+            super().succeeded(now, busy=busy)
+            return
+        self._settle(now)
+        self._busy = self._busy or busy
+
+    def throttled_at(self, now: float, sent_at_rate: float | None = None) -> float:
+        over = sent_at_rate if sent_at_rate is not None else self.rate
+        if self.last_429_rate is None:
+            if self.rate < OVERSHOT * START_RPS:
+                return super().throttled_at(now, sent_at_rate)
+            self.throttled += 1
+            self.last_429_rate = self.rate
+            self.rate = max(self.floor, self.rate * FIRST_DECREASE)
+            self.decreases += 1
+            self._epoch = epoch_of(now, self.period)
+            return self.interval_s
+        self._settle(now)
+        self.throttled += 1
+        if over <= self.rate + EPS:  # not a call in flight from before a step back
+            self._refused_over = max(self._refused_over, over)
+        return self.interval_s
 
 
 Make = Callable[[float], Policy]
@@ -185,6 +380,11 @@ Make = Callable[[float], Policy]
 
 def variants() -> dict[str, Make]:
     out: dict[str, Make] = {"AutoRate as on main": lambda c: AutoRate(ceiling=c)}
+    for beta in (0.75, 0.85):
+        for nfp in (False, True):
+            if beta != 0.75 or nfp:
+                name = f"control: AutoRate, beta {beta}" + (", no first pause" if nfp else "")
+                out[name] = lambda c, b=beta, n=nfp: Tuned(ceiling=c, beta=b, no_first_pause=n)
     for p in (1.0, 2.0):
         out[f"epoch climb, P={p:g} s"] = lambda c, p=p: EpochClimb(ceiling=c, period=p)
         for k in (1, 3):
@@ -201,7 +401,119 @@ def variants() -> dict[str, Make]:
             out[f"epoch AIMD + lockstep start, P={p:g} s, beta {beta}, climb 0.1/s"] = (
                 lambda c, p=p, b=beta: EpochAimd(ceiling=c, period=p, beta=b, step=0.1 * p,
                                                  lockstep_start=True))
+            name = f"epoch AIMD + lockstep start, no first pause, P={p:g} s, beta {beta}"
+            out[name + ", climb 0.1/s"] = (
+                lambda c, p=p, b=beta: EpochAimd(ceiling=c, period=p, beta=b, step=0.1 * p,
+                                                 lockstep_start=True, no_first_pause=True))
+            out[f"epoch AIMD, no first pause, P={p:g} s, beta {beta}, climb 0.1/s"] = (
+                lambda c, p=p, b=beta: EpochAimd(ceiling=c, period=p, beta=b, step=0.1 * p,
+                                                 no_first_pause=True))
+    for p in (0.5, 1.0):
+        for beta in (0.75, 0.85):
+            for nfp in (False, True):
+                name = (f"sync AIMD (AutoRate's climbs), P={p:g} s, beta {beta}"
+                        + (", no first pause" if nfp else ""))
+                out[name] = lambda c, p=p, b=beta, n=nfp: SyncAimd(
+                    ceiling=c, period=p, beta=b, no_first_pause=n)
+            out[f"sync AIMD + lockstep start, no first pause, P={p:g} s, beta {beta}"] = (
+                lambda c, p=p, b=beta: SyncAimd(ceiling=c, period=p, beta=b,
+                                                no_first_pause=True, lockstep_start=True))
+    for p in (0.5, 1.0, 2.0):
+        for beta in (0.75, 0.85):
+            for step in (0.2, 0.5, 1.0):
+                out[f"epoch decide, P={p:g} s, beta {beta}, climb {step}/s"] = (
+                    lambda c, p=p, b=beta, s=step: EpochDecide(
+                        ceiling=c, period=p, beta=b, step=s))
     return out
+
+
+SHOWN = [  # the default table: the rows that tell the story (--all: the whole grid)
+    "AutoRate as on main",
+    "control: AutoRate, beta 0.85",
+    "control: AutoRate, beta 0.75, no first pause",
+    "control: AutoRate, beta 0.85, no first pause",
+    "epoch climb, P=1 s",
+    "epoch climb, P=2 s",
+    "epoch climb + probe 1, P=1 s",
+    "epoch climb + probe 1, P=2 s",
+    "epoch climb + probe 3, P=1 s",
+    "epoch AIMD, P=0.5 s, beta 0.75, climb 0.1/s",
+    "epoch AIMD, P=0.5 s, beta 0.85, climb 0.1/s",
+    "epoch AIMD, P=1 s, beta 0.85, climb 0.1/s",
+    "epoch AIMD + lockstep start, no first pause, P=0.5 s, beta 0.85, climb 0.1/s",
+    "epoch decide, P=0.5 s, beta 0.85, climb 0.2/s",
+    "epoch decide, P=2 s, beta 0.85, climb 0.2/s",
+    "epoch decide, P=1 s, beta 0.75, climb 0.5/s",
+    "epoch decide, P=1 s, beta 0.85, climb 1.0/s",
+    "sync AIMD (AutoRate's climbs), P=0.5 s, beta 0.85, no first pause",
+    "sync AIMD + lockstep start, no first pause, P=0.5 s, beta 0.75",
+    "sync AIMD + lockstep start, no first pause, P=0.5 s, beta 0.85",
+    "sync AIMD + lockstep start, no first pause, P=1 s, beta 0.85",
+]
+
+
+class Counted:
+    """A policy, its step backs noted (time, process) after the first: how many
+    processes each congestion event cut is what synchronising was meant to raise."""
+
+    def __init__(self, inner: AutoRate, process: int, cuts: list[tuple[float, int]]) -> None:
+        self.inner, self.process, self.cuts = inner, process, cuts
+
+    @property
+    def rate(self) -> float:
+        return self.inner.rate
+
+    def succeeded(self, now: float, *, busy: bool = True) -> None:
+        before = self.inner.decreases  # `epoch decide` steps back at a boundary
+        self.inner.succeeded(now, busy=busy)
+        self._noted(now, before)
+
+    def throttled_at(self, now: float, sent_at_rate: float | None = None) -> float:
+        before = self.inner.decreases
+        pause = self.inner.throttled_at(now, sent_at_rate)
+        self._noted(now, before)
+        return pause
+
+    def _noted(self, now: float, before: int) -> None:
+        if self.inner.decreases > before > 0:
+            self.cuts.append((now, self.process))
+
+    def next_send_at(self, sent_at: float) -> float:
+        return self.inner.next_send_at(sent_at)
+
+
+def cut_per_event(cuts: list[tuple[float, int]], within: float = 0.3) -> list[int]:
+    """How many processes each congestion event cut (cuts within `within` s: one event)."""
+    sizes: list[int] = []
+    ordered = sorted(cuts)
+    i = 0
+    while i < len(ordered):
+        j, who = i, {ordered[i][1]}
+        while j + 1 < len(ordered) and ordered[j + 1][0] - ordered[i][0] < within:
+            j += 1
+            who.add(ordered[j][1])
+        sizes.append(len(who))
+        i = j + 1
+    return sizes
+
+
+def four_cuts(make: Make, seed: int) -> list[int]:
+    """`four`'s run, its events' sizes in the 17 s window."""
+    rng = random.Random(seed)
+    phase = rng.uniform(0.0, 2.0)
+    starts = [phase + rng.uniform(0.0, 1.0) for _ in range(4)]
+    last = max(starts)
+    cuts: list[tuple[float, int]] = []
+    made: list[int] = []
+
+    def counted(ceiling: float) -> Policy:
+        made.append(len(made))
+        inner = make(ceiling)
+        assert isinstance(inner, AutoRate)
+        return Counted(inner, made[-1], cuts)
+
+    simulate(32.0, [(s, last + 17.0) for s in starts], seed=seed, policy=counted)
+    return cut_per_event([c for c in cuts if c[0] >= last])
 
 
 def four(make: Make, seed: int, apart: float = 1.0) -> Shares:
@@ -252,9 +564,11 @@ def row(name: str, make: Make, seeds: int) -> str:
     sp = [x.spread for x in f]
     once = [x.spread for x in at_once]
     three = [t.spread for t, _ in jl]
+    events = [n for s in range(seeds) for n in four_cuts(make, s)]
     return (f"| {name} | {statistics.median(sp):.2f}x / {pct(sp, 0.8):.2f}x / {max(sp):.2f}x"
             f" | {sum(x <= 1.3 for x in sp)}/{seeds}"
             f" | {statistics.mean(x.throttled for x in f):.1%}"
+            f" | {statistics.mean(events):.2f}, {sum(n == 4 for n in events)}/{len(events)}"
             f" | {statistics.median(once):.2f}x / {pct(once, 0.8):.2f}x"
             f" | {statistics.mean(x.throttled for x in e):.1%},"
             f" {statistics.median(x.spread for x in e):.2f}x / {max(x.spread for x in e):.2f}x"
@@ -265,26 +579,31 @@ def row(name: str, make: Make, seeds: int) -> str:
 
 
 HEADER = ("| policy | four on 32/s: shares apart, median / 80th pct / worst | within 1.3x"
-          " | throttled | four starting at once: median / 80th pct"
+          " | throttled | processes cut per event (mean), events cutting all four"
+          " | four starting at once: median / 80th pct"
           " | eight on 16/s, 60 s: throttled, shares median / worst"
           " | alone on 16/s: used in 20 s | join + leave: three after the leave median /"
-          " worst, fleet used, throttled |\n|---|---|---|---|---|---|---|---|")
+          " worst, fleet used, throttled |\n|---|---|---|---|---|---|---|---|---|")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--only", nargs="*", help="variants whose name contains one of these")
+    ap.add_argument("--all", action="store_true", help="the whole grid, not the rows shown")
     args = ap.parse_args()
     lines = [f"fleet_sim_variants {datetime.now(UTC):%Y-%m-%dT%H:%MZ}, {args.seeds} seeds"
              " (simulated time: no load figure applies)", "", HEADER]
     print("\n".join(lines), flush=True)
     for name, make in variants().items():
-        if args.only and not any(o in name for o in args.only) and name != "AutoRate as on main":
+        if name != "AutoRate as on main" and (
+                (args.only and not any(o in name for o in args.only))
+                or (not args.only and not args.all and name not in SHOWN)):
             continue
         lines.append(row(name, make, args.seeds))
         print(lines[-1], flush=True)
-    out = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}-fleet-sim-variants.txt"
+    stamp = f"{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}"
+    out = REPO / "bench" / "results" / f"{stamp}-fleet-sim-variants-{args.seeds}-seeds.txt"
     out.write_text("\n".join(lines) + "\n")
     print(f"written: {out.relative_to(REPO)}")
 
