@@ -18,11 +18,13 @@ Variants (each a pure policy the simulator drives, as it drives `AutoRate`):
   (`no first pause`: while the first ones refused paused, one process kept sending at
   the top rate and was refused only seconds later: an "escapee" with twice the others'
   rate). Says how much of a variant's gain comes from these, not from the clock.
+- `sends aligned`: AutoRate unchanged but for when it sends: the send nearest each
+  epoch boundary (within half a spacing) moves onto it, so every process calls at each
+  boundary's instant, and on average no more often than its rate.
 - `epoch climb`: the additive increase in steps at wall-clock epochs (every P s all
   processes raise together, at the same instant).
-- `+ probe k`: and a call at every epoch's start: the send nearest a boundary (within
-  half a spacing) moves onto it, so every process calls at that instant and on average
-  no more often than its rate; k > 1 sends k - 1 more calls there. When the budget is
+- `+ probe k`: and the sends aligned (a call of every process at each boundary); k > 1
+  sends k - 1 more calls there. When the budget is
   spent, the refusals were meant to land on every process at once.
 - `epoch AIMD`: the probe decides: a 429 answered within 0.15 s of a boundary cuts by
   beta; a 429 elsewhere pauses one spacing and cuts only as the third in its epoch;
@@ -42,13 +44,12 @@ processes each cut, and how many events cut all four.
 Cases (the docs' table): four processes on 32/s starting up to 1 s apart, the shares of
 what the budget granted in the 17 s after the last one started (30 seeds: median, 80th
 percentile, worst; how many runs within 1.3x; calls throttled; the starts at a random
-phase of the epochs); the same starting at
-once; eight on 16/s over 60 s (10 seeds: throttled, shares median / worst); one alone
-on 16/s, the share of the budget it used in its first 20 s; a practice joining at 4-5 s
-and one leaving at 12 s (as tests/test_fleet.py: the three's shares in the 7 s after
-the leave, median / worst, and the fleet's use from the join to 19 s). Pure and
-repeatable: simulated time (tests/fleet_sim.py), no CPU in the way, so no load figure
-is needed; writes
+phase of the epochs); the same starting at once; the four over 60 s; eight on 16/s over
+60 s (10 seeds: throttled, shares median / worst); one alone on 16/s, the share of the
+budget it used in its first 20 s; a practice joining at 4-5 s and one leaving at 12 s
+(as tests/test_fleet.py: the three's shares in the 7 s after the leave, median / worst,
+and the fleet's use from the join to 19 s). Pure and repeatable: simulated time
+(tests/fleet_sim.py), no CPU in the way, so no load figure is needed; writes
 bench/results/<time>-fleet-sim-variants-<seeds>-seeds.txt.
 """
 
@@ -121,6 +122,27 @@ class Tuned(AutoRate):
             self.rate = max(self.floor, self.rate / DECREASE * self.beta)
             return self.interval_s
         return pause
+
+
+@dataclass
+class Aligned(AutoRate):
+    """AutoRate unchanged but for its sends: the one nearest each epoch boundary goes on
+    it, so every process calls at each boundary's instant (no more often on average)."""
+
+    period: float = 0.5
+
+    def next_send_at(self, sent_at: float) -> float:
+        return snapped(sent_at + self.interval_s, self.interval_s, self.period)
+
+
+@dataclass
+class AlignedTuned(Tuned):
+    """The control (`Tuned`) with `Aligned`'s sends."""
+
+    period: float = 0.5
+
+    def next_send_at(self, sent_at: float) -> float:
+        return snapped(sent_at + self.interval_s, self.interval_s, self.period)
 
 
 @dataclass
@@ -385,6 +407,11 @@ def variants() -> dict[str, Make]:
             if beta != 0.75 or nfp:
                 name = f"control: AutoRate, beta {beta}" + (", no first pause" if nfp else "")
                 out[name] = lambda c, b=beta, n=nfp: Tuned(ceiling=c, beta=b, no_first_pause=n)
+    for p in (0.5, 1.0):
+        out[f"AutoRate, sends aligned to the epochs, P={p:g} s"] = (
+            lambda c, p=p: Aligned(ceiling=c, period=p))
+        out[f"control + aligned: AutoRate, beta 0.85, no first pause, sends aligned, P={p:g} s"] = (
+            lambda c, p=p: AlignedTuned(ceiling=c, beta=0.85, no_first_pause=True, period=p))
     for p in (1.0, 2.0):
         out[f"epoch climb, P={p:g} s"] = lambda c, p=p: EpochClimb(ceiling=c, period=p)
         for k in (1, 3):
@@ -432,6 +459,9 @@ SHOWN = [  # the default table: the rows that tell the story (--all: the whole g
     "control: AutoRate, beta 0.85",
     "control: AutoRate, beta 0.75, no first pause",
     "control: AutoRate, beta 0.85, no first pause",
+    "AutoRate, sends aligned to the epochs, P=0.5 s",
+    "AutoRate, sends aligned to the epochs, P=1 s",
+    "control + aligned: AutoRate, beta 0.85, no first pause, sends aligned, P=1 s",
     "epoch climb, P=1 s",
     "epoch climb, P=2 s",
     "epoch climb + probe 1, P=1 s",
@@ -516,13 +546,13 @@ def four_cuts(make: Make, seed: int) -> list[int]:
     return cut_per_event([c for c in cuts if c[0] >= last])
 
 
-def four(make: Make, seed: int, apart: float = 1.0) -> Shares:
+def four(make: Make, seed: int, apart: float = 1.0, window: float = 17.0) -> Shares:
     rng = random.Random(seed)
     phase = rng.uniform(0.0, 2.0)  # where the starts fall among the epochs
     starts = [phase + rng.uniform(0.0, apart) for _ in range(4)]
     last = max(starts)
-    calls = simulate(32.0, [(s, last + 20.0) for s in starts], seed=seed, policy=make)
-    return shares(calls, 32.0, [0, 1, 2, 3], last, last + 17.0)
+    calls = simulate(32.0, [(s, last + window + 3.0) for s in starts], seed=seed, policy=make)
+    return shares(calls, 32.0, [0, 1, 2, 3], last, last + window)
 
 
 def eight(make: Make, seed: int) -> Shares:
@@ -558,6 +588,7 @@ def pct(values: list[float], q: float) -> float:
 def row(name: str, make: Make, seeds: int) -> str:
     f = [four(make, s) for s in range(seeds)]
     at_once = [four(make, s, apart=0.0) for s in range(seeds)]
+    minute = [four(make, s, window=60.0).spread for s in range(min(seeds, 30))]
     e = [eight(make, s) for s in range(10)]
     a = [alone(make, s) for s in range(10)]
     jl = [join_leave(make, s) for s in range(seeds)]
@@ -570,6 +601,7 @@ def row(name: str, make: Make, seeds: int) -> str:
             f" | {statistics.mean(x.throttled for x in f):.1%}"
             f" | {statistics.mean(events):.2f}, {sum(n == 4 for n in events)}/{len(events)}"
             f" | {statistics.median(once):.2f}x / {pct(once, 0.8):.2f}x"
+            f" | {statistics.median(minute):.2f}x / {pct(minute, 0.8):.2f}x"
             f" | {statistics.mean(x.throttled for x in e):.1%},"
             f" {statistics.median(x.spread for x in e):.2f}x / {max(x.spread for x in e):.2f}x"
             f" | {statistics.mean(x.used for x in a):.0%}"
@@ -581,9 +613,10 @@ def row(name: str, make: Make, seeds: int) -> str:
 HEADER = ("| policy | four on 32/s: shares apart, median / 80th pct / worst | within 1.3x"
           " | throttled | processes cut per event (mean), events cutting all four"
           " | four starting at once: median / 80th pct"
+          " | four over 60 s (30 seeds): median / 80th pct"
           " | eight on 16/s, 60 s: throttled, shares median / worst"
           " | alone on 16/s: used in 20 s | join + leave: three after the leave median /"
-          " worst, fleet used, throttled |\n|---|---|---|---|---|---|---|---|---|")
+          " worst, fleet used, throttled |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main() -> None:
