@@ -340,7 +340,7 @@ class RateGate:
                     return rate
             assert self._auto is not None  # a shared limit always has "auto" to fall back on
             rate = self._auto.rate
-            slot = self._sent_at + 1.0 / rate
+            slot = self._auto.next_send_at(self._sent_at)
             if slot <= now:
                 self._sent_at = now
                 self.calls += 1
