@@ -49,7 +49,9 @@ phase of the epochs); the same starting at once; the four over 60 s; eight on 16
 60 s (10 seeds: throttled, shares median / worst); one alone on 16/s, the share of the
 budget it used in its first 20 s; a practice joining at 4-5 s and one leaving at 12 s
 (as tests/test_fleet.py: the three's shares in the 7 s after the leave, median / worst,
-and the fleet's use from the join to 19 s). Pure and repeatable: simulated time
+and the fleet's use from the join to 19 s). Then, for the policy as it is and with its
+sends aligned, fleets of 2-20 on 16/s over 100 s, and where the budget's refusals fall.
+Pure and repeatable: simulated time
 (tests/fleet_sim.py), no CPU in the way, so no load figure is needed; writes
 bench/results/<time>-fleet-sim-variants-<seeds>-seeds.txt.
 """
@@ -304,6 +306,34 @@ HEADER = ("| policy | four on 32/s: shares apart, median / 80th pct / worst | wi
           " worst, fleet used, throttled |\n|---|---|---|---|---|---|---|---|---|---|")
 
 
+SIZES = (2, 4, 8, 12, 20)
+SIZED = ["AutoRate as on main", "AutoRate, sends aligned to the epochs, P=0.5 s",
+         "AutoRate, sends aligned to the epochs, P=1 s"]
+SIZES_HEADER = ("| policy | " + " | ".join(f"{n} on 16/s, 100 s" for n in SIZES)
+                + " | 429s within 60 ms after a half second (eight) |\n"
+                + "|---" * (len(SIZES) + 2) + "|")
+
+
+def sized_row(name: str, make: Make) -> str:
+    """n processes on 16/s over 100 s, 10 seeds: throttled, shares median (range); and
+    where the budget's refusals fall (eight: the share within 60 ms after a boundary of
+    the half seconds; by chance 12 %)."""
+    cells = []
+    for n in SIZES:
+        runs = []
+        for seed in range(10):
+            phase = random.Random(seed).uniform(0.0, 2.0)
+            calls = simulate(16.0, [(phase, phase + 100.0)] * n, seed=seed, policy=make)
+            runs.append((calls, shares(calls, 16.0, list(range(n)), phase, phase + 100.0)))
+        spreads = [got.spread for _, got in runs]
+        cells.append(f"{statistics.mean(got.throttled for _, got in runs):.1%},"
+                     f" {statistics.median(spreads):.2f}x ({min(spreads):.2f}-{max(spreads):.2f})")
+        if n == 8:
+            refused = [c.at for calls, _ in runs for c in calls if not c.granted]
+            near = sum(at - math.floor(at / 0.5) * 0.5 < 0.06 for at in refused)
+    return f"| {name} | " + " | ".join(cells) + f" | {near / max(1, len(refused)):.0%} |"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, default=30)
@@ -319,6 +349,13 @@ def main() -> None:
                 or (not args.only and not args.all and name not in SHOWN)):
             continue
         lines.append(row(name, make, args.seeds))
+        print(lines[-1], flush=True)
+    lines += ["", "Fleets of n on one budget, 10 seeds: throttled, shares apart median (range)",
+              "", SIZES_HEADER]
+    print("\n".join(lines[-4:]), flush=True)
+    every = variants()
+    for name in SIZED:
+        lines.append(sized_row(name, every[name]))
         print(lines[-1], flush=True)
     stamp = f"{datetime.now(UTC):%Y-%m-%dT%H-%M-%SZ}"
     out = REPO / "bench" / "results" / f"{stamp}-fleet-sim-variants-{args.seeds}-seeds.txt"
