@@ -174,6 +174,17 @@ def test_shards_adapting_on_their_own_stay_under_the_limit_together() -> None:
 BUDGET = 16.0  # the fleet bench's (bench/fleet.py)
 
 
+def test_the_simulated_budget_decides_in_the_order_calls_reach_it() -> None:
+    # two processes send their first calls at the same instant into a budget holding one
+    # token: the call that reaches it first has it, whichever process sent it (the
+    # simulation used to decide in the order of sending: process 0 always had it, and
+    # every process calling on the same wall-clock instants looked fair)
+    for seed in range(20):
+        calls = simulate(1.0, [(0.0, 0.2), (0.0, 0.2)], seed=seed)
+        assert len(calls) == 2
+        assert [c.granted for c in sorted(calls, key=lambda c: c.at)] == [True, False], calls
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_four_processes_on_one_key_each_adapting_alone_converge_to_equal_shares(
         seed: int) -> None:
