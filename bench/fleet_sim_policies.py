@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from pracsuite_ingest.rate_gate import (  # noqa: E402
+    CLIMB_DOUBLING_S,
     DECREASE,
     FIRST_DECREASE,
     HOLD_S,
@@ -293,14 +294,18 @@ class EpochDecide(AutoRate):
     the epoch before steps back to `beta` of the highest rate refused, one that was not
     (and was busy) climbs `step` x P. The start is AutoRate's; its overshoot halves the
     rate of the moment without a pause (`no_first_pause`); a first 429 below OVERSHOT x
-    the start rate steps back to 0.75 and the start's climb goes on (a joiner)."""
+    the start rate steps back to 0.75 and the start's climb goes on (a joiner). With
+    `convex`, the climb doubles every CLIMB_DOUBLING_S of epochs without a 429 (as
+    AutoRate's probe), so a share a leaver gave up is taken in seconds."""
 
     period: float = 1.0
     beta: float = 0.75
     step: float = 0.2
+    convex: bool = False
     _epoch: int | None = None
     _refused_over: float = 0.0
     _busy: bool = False
+    _quiet: int = 0
 
     def _settle(self, now: float) -> None:
         epoch = epoch_of(now, self.period)
@@ -312,8 +317,11 @@ class EpochDecide(AutoRate):
             self.last_429_rate = self._refused_over
             self.rate = max(self.floor, self._refused_over * self.beta)
             self.decreases += 1
+            self._quiet = 0
         elif self._busy:
-            self.rate = min(self.ceiling, self.rate + self.step * self.period)
+            growth = 2 ** (self._quiet * self.period / CLIMB_DOUBLING_S) if self.convex else 1
+            self.rate = min(self.ceiling, self.rate + self.step * self.period * growth)
+            self._quiet += 1
         self._epoch, self._refused_over, self._busy = epoch, 0.0, False
 
     def succeeded(self, now: float, *, busy: bool = True) -> None:

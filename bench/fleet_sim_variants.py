@@ -32,7 +32,9 @@ bench/fleet_sim_policies.py):
   the climb is a fixed step at each boundary.
 - `epoch decide`: the rate holds still for an epoch; a 429 pauses one spacing but
   leaves the rate (the overflow keeps landing, on every process in turn); at each
-  boundary a process refused in the epoch steps back to beta, one that was not climbs.
+  boundary a process refused in the epoch steps back to beta, one that was not climbs
+  (`convex climb`: faster the longer no 429 came, as AutoRate's probe). With epochs of
+  4-8 s this one does synchronise the cuts.
 - `sync AIMD`: AutoRate's own climbs (the start's, the slow band, the convex probe),
   applied in steps at the boundaries, with epoch AIMD's probe and rule for 429s.
 - `+ lockstep start`: the start's climb (x1.5 a second) in steps at the boundaries
@@ -138,6 +140,12 @@ def variants() -> dict[str, Make]:
                 out[f"epoch decide, P={p:g} s, beta {beta}, climb {step}/s"] = (
                     lambda c, p=p, b=beta, s=step: EpochDecide(
                         ceiling=c, period=p, beta=b, step=s))
+    for p in (4.0, 8.0):  # long epochs: the overflow lands on every process before a cut
+        for beta in (0.8, 0.85):
+            out[f"epoch decide, P={p:g} s, beta {beta}, climb 0.1/s"] = (
+                lambda c, p=p, b=beta: EpochDecide(ceiling=c, period=p, beta=b, step=0.1))
+        out[f"epoch decide, convex climb, P={p:g} s, beta 0.85, climb 0.1/s"] = (
+            lambda c, p=p: EpochDecide(ceiling=c, period=p, beta=0.85, step=0.1, convex=True))
     return out
 
 
@@ -162,6 +170,9 @@ SHOWN = [  # the default table: the rows that tell the story (--all: the whole g
     "epoch decide, P=2 s, beta 0.85, climb 0.2/s",
     "epoch decide, P=1 s, beta 0.75, climb 0.5/s",
     "epoch decide, P=1 s, beta 0.85, climb 1.0/s",
+    "epoch decide, P=4 s, beta 0.85, climb 0.1/s",
+    "epoch decide, P=8 s, beta 0.85, climb 0.1/s",
+    "epoch decide, convex climb, P=4 s, beta 0.85, climb 0.1/s",
     "sync AIMD (AutoRate's climbs), P=0.5 s, beta 0.85, no first pause",
     "sync AIMD + lockstep start, no first pause, P=0.5 s, beta 0.75",
     "sync AIMD + lockstep start, no first pause, P=0.5 s, beta 0.85",
