@@ -109,6 +109,10 @@ class AutoRate:
     def interval_s(self) -> float:
         return 1.0 / self.rate
 
+    def next_send_at(self, sent_at: float) -> float:
+        """When the call after one sent at `sent_at` may go: one spacing at today's rate."""
+        return sent_at + self.interval_s
+
     def succeeded(self, now: float, *, busy: bool = True) -> None:
         """An answer that was not a 429: climb for the time since the last change.
 
@@ -336,7 +340,7 @@ class RateGate:
                     return rate
             assert self._auto is not None  # a shared limit always has "auto" to fall back on
             rate = self._auto.rate
-            slot = self._sent_at + 1.0 / rate
+            slot = self._auto.next_send_at(self._sent_at)
             if slot <= now:
                 self._sent_at = now
                 self.calls += 1
