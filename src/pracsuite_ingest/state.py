@@ -33,7 +33,6 @@ from pracsuite_ingest import own_files, send_log
 from pracsuite_ingest.errors import Fatal, StateUnusable
 from pracsuite_ingest.localfs import folder_problem, open_private, private_file
 from pracsuite_ingest.models import LocalFile, Row, Stage
-from pracsuite_ingest.state_claims import ClaimsMemo, PatientClaims
 from pracsuite_ingest.state_reads import ItemRecord as ItemRecord  # callers import it here
 from pracsuite_ingest.state_reads import StateReads
 from pracsuite_ingest.state_schema import SCHEMA, nfc, upgrade
@@ -92,7 +91,6 @@ class State(StateReads):
         self._db = conn
         self._lock_fh = lock_fh
         self._sends = sends  # the send log, while this process holds the lock
-        self._claims = ClaimsMemo()  # patients' claims, read once (state_claims.py)
         self._opened_at = 0.0  # when the pending (uncommitted) transaction began
         self._explicit = False  # inside `_transaction`: it commits, not each write
         self.writes = 0  # writes made so far, and how many of them are committed
@@ -266,17 +264,7 @@ class State(StateReads):
              attachment_id, snapshot_run, int(outcome_unknown), uploaded_at, duplicate_of, now,
              disk_identity, replaces, int(settled)),
             durable=stage in DURABLE_AT_ONCE)
-        if stage is Stage.VALIDATED and attachment_id is not None:
-            self._claims.claimed(row.client_id, attachment_id, key)
         return int(cur.lastrowid or 0)
-
-    def patient_claims(self, client_id: str) -> PatientClaims:
-        """The records this patient's uploads claimed in any run: read from the file the
-        first time, then kept up by this process's own claims (state_claims.py)."""
-        claims = self._claims.get(client_id)
-        if claims is None:
-            claims = self._claims.load(client_id, self.claims(client_id).items())
-        return claims
 
     def note(self, item_id: int, error: str) -> None:
         """Say why an upload still awaits its record (it stays `uploaded`: pending)."""
@@ -295,11 +283,6 @@ class State(StateReads):
         if bad:
             raise ValueError(f"not an item column: {sorted(bad)}")
         self._move(item_id, stage, [f"{k} = ?" for k in fields], tuple(fields.values()))
-        record_id = fields.get("attachment_id")
-        if stage is Stage.VALIDATED and record_id is not None and self._claims.holds_any:
-            client_id, key = self._db.execute("SELECT client_id, key FROM items WHERE id = ?",
-                                              (item_id,)).fetchone()
-            self._claims.claimed(client_id, record_id, key)
 
     def start_upload(self, item_id: int, attempts: int, *, new_key: bool) -> None:
         """An upload attempt starts: `uploading`, with its attempt count; `new_key`: the

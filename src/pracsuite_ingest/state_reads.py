@@ -305,19 +305,8 @@ class StateReads:
 
     def claims(self, client_id: str) -> dict[str, str | None]:
         """Record ids already matched to some upload of this client, by any run, each
-        with the presigned key of the upload that claimed it. Every claimed row of the
-        patient: a poll asks `State.patient_claims`, read once."""
+        with the presigned key of the upload that claimed it."""
         rows = self._db.execute(
             "SELECT attachment_id, key FROM items WHERE client_id = ? AND stage = 'validated' "
             "AND attachment_id IS NOT NULL", (client_id,)).fetchall()
         return {r[0]: r[1] for r in rows}
-
-    def claim_of_key(self, client_id: str, file_name: str, key: str) -> str | None:
-        """The record an upload with this key (of this client and file name) claimed,
-        if one did: the rows of one upload share its file name (its identity)."""
-        row = self._db.execute(
-            "SELECT attachment_id FROM items INDEXED BY items_identity_nfc "
-            "WHERE client_id = ? AND name_nfc = ? AND key = ? AND stage = 'validated' "
-            "AND attachment_id IS NOT NULL LIMIT 1",
-            (client_id, nfc(file_name), key)).fetchone()
-        return None if row is None else str(row[0])

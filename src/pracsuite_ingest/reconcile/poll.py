@@ -29,7 +29,6 @@ from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordRe
 from pracsuite_ingest.reconcile.sources import ListUploads, UploadSource
 from pracsuite_ingest.reconcile.twins import twins, twins_text
 from pracsuite_ingest.state import ItemRecord, State
-from pracsuite_ingest.state_claims import PatientClaims
 from pracsuite_ingest.state_reads import Waiting
 from pracsuite_ingest.verification import FileMD5s, Verifier, VerifyFailed
 
@@ -95,9 +94,10 @@ class Polls:
         if generation is None:
             generation = self.uploads_started(client_id)
         source = ListUploads(uploads) if isinstance(uploads, list) else uploads
-        claims = self.state.patient_claims(client_id)  # read once, then kept up
-        index, own = await self._index(source, client_id, claims)
-        excluded = frozenset(claims.ids)
+        claims = self.state.claims(client_id)
+        index, own = await self._index(source, claims)
+        excluded = frozenset(claims)
+        del claims
         until = asyncio.get_running_loop().time() + limit_s
         records: Sequence[RecordView] | None = None
         complete, validated = True, 0
@@ -134,16 +134,16 @@ class Polls:
         await self._validate(client_id, [u for u, _ in own], found, {})
         return complete, validated + len(found)
 
-    async def _index(self, source: UploadSource, client_id: str, claims: PatientClaims
+    async def _index(self, source: UploadSource, claims: dict[str, str | None]
                      ) -> tuple[UploadIndex, list[tuple[Upload, str]]]:
         """The poll's uploads, read once: those whose own key already has a record
         (another row of the same upload claimed it: proof), and an index of the others."""
+        by_key = {key: rid for rid, key in claims.items() if key}
         index, own = UploadIndex(), []
         async for page in source.by_name():
             slices = Slices()
             for up in page:
-                rid = (self.state.claim_of_key(client_id, up.file_name, up.key)
-                       if up.key and claims.may_have_claimed(up.key) else None)
+                rid = by_key.get(up.key) if up.key else None
                 if rid is not None:
                     own.append((up, rid))
                 else:
