@@ -44,6 +44,19 @@ def snapped(nxt: float, interval: float, period: float) -> float:
     return boundary if abs(nxt - boundary) < interval / 2 else nxt
 
 
+def halve_without_pause(policy: AutoRate, now: float) -> float:
+    """The first 429 after the start's overshoot, taken as a step back to half the rate
+    of the moment with no pause (the `no_first_pause` variants); the wait before the
+    next call."""
+    policy.throttled += 1
+    policy._last_change = now
+    policy.last_429_rate = policy.rate
+    policy.rate = max(policy.floor, policy.rate * FIRST_DECREASE)
+    policy._probe_s, policy._decreased_at = 0.0, now
+    policy.decreases += 1
+    return policy.interval_s
+
+
 @dataclass
 class Tuned(AutoRate):
     """A control, not synchronised: AutoRate with another step back (`beta`) and, with
@@ -54,13 +67,7 @@ class Tuned(AutoRate):
 
     def throttled_at(self, now: float, sent_at_rate: float | None = None) -> float:
         if self.decreases == 0 and self.no_first_pause and self.rate >= OVERSHOT * START_RPS:
-            self.throttled += 1
-            self._last_change = now
-            self.last_429_rate = self.rate
-            self.rate = max(self.floor, self.rate * FIRST_DECREASE)
-            self._probe_s, self._decreased_at = 0.0, now
-            self.decreases += 1
-            return self.interval_s
+            return halve_without_pause(self, now)
         before = self.decreases
         pause = super().throttled_at(now, sent_at_rate)
         if self.decreases > before > 0:  # an ordinary step back: to beta, not DECREASE
@@ -256,13 +263,7 @@ class SyncAimd(EpochClimb):
         self._pending = 0.0
         if self.decreases == 0:
             if self.no_first_pause and self.rate >= OVERSHOT * START_RPS:
-                self.throttled += 1
-                self._last_change = now
-                self.last_429_rate = self.rate
-                self.rate = max(self.floor, self.rate * FIRST_DECREASE)
-                self._probe_s, self._decreased_at = 0.0, now
-                self.decreases += 1
-                return self.interval_s
+                return halve_without_pause(self, now)
             return super().throttled_at(now, sent_at_rate)
         epoch = epoch_of(now, self.period)
         if epoch != self._stray_epoch:
