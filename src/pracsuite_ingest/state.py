@@ -54,9 +54,12 @@ DURABLE_AT_ONCE = frozenset({Stage.FAILED})
 # 8.7 at 10^5; at 10,000 and 32 MB, 3.3 and 6.3 (bench/results/2026-12-05-state-bytes.md).
 # A run's WAL frames come to ~2 KB a file: a 32 MB WAL was checkpointed every ~15,000
 # files, and each checkpoint wrote again, scattered, the pages the polls had changed
-# since (a 1 KB page costs the disk a 4 KB one): 10^5 files, 5.27 KB a file written;
-# with 256 MB, 4.03 (same machine, one after the other). A 10^4-file run never gets
-# there: its WAL is checkpointed once, at its end. The WAL file is deleted at the end.
+# since (a 1 KB page costs the disk a 4 KB one): 10^5 files, 5.66 KB a file written;
+# with 256 MB, 3.50 in the same run (three runs: 3.50-4.19, of which 2.9-3.6 reached
+# the disk; bench/results/2026-12-05-evening-wal.md). A 10^4-file run never gets there:
+# its WAL is checkpointed once, at its end, and deleted. A checkpoint holds the loop
+# (it runs in the commit): 0.36 s at 256 MB on a 100,000-row state, once per ~120,000
+# files, against 0.13 s every ~15,000 at 32 MB.
 MAX_PENDING_WRITES = 10000
 WAL_CHECKPOINT_PAGES = 262144  # 1 KB pages (state_schema.PAGE_SIZE): a 256 MB WAL
 CACHE_KB = 8192  # what 5 s of changes fit in: a smaller cache spills them to the WAL twice

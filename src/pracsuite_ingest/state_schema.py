@@ -123,7 +123,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.execute(NFC_INDEX)
     conn.execute(ROW_INDEX)
     conn.execute(AWAITING_INDEX)  # state files of earlier versions gain it at open
-    conn.execute(AWAITING_NAMES_INDEX)
+    conn.execute(AWAITING_NAMES_INDEX)  # the same (built at open: one pass of the items)
     conn.execute("DROP INDEX IF EXISTS items_run_stage")  # see AWAITING_INDEX
     # (client_id, file_name, sha256): every look-up by identity uses name_nfc
     # (NFC_INDEX); kept, it cost a page written per new item (bench/state_writes.py).
