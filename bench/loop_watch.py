@@ -12,8 +12,11 @@ does not inflate). A thread, not
 a task: a task's own sleep cannot wake while the loop is held, and this way nothing is
 added to the loop but the callbacks themselves.
 
-Stalls are also counted by phase: the first `STARTUP_S` seconds (imports on the loop),
-the run, and the report's writing after it (`commands.write_report`).
+When a callback is `SAMPLE_AFTER_S` late, the thread samples the loop thread's stack
+(`sys._current_frames`): `held_at` counts the innermost frames seen in stalls, which
+names what held the loop. Stalls are also counted by phase: the first `STARTUP_S`
+seconds (imports on the loop), the run, and the report's writing after it
+(`commands.write_report`).
 
 `BENCH_BIG_POLL=N` (optional): the first `Reconciler.poll` of at least N uploads writes
 the time it began to `BENCH_BIG_POLL_MARK` (a file), for a benchmark that sends SIGTERM
@@ -28,6 +31,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,8 @@ from typing import Any
 from pracsuite_ingest import aio, cli
 
 TICK_S = 0.01
+SAMPLE_AFTER_S = 0.1  # a callback this late: the loop is held; its stack is sampled
+STACK_FRAMES = 6
 STARTUP_S = 5.0  # the loop's first seconds: imports and settings, before any file
 
 
@@ -54,12 +60,27 @@ class Watch:
         self.max_by_phase: dict[str, float] = {}
         self.max_cpu_by_phase: dict[str, float] = {}  # the loop thread's CPU in a stall
         self.stop = threading.Event()
+        self.loop_thread = 0
+        self.held_at: dict[str, int] = {}  # the loop thread's stack, sampled in stalls
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         clock = time.pthread_getcpuclockid(threading.get_ident())  # the loop's thread
+        self.loop_thread = threading.get_ident()
         threading.Thread(target=self._watch, args=(loop, clock), daemon=True).start()
 
+    def _sample(self, thread_id: int) -> None:
+        """The loop thread's innermost frames (the project's and SQLite's callers), while
+        it holds the loop: what the longest stalls were doing."""
+        frame = sys._current_frames().get(thread_id)
+        if frame is None:
+            return
+        where = [f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                 for f in traceback.extract_stack(frame)[-STACK_FRAMES:]]
+        key = " < ".join(reversed(where))
+        self.held_at[key] = self.held_at.get(key, 0) + 1
+
     def _watch(self, loop: asyncio.AbstractEventLoop, clock: int) -> None:
+        loop_thread = self.loop_thread
         while not self.stop.wait(TICK_S):
             if loop.is_closed():
                 return
@@ -72,6 +93,8 @@ class Watch:
                 loop.call_soon_threadsafe(ran.set)
             except RuntimeError:  # closed meanwhile
                 return
+            if not ran.wait(SAMPLE_AFTER_S):  # held: where is the loop's thread now?
+                self._sample(loop_thread)
             while not ran.wait(0.5):
                 if loop.is_closed() or self.stop.is_set():
                     return
@@ -103,7 +126,8 @@ class Watch:
                 "worst": [[round(ms), round(at, 1)] for ms, at in self.worst],
                 "max_stall_by_phase_ms": {k: round(v) for k, v in self.max_by_phase.items()},
                 "max_stall_cpu_by_phase_ms": {
-                    k: round(v) for k, v in self.max_cpu_by_phase.items()}}
+                    k: round(v) for k, v in self.max_cpu_by_phase.items()},
+                "held_at": dict(sorted(self.held_at.items(), key=lambda kv: -kv[1])[:15])}
 
 
 def watched(factory: Callable[[], Callable[[], asyncio.AbstractEventLoop] | None],

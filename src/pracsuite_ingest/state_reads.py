@@ -17,7 +17,7 @@ from pracsuite_ingest.state_schema import AWAITING_STAGES, nfc
 # `settled`: a `missing` file whose resends ran out (reconcile.max_resends) is not awaited.
 _AWAITING = f"({AWAITING_STAGES} AND settled = 0)"
 
-_BY_AWAITING = "INDEXED BY items_awaiting"
+_BY_AWAITING = "INDEXED BY items_waiting"  # state_schema.AWAITING_INDEX
 _BY_AWAITING_NAME = "INDEXED BY items_awaiting_names"  # (run, client, name_nfc, id)
 
 @dataclass(frozen=True, slots=True)

@@ -89,8 +89,14 @@ ROW_INDEX = "CREATE INDEX IF NOT EXISTS items_row ON items (client_id, path, fil
 # The queries name it (INDEXED BY): left alone, SQLite walks (run_id, seq) to skip a sort.
 # Its condition is the stages' only (the same in every state file, whichever version
 # created it); the queries' `settled = 0` filters the few settled items it holds.
-AWAITING_INDEX = ("CREATE INDEX IF NOT EXISTS items_awaiting "
-                  f"ON items (run_id, client_id, seq) WHERE {AWAITING_STAGES}")
+# Covering for the counts a poll round asks (`awaiting_since`, `awaiting_count`: how
+# many await, the latest upload's end): read through the rows, they held the event loop
+# 120-330 ms a round with one patient's 100,000 uploads awaiting (bench/loop_watch.py's
+# `held_at`). Named anew (`items_awaiting` was (run_id, client_id, seq) alone): a state
+# file of an earlier version drops the old one and builds this at open.
+AWAITING_INDEX = ("CREATE INDEX IF NOT EXISTS items_waiting ON items "
+                  "(run_id, client_id, seq, settled, stage, outcome_unknown, uploaded_at, "
+                  f"updated_at) WHERE {AWAITING_STAGES}")
 # The same uploads in the order of their names: a poll reads its patient's uploads a
 # group of names at a time (reconcile/groups.py). Through the identity index, that
 # walked every row the patient ever had, in every run (a nightly practice's history);
@@ -125,6 +131,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.execute(AWAITING_INDEX)  # state files of earlier versions gain it at open
     conn.execute(AWAITING_NAMES_INDEX)  # the same (built at open: one pass of the items)
     conn.execute("DROP INDEX IF EXISTS items_run_stage")  # see AWAITING_INDEX
+    conn.execute("DROP INDEX IF EXISTS items_awaiting")  # AWAITING_INDEX's narrower forebear
     # (client_id, file_name, sha256): every look-up by identity uses name_nfc
     # (NFC_INDEX); kept, it cost a page written per new item (bench/state_writes.py).
     conn.execute("DROP INDEX IF EXISTS items_identity")
