@@ -307,6 +307,7 @@ class StateReads:
         """Record ids already matched to some upload of this client, by any run, each
         with the presigned key of the upload that claimed it."""
         rows = self._db.execute(
-            "SELECT attachment_id, key FROM items WHERE client_id = ? AND stage = 'validated' "
-            "AND attachment_id IS NOT NULL", (client_id,)).fetchall()
+            "SELECT attachment_id, key FROM items INDEXED BY items_claims "
+            "WHERE client_id = ? AND stage = 'validated' AND attachment_id IS NOT NULL",
+            (client_id,)).fetchall()
         return {r[0]: r[1] for r in rows}
