@@ -59,6 +59,25 @@ def make_files(root: Path, count: int) -> Path:
     return manifest
 
 
+def in_process_setup(work: Path, files: int, mode: str, tag: str
+                     ) -> tuple[Path, subprocess.Popen[str], Path]:
+    """For a bench that runs the CLI in its own process: the files and manifest, a fresh
+    output folder `<files>-<mode>-<tag>` for the state and reports, a one-patient
+    sandbox (the caller kills it), the config pointed at both, and no PRACSUITE_*
+    variable left in this environment."""
+    manifest = make_files(work / "input", files)
+    out = scale.fresh(work / f"{files}-{mode}-{tag}")
+    sandbox, keys = start_sandbox(mode)
+    try:
+        cfg = scale.config(out / "config.toml", out, keys)
+    except BaseException:
+        sandbox.kill()
+        raise
+    for k in [k for k in os.environ if k.startswith("PRACSUITE")]:
+        del os.environ[k]
+    return manifest, sandbox, cfg
+
+
 def start_sandbox(mode: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
     sandbox = subprocess.Popen(
         [PYTHON, "-m", "pracsuite_ingest", "sandbox", "--port", "0", "--clients", "1",

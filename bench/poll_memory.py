@@ -24,7 +24,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import one_patient
-import scale
 
 TICK_S = 0.25
 GROWTH = 1.05
@@ -71,14 +70,9 @@ def main() -> int:
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "bench-one-patient"))
     args = p.parse_args()
-    work = Path(args.workdir)
-    manifest = one_patient.make_files(work / "input", args.files)
-    out = scale.fresh(work / f"{args.files}-{args.mode}-tracemalloc")
-    sandbox, keys = one_patient.start_sandbox(args.mode)
+    manifest, sandbox, cfg = one_patient.in_process_setup(
+        Path(args.workdir), args.files, args.mode, "tracemalloc")
     try:
-        cfg = scale.config(out / "config.toml", out, keys)
-        for k in [k for k in os.environ if k.startswith("PRACSUITE")]:
-            del os.environ[k]
         from pracsuite_ingest import cli
 
         os.chdir(manifest.parent)

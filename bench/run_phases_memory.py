@@ -34,7 +34,6 @@ from typing import Any
 
 import one_patient
 import poll_memory
-import scale
 
 TICK_S = 0.05
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -118,15 +117,10 @@ def main() -> int:
     p.add_argument("--top", type=int, default=20)
     p.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "bench-one-patient"))
     args = p.parse_args()
-    work = Path(args.workdir)
-    manifest = one_patient.make_files(work / "input", args.files)
-    out = scale.fresh(work / f"{args.files}-{args.mode}-phases")
-    sandbox, keys = one_patient.start_sandbox(args.mode)
+    manifest, sandbox, cfg = one_patient.in_process_setup(
+        Path(args.workdir), args.files, args.mode, "phases")
     notes: dict[str, Any] = {}
     try:
-        cfg = scale.config(out / "config.toml", out, keys)
-        for k in [k for k in os.environ if k.startswith("PRACSUITE")]:
-            del os.environ[k]
         from pracsuite_ingest import cli, state
         from pracsuite_ingest.reconcile import reconciler
 
