@@ -32,7 +32,7 @@ import scale  # the bench folder is not a package
 
 CALL = re.compile(r"^\d+\s+(\w+)\((\d+)<([^>]*)>,.*?= (\d+)$")
 OFFSET = re.compile(r", (\d+)\) = \d+$")
-HEADER = re.compile(r'"((?:\\x[0-9a-f]{2}){4})')
+HEADER = re.compile(r'"((?:\\x[0-9a-f]{2}){4})((?:\\x[0-9a-f]{2}){4})?')
 PAGE = 1024  # state_schema.PAGE_SIZE
 
 
@@ -46,6 +46,7 @@ def parse(trace: Path) -> dict[str, Any]:
     by_file: collections.Counter[str] = collections.Counter()
     wal: collections.Counter[int] = collections.Counter()
     db: collections.Counter[int] = collections.Counter()
+    commits = 0  # a commit's last frame gives the file's size after it (nonzero)
     for line in trace.read_text(errors="replace").splitlines():
         m = CALL.match(line)
         if not m:
@@ -59,9 +60,11 @@ def parse(trace: Path) -> dict[str, Any]:
             header = HEADER.search(line)
             if header:
                 wal[int(header.group(1).replace("\\x", ""), 16)] += 1
+                size = header.group(2)
+                commits += bool(size and int(size.replace("\\x", ""), 16))
         elif name == "state.db" and (off := OFFSET.search(line)):
             db[int(off.group(1)) // PAGE + 1] += 1
-    return {"by_file": by_file, "wal": wal, "db": db}
+    return {"by_file": by_file, "wal": wal, "db": db, "commits": commits}
 
 
 def by_owner(pages: collections.Counter[int], owner: dict[int, str]) -> dict[str, int]:
@@ -100,13 +103,15 @@ def main() -> None:
     doc = {"rows": rows, "summary": run["summary"], "kb_per_file_by_file": files,
            "wal_frames_by_owner": by_owner(seen["wal"], owner),
            "checkpoint_pages_by_owner": by_owner(seen["db"], owner),
-           "distinct_pages": {"wal": len(seen["wal"]), "db": len(seen["db"])}}
+           "distinct_pages": {"wal": len(seen["wal"]), "db": len(seen["db"])},
+           "commits": seen["commits"], "wall_s": run["wall_s"]}
     for title, key in (("WAL frames", "wal_frames_by_owner"),
                        ("checkpointed pages", "checkpoint_pages_by_owner")):
         print(f"{title}:")
         for name, n in doc[key].items():
             print(f"  {name:32s} {n:8d}  {n * (PAGE + 24) / rows / 1e3:6.2f} KB a file")
     print("KB a file by file:", json.dumps(files))
+    print(f"commits: {seen['commits']} in {run['wall_s']:.0f} s (traced)")
     out = Path(__file__).resolve().parent / "results" / (
         datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%SZ") + "-state-bytes.json")
     out.write_text(json.dumps(doc, indent=1) + "\n")

@@ -56,7 +56,7 @@ class Snapshots:
                 # caps grow with the records our earlier runs gave it (list_walk.py).
                 records = await list_records(api, client_id, PolicyRetrier(
                     self._max_attempts, self._rng, self._on_retry), record_id,
-                    len(self._state.claims(client_id)))
+                    len(self._state.claimed(client_id)))
             except (Permanent, Retryable) as exc:
                 # Its retries are spent: the patient's other files fail with this reason
                 # at once, instead of each asking again (20 files x the timeout).

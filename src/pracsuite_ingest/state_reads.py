@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -303,11 +303,30 @@ class StateReads:
             (run_id, client_id)).fetchall()
         return {r[0] for r in rows}
 
-    def claims(self, client_id: str) -> dict[str, str | None]:
-        """Record ids already matched to some upload of this client, by any run, each
-        with the presigned key of the upload that claimed it."""
+    def claimed(self, client_id: str) -> frozenset[str]:
+        """Record ids already matched to some upload of this client, by any run."""
         rows = self._db.execute(
-            "SELECT attachment_id, key FROM items INDEXED BY items_claims "
+            "SELECT attachment_id FROM items INDEXED BY items_claimed "
             "WHERE client_id = ? AND stage = 'validated' AND attachment_id IS NOT NULL",
             (client_id,)).fetchall()
-        return {r[0]: r[1] for r in rows}
+        return frozenset(r[0] for r in rows)
+
+    def claimed_by_key(self, client_id: str,
+                       uploads: Sequence[tuple[str, str | None, str]]) -> dict[str, str]:
+        """Of these uploads of the client (file name, sha256, presigned key), those whose
+        very key a validated item claimed a record with: key -> record id. Items that
+        share a key share their identity (client, NFC name, sha256: one was carried from
+        the other, `find_earlier`), so the identity index finds them: a poll asks of its
+        own uploads, not of the patient's every claim."""
+        found: dict[str, str] = {}
+        for start in range(0, len(uploads), 300):
+            chunk = uploads[start:start + 300]
+            values = ", ".join("(?, ?, ?)" for _ in chunk)
+            found.update(self._db.execute(
+                f"WITH up (name, sha256, key) AS (VALUES {values}) "  # noqa: S608 (marks)
+                "SELECT up.key, c.attachment_id FROM up "
+                "JOIN items c INDEXED BY items_identity_nfc ON c.client_id = ? "
+                "AND c.name_nfc = up.name AND c.sha256 IS up.sha256 AND c.key = up.key "
+                "WHERE c.stage = 'validated' AND c.attachment_id IS NOT NULL",
+                [*(v for u in chunk for v in (nfc(u[0]), u[1], u[2])), client_id]))
+        return found

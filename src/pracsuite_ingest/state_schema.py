@@ -105,12 +105,19 @@ AWAITING_INDEX = ("CREATE INDEX IF NOT EXISTS items_waiting ON items "
 AWAITING_NAMES_INDEX = ("CREATE INDEX IF NOT EXISTS items_awaiting_names "
                         f"ON items (run_id, client_id, name_nfc, id) WHERE {AWAITING_STAGES}")
 # The records a patient's uploads claimed, in any run: every poll leaves them out
-# (`StateReads.claims`). Covering: read through the rows, a patient's 100,000 claims
-# held the event loop 184 ms a poll (bench/loop_watch.py); the index alone is a few
-# sequential pages per 10 claims. Still as long as the patient's history: a poll walks
-# the patient's records in PracSuite, which are as many.
-CLAIMS_INDEX = ("CREATE INDEX IF NOT EXISTS items_claims ON items (client_id, attachment_id, "
-                "key, stage) WHERE stage = 'validated' AND attachment_id IS NOT NULL")
+# (`StateReads.claimed`). Covering: read through the rows, a patient's 100,000 claims
+# held the event loop 184 ms a poll (bench/loop_watch.py). Still as long as the
+# patient's history: a poll walks the patient's records in PracSuite, which are as
+# many. Narrow, in the order of the items: a commit's new claims go at the end of each
+# patient's entries, ~60 to a page. Its forebear (`items_claims`: client, record id,
+# key, stage; ~9 entries a page, landing all over the patient's entries) was 0.48 KB of
+# WAL a file at 10^4 1 KB files, its pages written 4.2 times each, every commit's
+# splits rewriting their neighbours (bench/state_bytes.py); the keys a poll asks about
+# are its own uploads', found through the identity index (`claimed_by_key`). Dropped
+# at open.
+# `stage` is there for SQLite (3.40) to read the index alone: the condition names it.
+CLAIMS_INDEX = ("CREATE INDEX IF NOT EXISTS items_claimed ON items (client_id, id, "
+                "attachment_id, stage) WHERE stage = 'validated' AND attachment_id IS NOT NULL")
 
 
 def nfc(name: str) -> str:
@@ -140,6 +147,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.execute(CLAIMS_INDEX)
     conn.execute("DROP INDEX IF EXISTS items_run_stage")  # see AWAITING_INDEX
     conn.execute("DROP INDEX IF EXISTS items_awaiting")  # AWAITING_INDEX's narrower forebear
+    conn.execute("DROP INDEX IF EXISTS items_claims")  # CLAIMS_INDEX's forebear
     # (client_id, file_name, sha256): every look-up by identity uses name_nfc
     # (NFC_INDEX); kept, it cost a page written per new item (bench/state_writes.py).
     conn.execute("DROP INDEX IF EXISTS items_identity")

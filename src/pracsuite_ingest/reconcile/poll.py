@@ -94,10 +94,8 @@ class Polls:
         if generation is None:
             generation = self.uploads_started(client_id)
         source = ListUploads(uploads) if isinstance(uploads, list) else uploads
-        claims = self.state.claims(client_id)
-        index, own = await self._index(source, claims)
-        excluded = frozenset(claims)
-        del claims
+        excluded = self.state.claimed(client_id)
+        index, own = await self._index(client_id, source)
         until = asyncio.get_running_loop().time() + limit_s
         records: Sequence[RecordView] | None = None
         complete, validated = True, 0
@@ -134,13 +132,14 @@ class Polls:
         await self._validate(client_id, [u for u, _ in own], found, {})
         return complete, validated + len(found)
 
-    async def _index(self, source: UploadSource, claims: dict[str, str | None]
+    async def _index(self, client_id: str, source: UploadSource
                      ) -> tuple[UploadIndex, list[tuple[Upload, str]]]:
         """The poll's uploads, read once: those whose own key already has a record
         (another row of the same upload claimed it: proof), and an index of the others."""
-        by_key = {key: rid for rid, key in claims.items() if key}
         index, own = UploadIndex(), []
         async for page in source.by_name():
+            by_key = self.state.claimed_by_key(
+                client_id, [(up.file_name, up.sha256, up.key) for up in page if up.key])
             slices = Slices()
             for up in page:
                 rid = by_key.get(up.key) if up.key else None
