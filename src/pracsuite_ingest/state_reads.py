@@ -17,8 +17,7 @@ from pracsuite_ingest.state_schema import AWAITING_STAGES, nfc
 # `settled`: a `missing` file whose resends ran out (reconcile.max_resends) is not awaited.
 _AWAITING = f"({AWAITING_STAGES} AND settled = 0)"
 
-_BY_AWAITING = "INDEXED BY items_waiting"  # state_schema.AWAITING_INDEX
-_BY_AWAITING_NAME = "INDEXED BY items_awaiting_names"  # (run, client, name_nfc, id)
+_BY_AWAITING = "INDEXED BY items_awaited"  # state_schema.AWAITING_INDEX
 
 @dataclass(frozen=True, slots=True)
 class ItemRecord:
@@ -64,8 +63,8 @@ def _item(row: tuple[Any, ...]) -> ItemRecord:
 
 
 class Waiting(NamedTuple):
-    """Of an upload awaiting its record, what a poll needs (`awaiting_after`); the same
-    names as `ItemRecord`'s."""
+    """Of an upload awaiting its record, what a poll needs (`awaiting_by_name`,
+    `awaiting_named`); the same names as `ItemRecord`'s."""
 
     id: int
     client_id: str
@@ -226,18 +225,6 @@ class StateReads:
                 (run_id, client_id)).fetchall()
         return [_item(r) for r in rows]
 
-    def awaiting_after(self, run_id: str, client_id: str, after_seq: int, limit: int
-                       ) -> list[Waiting]:
-        """`awaiting(run_id, client_id)` in pages, and of each item only what a poll
-        needs (`Waiting`): at most `limit` items, those after `after_seq`. A poll reads
-        every upload of its patient still waiting: whole rows made half of a 100,000-file
-        run's CPU (bench/results/2026-12-05-scale-profile.md)."""
-        rows = self._db.execute(
-            f"SELECT {_WAITING} FROM items {_BY_AWAITING} "  # noqa: S608
-            f"WHERE run_id = ? AND client_id = ? AND seq > ? AND {_AWAITING} "
-            "ORDER BY seq LIMIT ?", (run_id, client_id, after_seq, limit)).fetchall()
-        return [Waiting._make(r) for r in rows]
-
     def awaiting_by_name(self, run_id: str, client_id: str, after: tuple[str, int] | None,
                          limit: int) -> list[Waiting]:
         """`awaiting(run_id, client_id)` in the order of their NFC names (then item id),
@@ -246,7 +233,7 @@ class StateReads:
         own index), neither the run nor the patient's other rows."""
         name, item_id = after if after is not None else ("", -1)
         rows = self._db.execute(
-            f"SELECT {_WAITING} FROM items {_BY_AWAITING_NAME} "  # noqa: S608
+            f"SELECT {_WAITING} FROM items {_BY_AWAITING} "  # noqa: S608
             "WHERE run_id = ? AND client_id = ? AND name_nfc >= ? AND (name_nfc > ? OR id > ?) "
             f"AND {_AWAITING} ORDER BY name_nfc, id LIMIT ?",
             (run_id, client_id, name, name, item_id, limit)).fetchall()
@@ -258,7 +245,7 @@ class StateReads:
         `high` (excluded; None: no end), in item order."""
         bound, args = ("AND name_nfc < ? ", (high,)) if high is not None else ("", ())
         rows = self._db.execute(
-            f"SELECT {_WAITING} FROM items {_BY_AWAITING_NAME} "  # noqa: S608
+            f"SELECT {_WAITING} FROM items {_BY_AWAITING} "  # noqa: S608
             f"WHERE run_id = ? AND client_id = ? AND name_nfc >= ? {bound}AND {_AWAITING} "
             "ORDER BY id", (run_id, client_id, low, *args)).fetchall()
         return [Waiting._make(r) for r in rows]

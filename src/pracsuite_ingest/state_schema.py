@@ -89,21 +89,22 @@ ROW_INDEX = "CREATE INDEX IF NOT EXISTS items_row ON items (client_id, path, fil
 # The queries name it (INDEXED BY): left alone, SQLite walks (run_id, seq) to skip a sort.
 # Its condition is the stages' only (the same in every state file, whichever version
 # created it); the queries' `settled = 0` filters the few settled items it holds.
-# Covering for the counts a poll round asks (`awaiting_since`, `awaiting_count`: how
-# many await, the latest upload's end): read through the rows, they held the event loop
-# 120-330 ms a round with one patient's 100,000 uploads awaiting (bench/loop_watch.py's
-# `held_at`). Named anew (`items_awaiting` was (run_id, client_id, seq) alone): a state
-# file of an earlier version drops the old one and builds this at open.
-AWAITING_INDEX = ("CREATE INDEX IF NOT EXISTS items_waiting ON items "
-                  "(run_id, client_id, seq, settled, stage, outcome_unknown, uploaded_at, "
-                  f"updated_at) WHERE {AWAITING_STAGES}")
-# The same uploads in the order of their names: a poll reads its patient's uploads a
-# group of names at a time (reconcile/groups.py). Through the identity index, that
-# walked every row the patient ever had, in every run (a nightly practice's history);
-# this one holds only the uploads awaiting a record, so it stays a few pages, whose
-# writes ride along with the commits that write the rows.
-AWAITING_NAMES_INDEX = ("CREATE INDEX IF NOT EXISTS items_awaiting_names "
-                        f"ON items (run_id, client_id, name_nfc, id) WHERE {AWAITING_STAGES}")
+# - In the order of their names (then item): a poll reads its patient's uploads a group
+#   of names at a time (reconcile/groups.py); through the identity index, that walked
+#   every row the patient ever had, in every run (a nightly practice's history).
+# - Covering for the counts a poll round asks (`awaiting_since`, `awaiting_count`: how
+#   many await, the latest upload's end): read through the rows, they held the event
+#   loop 120-330 ms a round with one patient's 100,000 uploads awaiting
+#   (bench/loop_watch.py's `held_at`).
+# One index for both: every upload enters it and leaves it, and each commit rewrites
+# the pages where a patient's entries come and go. Two (`items_waiting` in input order
+# for the counts, `items_awaiting_names` by name) cost ~300 WAL frames a commit at
+# 10^5 files with polls behind the uploads, as much as the table's own
+# (bench/state_bytes.py). The few readers in input order (`awaiting`) sort what they
+# read. A state file of an earlier version drops the old ones and builds this at open.
+AWAITING_INDEX = ("CREATE INDEX IF NOT EXISTS items_awaited ON items "
+                  "(run_id, client_id, name_nfc, id, settled, stage, outcome_unknown, "
+                  f"uploaded_at, updated_at) WHERE {AWAITING_STAGES}")
 # The records a patient's uploads claimed, in any run: every poll leaves them out
 # (`StateReads.claimed`). Covering: read through the rows, a patient's 100,000 claims
 # held the event loop 184 ms a poll (bench/loop_watch.py). Still as long as the
@@ -143,10 +144,10 @@ def upgrade(conn: sqlite3.Connection) -> None:
     conn.execute(NFC_INDEX)
     conn.execute(ROW_INDEX)
     conn.execute(AWAITING_INDEX)  # state files of earlier versions gain it at open
-    conn.execute(AWAITING_NAMES_INDEX)  # the same (built at open: one pass of the items)
     conn.execute(CLAIMS_INDEX)
     conn.execute("DROP INDEX IF EXISTS items_run_stage")  # see AWAITING_INDEX
-    conn.execute("DROP INDEX IF EXISTS items_awaiting")  # AWAITING_INDEX's narrower forebear
+    for forebear in ("items_awaiting", "items_waiting", "items_awaiting_names"):
+        conn.execute(f"DROP INDEX IF EXISTS {forebear}")  # what AWAITING_INDEX replaced
     conn.execute("DROP INDEX IF EXISTS items_claims")  # CLAIMS_INDEX's forebear
     # (client_id, file_name, sha256): every look-up by identity uses name_nfc
     # (NFC_INDEX); kept, it cost a page written per new item (bench/state_writes.py).
