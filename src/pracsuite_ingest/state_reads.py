@@ -304,7 +304,11 @@ class StateReads:
         very key a validated item claimed a record with: key -> record id. Items that
         share a key share their identity (client, NFC name, sha256: one was carried from
         the other, `find_earlier`), so the identity index finds them: a poll asks of its
-        own uploads, not of the patient's every claim."""
+        own uploads, not of the patient's every claim. One pair it cannot find: a name
+        with surrounding spaces that a version before exact names recorded stripped,
+        carried by a later run under its exact name (`find_earlier`'s second look) and
+        validated there; a `reconcile` of the earlier run then finds no record for its
+        row (`missing`; no upload is sent again: the later row is validated)."""
         found: dict[str, str] = {}
         for start in range(0, len(uploads), 300):
             chunk = uploads[start:start + 300]
