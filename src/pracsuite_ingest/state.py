@@ -58,8 +58,8 @@ DURABLE_AT_ONCE = frozenset({Stage.FAILED})
 # with 256 MB, 3.50 in the same run (three runs: 3.50-4.19, of which 2.9-3.6 reached
 # the disk; bench/results/2026-12-05-evening-wal.md). A 10^4-file run never gets there:
 # its WAL is checkpointed once, at its end, and deleted. A checkpoint holds the loop
-# (it runs in the commit): 0.36 s at 256 MB on a 100,000-row state, once per ~115,000
-# files (the WAL now grows ~2.3 KB a file), against 0.13 s every ~15,000 at 32 MB.
+# (it runs in the commit): 0.36 s at 256 MB on a 100,000-row state, once per ~120,000
+# files (the WAL grows ~2.3 KB a file), against 0.13 s every ~15,000 at 32 MB.
 # Commits every 10 s or 25,000 writes were tried: 3.57 against 3.66 KB a file at 10^4
 # files in one run pair (bench/results/2026-12-05T08-35-48Z-scale.json), not worth
 # twice the lag of `status` and commits holding the loop twice as long.
