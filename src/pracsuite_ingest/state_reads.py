@@ -18,6 +18,9 @@ from pracsuite_ingest.state_schema import AWAITING_STAGES, nfc
 _AWAITING = f"({AWAITING_STAGES} AND settled = 0)"
 
 _BY_AWAITING = "INDEXED BY items_awaited"  # state_schema.AWAITING_INDEX
+# Uploads `claimed_by_key` asks about in one statement: 3 parameters each, under
+# SQLite's oldest limit (999); each an index seek and a row read (~15 ms at worst).
+KEYS_A_STATEMENT = 200
 
 @dataclass(frozen=True, slots=True)
 class ItemRecord:
@@ -310,8 +313,8 @@ class StateReads:
         validated there; a `reconcile` of the earlier run then finds no record for its
         row (`missing`; no upload is sent again: the later row is validated)."""
         found: dict[str, str] = {}
-        for start in range(0, len(uploads), 300):
-            chunk = uploads[start:start + 300]
+        for start in range(0, len(uploads), KEYS_A_STATEMENT):
+            chunk = uploads[start:start + KEYS_A_STATEMENT]
             values = ", ".join("(?, ?, ?)" for _ in chunk)
             found.update(self._db.execute(
                 f"WITH up (name, sha256, key) AS (VALUES {values}) "  # noqa: S608 (marks)

@@ -29,10 +29,8 @@ from pracsuite_ingest.reconcile.records import OnAnswer, PresignAnswer, RecordRe
 from pracsuite_ingest.reconcile.sources import ListUploads, UploadSource
 from pracsuite_ingest.reconcile.twins import twins, twins_text
 from pracsuite_ingest.state import ItemRecord, State
-from pracsuite_ingest.state_reads import Waiting
+from pracsuite_ingest.state_reads import KEYS_A_STATEMENT, Waiting
 from pracsuite_ingest.verification import FileMD5s, Verifier, VerifyFailed
-
-CLAIMED_KEYS_AT_ONCE = 200  # uploads asked about in one statement (~15 ms at worst)
 
 Found = dict[int, tuple[str, bool]]  # item -> (record, whether its bytes were compared)
 
@@ -158,9 +156,9 @@ class Polls:
         uploads held the loop 114 ms in one go (bench/one_patient.py's `held_at`)."""
         asked = [(up.file_name, up.sha256, up.key) for up in page if up.key]
         found: dict[str, str] = {}
-        for start in range(0, len(asked), CLAIMED_KEYS_AT_ONCE):
+        for start in range(0, len(asked), KEYS_A_STATEMENT):  # one statement each
             found.update(self.state.claimed_by_key(
-                client_id, asked[start:start + CLAIMED_KEYS_AT_ONCE]))
+                client_id, asked[start:start + KEYS_A_STATEMENT]))
             await asyncio.sleep(0)
         return found
 
